@@ -1,0 +1,114 @@
+//! The command tree. Groups that have no verbs yet are declared (so later work only adds
+//! variants) but hidden from `--help` by [`command`], so nobody is shown a command that does nothing.
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+/// nsh-mesh: teams of AI coding agents that talk to each other and to MCP servers.
+#[derive(Debug, Parser)]
+#[command(
+    name = "nsh",
+    version,
+    propagate_version = true,
+    subcommand_required = true
+)]
+pub(crate) struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "NSH_LOG_FORMAT")]
+    pub(crate) log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the whole stack on this machine with embedded defaults.
+    Up(crate::up::UpArgs),
+    /// The agent-to-agent mesh: server, client, tokens.
+    Mesh(Group<MeshVerb>),
+    /// The MCP gateway in front of MCP servers.
+    Gateway(Group<GatewayVerb>),
+    /// MCP servers installed across MCP clients.
+    Mcp(Group<McpVerb>),
+    /// Launch and configure coding agents.
+    Agent(Group<AgentVerb>),
+    /// The Kubernetes operator and its CRDs.
+    Operator(Group<OperatorVerb>),
+    /// Commands that target a remote cluster.
+    Cluster(Group<ClusterVerb>),
+}
+
+/// A subcommand group; `V` lists its verbs.
+#[derive(Debug, Args)]
+pub(crate) struct Group<V: Subcommand> {
+    #[command(subcommand)]
+    pub(crate) verb: V,
+}
+
+// Verbs arrive with the issues that build them; an empty enum is a group with no verbs.
+#[derive(Debug, Subcommand)]
+pub(crate) enum MeshVerb {}
+#[derive(Debug, Subcommand)]
+pub(crate) enum GatewayVerb {}
+#[derive(Debug, Subcommand)]
+pub(crate) enum McpVerb {}
+#[derive(Debug, Subcommand)]
+pub(crate) enum AgentVerb {}
+#[derive(Debug, Subcommand)]
+pub(crate) enum OperatorVerb {}
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterVerb {}
+
+/// The clap command with every verb-less group hidden.
+pub(crate) fn command() -> clap::Command {
+    let mut command = Cli::command();
+    let empty_groups: Vec<String> = command
+        .get_subcommands()
+        .filter(|sub| is_group(sub) && !sub.has_subcommands())
+        .map(|sub| sub.get_name().to_owned())
+        .collect();
+    for name in empty_groups {
+        command = command.mut_subcommand(name, |sub| sub.hide(true));
+    }
+    command
+}
+
+/// A group is a subcommand that requires a verb (`up` is a plain command, not a group).
+fn is_group(sub: &clap::Command) -> bool {
+    sub.is_subcommand_required_set()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_tree_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn groups_without_verbs_are_hidden_and_commands_are_not() {
+        let command = command();
+        let visible: Vec<&str> = command
+            .get_subcommands()
+            .filter(|sub| !sub.is_hide_set())
+            .map(clap::Command::get_name)
+            .collect();
+        assert!(visible.contains(&"up"), "`up` must be shown: {visible:?}");
+        for sub in command.get_subcommands().filter(|sub| is_group(sub)) {
+            assert_eq!(
+                sub.is_hide_set(),
+                !sub.has_subcommands(),
+                "group `{}` is shown iff it has verbs",
+                sub.get_name()
+            );
+        }
+    }
+}

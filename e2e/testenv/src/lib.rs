@@ -1,0 +1,61 @@
+//! Real parts for tests, started on free loopback ports and torn down with the test.
+//!
+//! - [`ControlPlane`]: etcd, kube-apiserver and kube-controller-manager built from their Go
+//!   modules by `scripts/testbin.sh` (envtest-style: no kubelet, so pods stay `Pending`).
+//!   [`ControlPlane::shared`] hands every test in a test binary the same instance; tests keep
+//!   apart through [`ControlPlane::namespace`].
+//! - [`RedisServer`]: Debian's `redis-server`, persistence off, stoppable for fault tests.
+//!
+//! Every child process is started so that it dies with the test process, even when a test
+//! panics or the shared instance is never dropped (see [`process`]).
+
+mod binaries;
+mod control_plane;
+mod error;
+pub mod kubelet;
+mod pki;
+pub mod process;
+mod redis_server;
+pub mod versions;
+
+pub use binaries::Binaries;
+pub use control_plane::ControlPlane;
+pub use error::Error;
+pub use redis_server::RedisServer;
+
+/// Result of this crate's operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A free TCP port on 127.0.0.1: the OS picks one, we release it and hand it to a child.
+///
+/// Another process may take it in between; the callers retry start-up on a bind failure.
+pub fn free_port() -> Result<u16> {
+    let listener =
+        std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(Error::io("bind 127.0.0.1:0"))?;
+    Ok(listener
+        .local_addr()
+        .map_err(Error::io("read local address"))?
+        .port())
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, or fails after `timeout` naming `what`
+/// and the last observation, so a test failure says what never happened.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: std::time::Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<Option<T>, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match probe().await {
+            Ok(Some(value)) => return value,
+            Ok(None) => "not yet".to_owned(),
+            Err(err) => err,
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last: {last}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Builds the real Kubernetes control plane (kube-apiserver, kube-controller-manager,
+# kubectl), etcd and helm from their Go modules, at the versions pinned in
+# scripts/versions.env, into a cache folder outside the work tree.
+#
+# Idempotent: a binary that is already there and reports the pinned version is kept.
+# Prints the folder that holds the binaries on its last line of stdout; everything
+# else goes to stderr.
+#
+# Why wrapper modules: k8s.io/kubernetes and etcd's modules carry `replace` lines
+# pointing at their own source trees, so `go install module@version` refuses them.
+# A small module of ours `require`s the release, maps each k8s.io staging module
+# v1.N.M -> v0.N.M (the list is read from the release's own go.mod), and builds the
+# commands from there.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+cache="${NSH_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nsh-mesh}"
+out="$cache/testbin"
+work="$cache/testbin-src"
+mkdir -p "$out" "$work"
+
+log() { printf 'testbin: %s\n' "$*" >&2; }
+
+command -v go >/dev/null || { log "go is not on PATH: install Go 1.26 or newer (https://go.dev/dl)"; exit 1; }
+
+# version_ok BIN PATTERN: the binary exists and its --version output contains PATTERN.
+version_ok() { [ -x "$1" ] && "$1" --version 2>/dev/null | grep -qF -- "$2"; }
+
+gomod_of() { go list -m -json "$1" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p'; }
+
+build_kubernetes() {
+  local v="$KUBERNETES_VERSION" minor staging_v dir mod
+  if version_ok "$out/kube-apiserver" "Kubernetes $v" &&
+     version_ok "$out/kube-controller-manager" "Kubernetes $v" &&
+     [ -x "$out/kubectl" ] && "$out/kubectl" version --client 2>/dev/null | grep -qF "$v"; then
+    log "kubernetes $v: cached"; return
+  fi
+  staging_v="v0.${v#v1.}"
+  dir="$work/kubernetes-$v"
+  mkdir -p "$dir"
+  mod="$(cd "$dir" && GOFLAGS=-mod=mod gomod_of "k8s.io/kubernetes@$v")"
+  log "kubernetes $v: writing wrapper module (staging modules -> $staging_v)"
+  {
+    echo "module nsh.dev/testbin/kubernetes"
+    echo
+    grep -E '^go [0-9.]+$' "$mod"
+    grep -E '^godebug ' "$mod" || true
+    echo
+    echo "require k8s.io/kubernetes $v"
+    echo
+    echo "replace ("
+    # Every `k8s.io/NAME => ./staging/src/k8s.io/NAME` line of the release becomes
+    # `k8s.io/NAME => k8s.io/NAME v0.N.M`, the published copy of that staging tree.
+    sed -n 's#^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/src/k8s\.io/[a-z0-9-]*$#\t\1 => \1 '"$staging_v"'#p' "$mod"
+    echo ")"
+  } >"$dir/go.mod"
+  printf 'package testbin\n' >"$dir/doc.go"
+  minor="${v#v1.}"; minor="${minor%%.*}"
+  local pkg=k8s.io/component-base/version
+  local ldflags="-s -w -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$v -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+  log "kubernetes $v: resolving modules"
+  (cd "$dir" && go get "k8s.io/kubernetes/cmd/kube-apiserver@$v" "k8s.io/kubernetes/cmd/kube-controller-manager@$v" "k8s.io/kubernetes/cmd/kubectl@$v" >&2)
+  log "kubernetes $v: building kube-apiserver, kube-controller-manager, kubectl (a cold build takes several minutes)"
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl >&2)
+  version_ok "$out/kube-apiserver" "Kubernetes $v" || { log "kube-apiserver does not report $v"; exit 1; }
+}
+
+build_etcd() {
+  local v="$ETCD_VERSION" dir="$work/etcd-$ETCD_VERSION"
+  if version_ok "$out/etcd" "etcd Version: ${v#v}"; then log "etcd $v: cached"; return; fi
+  mkdir -p "$dir"
+  printf 'module nsh.dev/testbin/etcd\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$v" >"$dir/go.mod"
+  printf 'package testbin\n' >"$dir/doc.go"
+  log "etcd $v: resolving modules"
+  (cd "$dir" && go get "go.etcd.io/etcd/server/v3@$v" >&2)
+  log "etcd $v: building"
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=release-$v" \
+      -o "$out/etcd" go.etcd.io/etcd/server/v3 >&2)
+  version_ok "$out/etcd" "etcd Version: ${v#v}" || { log "etcd does not report $v"; exit 1; }
+}
+
+build_helm() {
+  local v="$HELM_VERSION" dir="$work/helm-$HELM_VERSION"
+  if [ -x "$out/helm" ] && "$out/helm" version --short 2>/dev/null | grep -qF "$v"; then log "helm $v: cached"; return; fi
+  mkdir -p "$dir"
+  printf 'module nsh.dev/testbin/helm\n\ngo 1.25\n\nrequire helm.sh/helm/v3 %s\n' "$v" >"$dir/go.mod"
+  printf 'package testbin\n' >"$dir/doc.go"
+  log "helm $v: resolving modules"
+  (cd "$dir" && go get "helm.sh/helm/v3/cmd/helm@$v" >&2)
+  log "helm $v: building"
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$v -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+      -o "$out/helm" helm.sh/helm/v3/cmd/helm >&2)
+  "$out/helm" version --short | grep -qF "$v" || { log "helm does not report $v"; exit 1; }
+}
+
+case "${1:-all}" in
+  all) build_etcd; build_kubernetes; build_helm ;;
+  etcd) build_etcd ;;
+  kubernetes) build_kubernetes ;;
+  helm) build_helm ;;
+  *) log "usage: $0 [all|etcd|kubernetes|helm]"; exit 2 ;;
+esac
+echo "$out"

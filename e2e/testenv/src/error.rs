@@ -61,7 +61,7 @@ pub enum Error {
 
 impl Error {
     /// `map_err` helper that adds what was being done to an I/O error.
-    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let context = context.into();
         move |source| Self::Io { context, source }
     }

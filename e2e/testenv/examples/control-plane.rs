@@ -14,10 +14,16 @@ async fn main() -> Result<(), nsh_testenv::Error> {
     let plane = ControlPlane::start().await?;
     let redis = RedisServer::start()?;
     let version = plane.client().await?.apiserver_version().await?;
-    println!("kube-apiserver {} at {}", version.git_version, plane.server_url());
+    println!(
+        "kube-apiserver {} at {}",
+        version.git_version,
+        plane.server_url()
+    );
     println!("kubeconfig:     {}", plane.kubeconfig_path().display());
     println!("redis:          {}", redis.url());
     println!("press Ctrl-C to stop; everything is removed on exit");
-    tokio::signal::ctrl_c().await.map_err(nsh_testenv::Error::io("wait for Ctrl-C"))?;
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(nsh_testenv::Error::io("wait for Ctrl-C"))?;
     Ok(())
 }

@@ -1,0 +1,15 @@
+//! The nsh-mesh wire contract, shared by the mesh server, the mesh-client and the operator.
+//!
+//! - [`wire`]: the events agents exchange with the mesh and their acknowledgements
+//!   (documented for other implementations in `docs/mesh-protocol.md`);
+//! - [`token`]: team-scoped HS256 JWTs, minted by the operator and `nsh mesh token`, verified
+//!   by the server;
+//! - [`socketio`]: the Socket.io v5 / Engine.IO v4 packet codec;
+//! - [`client`]: a Socket.io client over WebSocket that can answer server acks.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod names;
+pub mod socketio;
+pub mod token;
+pub mod wire;

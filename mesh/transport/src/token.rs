@@ -1,0 +1,419 @@
+//! Team-scoped mesh tokens: HS256 JWTs signed with the team's key, header `kid` = team.
+//!
+//! Claims: `sub` (agent id), `team`, `groups` (`"*"` allows any), `iss` = `aud` = `nsh-mesh`,
+//! `iat`, `exp`, `jti`. Verification pins the algorithm, requires `exp`, allows 30 s of skew.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+pub const ISSUER: &str = "nsh-mesh";
+pub const AUDIENCE: &str = "nsh-mesh";
+/// Clock skew tolerated on `exp` (and `nbf`, if present).
+pub const LEEWAY: Duration = Duration::from_secs(30);
+/// A group-claim entry that allows every group.
+pub const ANY_GROUP: &str = "*";
+/// Shortest key accepted: HS256 is only as strong as its key.
+pub const MIN_KEY_BYTES: usize = 16;
+
+/// A team's HMAC secret: the bytes of its key file with surrounding whitespace trimmed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TeamKey(Vec<u8>);
+
+impl TeamKey {
+    pub fn from_file_contents(bytes: &[u8]) -> Result<Self, TokenError> {
+        let trimmed = bytes.trim_ascii();
+        if trimmed.len() < MIN_KEY_BYTES {
+            return Err(TokenError::WeakKey { len: trimmed.len() });
+        }
+        Ok(Self(trimmed.to_vec()))
+    }
+
+    /// A new random key in the text form `nsh mesh keygen` writes: 32 random bytes, base64.
+    pub fn generate_text() -> String {
+        let bytes: [u8; 32] = rand::random();
+        STANDARD.encode(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Never print a key, not even in debug logs.
+impl std::fmt::Debug for TeamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TeamKey(<{} bytes>)", self.0.len())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Agent id.
+    pub sub: String,
+    pub team: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub iss: String,
+    pub aud: String,
+    pub iat: u64,
+    pub exp: u64,
+    pub jti: String,
+}
+
+impl Claims {
+    /// Whether the token lets its agent join `group`.
+    pub fn may_join(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == ANY_GROUP || g == group)
+    }
+}
+
+/// What to put in a new token.
+#[derive(Debug, Clone)]
+pub struct TokenRequest<'a> {
+    pub team: &'a str,
+    pub agent: &'a str,
+    pub groups: &'a [String],
+    pub ttl: Duration,
+}
+
+/// Why a token was not minted or not accepted. The `Display` text is what a refused client
+/// reads after `unauthorized: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("missing token: pass auth {{ token: \"<JWT>\" }} in the handshake")]
+    Missing,
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    #[error("token has no `kid` header naming its team")]
+    MissingKid,
+    #[error("unknown team `{0}`: the mesh has no key for it")]
+    UnknownTeam(String),
+    #[error("algorithm {0} is not accepted; tokens must be HS256")]
+    WrongAlgorithm(String),
+    #[error("bad signature: the token was not signed with team `{0}`'s current key")]
+    BadSignature(String),
+    #[error("token expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("wrong issuer or audience: both must be `nsh-mesh`")]
+    WrongIssuerOrAudience,
+    #[error("missing claim `{0}`")]
+    MissingClaim(String),
+    #[error("`kid` header `{kid}` does not match the `team` claim `{team}`")]
+    TeamMismatch { kid: String, team: String },
+    #[error("invalid {field} `{value}`: {why}")]
+    BadName {
+        field: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    #[error("team key is too short ({len} bytes); use at least 16, e.g. `nsh mesh keygen`")]
+    WeakKey { len: usize },
+    #[error("ttl must be positive")]
+    ZeroTtl,
+    #[error("could not sign token: {0}")]
+    Signing(String),
+}
+
+/// Where the verifier finds team keys (the server's key directory, a test's map, ...).
+pub trait KeyLookup {
+    fn key(&self, team: &str) -> Option<TeamKey>;
+}
+
+impl KeyLookup for std::collections::HashMap<String, TeamKey> {
+    fn key(&self, team: &str) -> Option<TeamKey> {
+        self.get(team).cloned()
+    }
+}
+
+fn check_name(field: &'static str, value: &str) -> Result<(), TokenError> {
+    match crate::names::check(value) {
+        Some(why) => Err(TokenError::BadName {
+            field,
+            value: value.to_owned(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Mints a token for `request`, valid from `now_unix` for `request.ttl`.
+pub fn mint(
+    request: &TokenRequest<'_>,
+    key: &TeamKey,
+    now_unix: u64,
+) -> Result<String, TokenError> {
+    check_name("team", request.team)?;
+    check_name("agent", request.agent)?;
+    for group in request.groups.iter().filter(|g| *g != ANY_GROUP) {
+        check_name("group", group)?;
+    }
+    if request.ttl.is_zero() {
+        return Err(TokenError::ZeroTtl);
+    }
+    let claims = Claims {
+        sub: request.agent.to_owned(),
+        team: request.team.to_owned(),
+        groups: request.groups.to_vec(),
+        iss: ISSUER.to_owned(),
+        aud: AUDIENCE.to_owned(),
+        iat: now_unix,
+        exp: now_unix + request.ttl.as_secs().max(1),
+        jti: uuid::Uuid::new_v4().to_string(),
+    };
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(request.team.to_owned());
+    let key =
+        EncodingKey::from_secret(key.as_bytes()).map_err(|e| TokenError::Signing(e.to_string()))?;
+    jsonwebtoken::encode(&header, &claims, &key).map_err(|e| TokenError::Signing(e.to_string()))
+}
+
+/// Verifies `token` against the key of the team its `kid` names.
+pub fn verify(token: &str, keys: &impl KeyLookup) -> Result<Claims, TokenError> {
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(TokenError::Missing);
+    }
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+    if header.alg != Algorithm::HS256 {
+        return Err(TokenError::WrongAlgorithm(format!("{:?}", header.alg)));
+    }
+    let team = header.kid.ok_or(TokenError::MissingKid)?;
+    let key = keys
+        .key(&team)
+        .ok_or_else(|| TokenError::UnknownTeam(team.clone()))?;
+
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = LEEWAY.as_secs();
+    validation.set_issuer(&[ISSUER]);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+    let key = DecodingKey::from_secret(key.as_bytes())
+        .map_err(|e| TokenError::Malformed(e.to_string()))?;
+    let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|err| match err
+        .kind()
+    {
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidSignature => TokenError::BadSignature(team.clone()),
+        ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm("other than HS256".into()),
+        ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => TokenError::WrongIssuerOrAudience,
+        ErrorKind::MissingRequiredClaim(claim) => TokenError::MissingClaim(claim.clone()),
+        other => TokenError::Malformed(format!("{other:?}")),
+    })?;
+    let claims = data.claims;
+    if claims.team != team {
+        return Err(TokenError::TeamMismatch {
+            kid: team,
+            team: claims.team,
+        });
+    }
+    check_name("agent", &claims.sub)?;
+    Ok(claims)
+}
+
+/// Reads the claims of `token` without checking its signature: for display (`nsh mesh client`
+/// learns its agent id and team this way), never for authorization.
+pub fn peek_claims(token: &str) -> Result<Claims, TokenError> {
+    jsonwebtoken::dangerous::insecure_decode_claims::<Claims>(token.trim())
+        .map_err(|e| TokenError::Malformed(e.to_string()))
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    use super::*;
+
+    fn key(text: &str) -> TeamKey {
+        TeamKey::from_file_contents(text.as_bytes()).unwrap()
+    }
+
+    fn keys() -> HashMap<String, TeamKey> {
+        HashMap::from([
+            ("alpha".to_owned(), key("alpha-secret-0123456789\n")),
+            ("beta".to_owned(), key("beta-secret-0123456789")),
+        ])
+    }
+
+    fn token(team: &str, signing: &str, ttl: u64, now: u64) -> String {
+        let groups = vec!["ops".to_owned()];
+        mint(
+            &TokenRequest {
+                team,
+                agent: "a1",
+                groups: &groups,
+                ttl: Duration::from_secs(ttl),
+            },
+            &key(signing),
+            now,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_minted_token_verifies_and_carries_the_claims() {
+        let claims = verify(
+            &token("alpha", "alpha-secret-0123456789", 3600, now_unix()),
+            &keys(),
+        )
+        .unwrap();
+        assert_eq!((claims.sub.as_str(), claims.team.as_str()), ("a1", "alpha"));
+        assert_eq!(
+            (claims.iss.as_str(), claims.aud.as_str()),
+            (ISSUER, AUDIENCE)
+        );
+        assert_eq!(claims.exp - claims.iat, 3600);
+        assert!(claims.may_join("ops") && !claims.may_join("dev"));
+        assert!(!claims.jti.is_empty());
+    }
+
+    #[test]
+    fn key_file_whitespace_is_trimmed() {
+        // Signed with the trimmed bytes, verified against a key read with a trailing newline.
+        assert!(
+            verify(
+                &token("alpha", "  alpha-secret-0123456789  ", 60, now_unix()),
+                &keys()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn every_refusal_has_its_own_reason() {
+        let now = now_unix();
+        assert_eq!(verify("", &keys()), Err(TokenError::Missing));
+        assert!(matches!(
+            verify("not.a.jwt", &keys()),
+            Err(TokenError::Malformed(_))
+        ));
+        assert_eq!(
+            verify(&token("gamma", "gamma-secret-0123456789", 60, now), &keys()),
+            Err(TokenError::UnknownTeam("gamma".into()))
+        );
+        assert_eq!(
+            verify(&token("alpha", "beta-secret-0123456789", 60, now), &keys()),
+            Err(TokenError::BadSignature("alpha".into()))
+        );
+        // Expired beyond the 30 s leeway; within it still accepted.
+        assert_eq!(
+            verify(
+                &token("alpha", "alpha-secret-0123456789", 60, now - 120),
+                &keys()
+            ),
+            Err(TokenError::Expired)
+        );
+        assert!(
+            verify(
+                &token("alpha", "alpha-secret-0123456789", 60, now - 80),
+                &keys()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn alg_none_and_other_algorithms_are_refused() {
+        // {"alg":"none","kid":"alpha"} . valid claims . no signature
+        let claims = serde_json::json!({ "sub": "a1", "team": "alpha", "iss": ISSUER, "aud": AUDIENCE,
+            "iat": now_unix(), "exp": now_unix() + 60, "jti": "x" });
+        let b64 = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let none = format!(
+            "{}.{}.",
+            b64(&serde_json::json!({ "alg": "none", "kid": "alpha" })),
+            b64(&claims)
+        );
+        assert!(verify(&none, &keys()).is_err());
+        let hs512 = jsonwebtoken::encode(
+            &Header {
+                kid: Some("alpha".into()),
+                ..Header::new(Algorithm::HS512)
+            },
+            &claims,
+            &EncodingKey::from_secret(b"alpha-secret-0123456789").unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            verify(&hs512, &keys()),
+            Err(TokenError::WrongAlgorithm(_))
+        ));
+    }
+
+    #[test]
+    fn kid_must_match_the_team_claim() {
+        let claims = serde_json::json!({ "sub": "a1", "team": "beta", "iss": ISSUER, "aud": AUDIENCE,
+            "iat": now_unix(), "exp": now_unix() + 60, "jti": "x" });
+        let forged = jsonwebtoken::encode(
+            &Header {
+                kid: Some("alpha".into()),
+                ..Header::new(Algorithm::HS256)
+            },
+            &claims,
+            &EncodingKey::from_secret(b"alpha-secret-0123456789").unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            verify(&forged, &keys()),
+            Err(TokenError::TeamMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn minting_refuses_bad_names_weak_keys_and_zero_ttl() {
+        let k = key("alpha-secret-0123456789");
+        let no_groups: Vec<String> = vec![];
+        let bad_agent = TokenRequest {
+            team: "alpha",
+            agent: "a:b",
+            groups: &no_groups,
+            ttl: Duration::from_secs(1),
+        };
+        assert!(matches!(
+            mint(&bad_agent, &k, 0),
+            Err(TokenError::BadName { field: "agent", .. })
+        ));
+        let zero = TokenRequest {
+            team: "alpha",
+            agent: "a",
+            groups: &no_groups,
+            ttl: Duration::ZERO,
+        };
+        assert_eq!(mint(&zero, &k, 0), Err(TokenError::ZeroTtl));
+        assert_eq!(
+            TeamKey::from_file_contents(b" short \n"),
+            Err(TokenError::WeakKey { len: 5 })
+        );
+    }
+
+    #[test]
+    fn generated_keys_are_base64_of_32_bytes_and_differ() {
+        let (a, b) = (TeamKey::generate_text(), TeamKey::generate_text());
+        assert_eq!(a.len(), 44);
+        assert_ne!(a, b);
+        assert_eq!(STANDARD.decode(&a).unwrap().len(), 32);
+    }
+
+    #[test]
+    fn peek_reads_claims_without_a_key() {
+        let claims =
+            peek_claims(&token("alpha", "alpha-secret-0123456789", 60, now_unix())).unwrap();
+        assert_eq!(claims.team, "alpha");
+    }
+}

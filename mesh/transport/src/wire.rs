@@ -1,0 +1,394 @@
+//! Events between agents and the mesh, and their acknowledgements. Every client -> server
+//! event is answered through the Socket.io ack callback.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Socket.io event names.
+pub mod event {
+    pub const MESSAGE: &str = "message";
+    pub const PRESENCE: &str = "presence";
+    pub const GROUP_JOIN: &str = "group:join";
+    pub const GROUP_LEAVE: &str = "group:leave";
+    pub const GROUP_LIST: &str = "group:list";
+    pub const GROUP_MEMBERS: &str = "group:members";
+}
+
+/// Prefix of every `connect_error` message caused by authentication.
+pub const UNAUTHORIZED_PREFIX: &str = "unauthorized:";
+
+/// Longest message id accepted (a UUID is 36 characters, a ULID 26).
+pub const MAX_ID_LEN: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    Direct,
+    Group,
+    System,
+}
+
+/// A message as the mesh delivers it. `from` and `timestamp` are set by the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: MessageKind,
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// RFC 3339 UTC time at which the server accepted the message.
+    pub timestamp: String,
+    /// Seconds the message stays deliverable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Agent(String),
+    Group(String),
+}
+
+/// The `message` event a client sends. Unknown fields (including `from` and `timestamp`)
+/// are ignored: the server never trusts them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendRequest {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+}
+
+/// Error codes of the wire contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    RecipientOffline,
+    Forbidden,
+    RateLimited,
+    Invalid,
+    TooLarge,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RecipientOffline => "recipient_offline",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
+            Self::Invalid => "invalid",
+            Self::TooLarge => "too_large",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SendStatus {
+    /// A recipient's client acknowledged receipt.
+    Delivered,
+    /// The id was seen from this sender recently; not delivered again.
+    Duplicate,
+}
+
+/// The ack of a `message` event: `{ ok: true, id, status }` or `{ ok: false, id, error }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendAck {
+    pub ok: bool,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<SendStatus>,
+    /// For group messages: the members whose clients acknowledged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_to: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<WireError>,
+}
+
+impl SendAck {
+    pub fn delivered(id: impl Into<String>, delivered_to: Option<Vec<String>>) -> Self {
+        Self {
+            ok: true,
+            id: id.into(),
+            status: Some(SendStatus::Delivered),
+            delivered_to,
+            error: None,
+        }
+    }
+
+    pub fn duplicate(id: impl Into<String>) -> Self {
+        Self {
+            ok: true,
+            id: id.into(),
+            status: Some(SendStatus::Duplicate),
+            delivered_to: None,
+            error: None,
+        }
+    }
+
+    pub fn failed(id: impl Into<String>, error: WireError) -> Self {
+        Self {
+            ok: false,
+            id: id.into(),
+            status: None,
+            delivered_to: None,
+            error: Some(error),
+        }
+    }
+
+    /// The outcome as a `Result`, for callers that treat refusals as errors.
+    pub fn into_result(self) -> Result<SendStatus, WireError> {
+        match (self.ok, self.status, self.error) {
+            (true, Some(status), _) => Ok(status),
+            (_, _, Some(error)) => Err(error),
+            _ => Err(WireError::new(
+                ErrorCode::Invalid,
+                "ack carried neither status nor error",
+            )),
+        }
+    }
+}
+
+/// `presence` request: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentPresence {
+    pub id: String,
+    pub online: bool,
+    /// RFC 3339 time of the agent's first current connection.
+    pub since: String,
+    pub groups: Vec<String>,
+}
+
+/// Ack of `presence`: the caller's team only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceList {
+    pub agents: Vec<AgentPresence>,
+}
+
+/// Broadcast to the team when an agent's first connection opens or its last one closes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceChange {
+    pub agent: String,
+    pub online: bool,
+    pub at: String,
+}
+
+/// `group:join`, `group:leave` and `group:members` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRequest {
+    pub group: String,
+}
+
+/// Ack of `group:join` / `group:leave`: `{ ok, group, members }` or `{ ok: false, group, error }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupAck {
+    pub ok: bool,
+    pub group: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<WireError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    pub name: String,
+    pub members: usize,
+}
+
+/// Ack of `group:list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupList {
+    pub groups: Vec<GroupSummary>,
+}
+
+/// Ack of `group:members`, or an error for a refused request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMembers {
+    #[serde(default)]
+    pub members: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<WireError>,
+}
+
+/// Any request answered with `{ ok: false, error }` when it cannot even be parsed or is refused
+/// before its handler runs (rate limit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub error: WireError,
+}
+
+/// Parses `value` as `T`, naming the offending field on failure (`text: invalid type: ...`).
+pub fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, WireError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let message = if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        };
+        WireError::new(ErrorCode::Invalid, message)
+    })
+}
+
+impl SendRequest {
+    /// Checks what serde cannot: the id's shape, exactly one of `to`/`group`, names, ttl.
+    pub fn validate(&self) -> Result<Target, WireError> {
+        let invalid = |message: String| WireError::new(ErrorCode::Invalid, message);
+        if self.id.is_empty() || self.id.len() > MAX_ID_LEN {
+            return Err(invalid(format!(
+                "id: must be 1 to {MAX_ID_LEN} characters (use a UUID or ULID)"
+            )));
+        }
+        if !self
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        {
+            return Err(invalid(
+                "id: may only contain letters, digits, '-', '_', '.', ':' (use a UUID or ULID)"
+                    .into(),
+            ));
+        }
+        if self.ttl == Some(0) {
+            return Err(invalid("ttl: must be a positive number of seconds".into()));
+        }
+        let target = match (&self.to, &self.group) {
+            (Some(to), None) => ("to", Target::Agent(to.clone())),
+            (None, Some(group)) => ("group", Target::Group(group.clone())),
+            (Some(_), Some(_)) => {
+                return Err(invalid("to/group: give exactly one, not both".into()));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "to/group: give one (an agent id or a group name)".into(),
+                ));
+            }
+        };
+        let (field, Target::Agent(name) | Target::Group(name)) = &target;
+        if let Some(why) = crate::names::check(name) {
+            return Err(invalid(format!("{field}: {why}")));
+        }
+        Ok(target.1)
+    }
+}
+
+/// Current time as RFC 3339 UTC with milliseconds, the format of every wire timestamp.
+pub fn now_rfc3339() -> String {
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+pub fn rfc3339(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let at = at
+        .replace_nanosecond(at.millisecond() as u32 * 1_000_000)
+        .unwrap_or(at);
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(value: Value) -> Result<Target, WireError> {
+        parse::<SendRequest>(value)?.validate()
+    }
+
+    #[test]
+    fn invalid_payloads_name_the_field() {
+        let cases = [
+            (json!({ "to": "b", "text": "hi" }), "id"),
+            (json!({ "id": "1", "to": "b", "text": 5 }), "text"),
+            (json!({ "id": "1", "text": "hi" }), "to/group"),
+            (
+                json!({ "id": "1", "to": "b", "group": "g", "text": "hi" }),
+                "to/group",
+            ),
+            (json!({ "id": "1", "to": "b:c", "text": "hi" }), "to:"),
+            (json!({ "id": "", "to": "b", "text": "hi" }), "id:"),
+            (
+                json!({ "id": "1", "to": "b", "text": "hi", "ttl": 0 }),
+                "ttl",
+            ),
+            (
+                json!({ "id": "1", "to": "b", "text": "hi", "ttl": -1 }),
+                "ttl",
+            ),
+            (json!("just a string"), "invalid type"),
+        ];
+        for (value, field) in cases {
+            let err = request(value.clone()).unwrap_err();
+            assert_eq!(err.code, ErrorCode::Invalid);
+            assert!(err.message.contains(field), "{value}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn valid_requests_resolve_their_target_and_ignore_client_from() {
+        let target =
+            request(json!({ "id": "01J", "to": "bob", "text": "hi", "from": "mallory" })).unwrap();
+        assert_eq!(target, Target::Agent("bob".into()));
+        let target = request(json!({ "id": "x", "group": "ops", "text": "" })).unwrap();
+        assert_eq!(target, Target::Group("ops".into()));
+    }
+
+    #[test]
+    fn acks_serialize_to_the_documented_shapes() {
+        assert_eq!(
+            serde_json::to_value(SendAck::delivered("1", None)).unwrap(),
+            json!({ "ok": true, "id": "1", "status": "delivered" })
+        );
+        assert_eq!(
+            serde_json::to_value(SendAck::failed(
+                "1",
+                WireError::new(ErrorCode::RecipientOffline, "bob is offline")
+            ))
+            .unwrap(),
+            json!({ "ok": false, "id": "1", "error": { "code": "recipient_offline", "message": "bob is offline" } })
+        );
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_milliseconds() {
+        let at = time::macros::datetime!(2026-11-29 18:00:01.123456 +02:00);
+        assert_eq!(rfc3339(at), "2026-11-29T16:00:01.123Z");
+    }
+}

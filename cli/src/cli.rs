@@ -31,7 +31,7 @@ pub(crate) enum Command {
     /// Run the whole stack on this machine with embedded defaults.
     Up(crate::up::UpArgs),
     /// The agent-to-agent mesh: server, client, tokens.
-    Mesh(Group<MeshVerb>),
+    Mesh(Group<crate::mesh::MeshVerb>),
     /// The MCP gateway in front of MCP servers.
     Gateway(Group<GatewayVerb>),
     /// MCP servers installed across MCP clients.
@@ -52,8 +52,6 @@ pub(crate) struct Group<V: Subcommand> {
 }
 
 // Verbs arrive with the issues that build them; an empty enum is a group with no verbs.
-#[derive(Debug, Subcommand)]
-pub(crate) enum MeshVerb {}
 #[derive(Debug, Subcommand)]
 pub(crate) enum GatewayVerb {}
 #[derive(Debug, Subcommand)]

@@ -2,17 +2,36 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod mesh;
 mod up;
 
 use clap::FromArgMatches as _;
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
     let matches = cli::command().get_matches();
-    let cli = cli::Cli::from_arg_matches(&matches)?;
+    let cli = match cli::Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
     init_tracing(cli.log_format);
+    match dispatch(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // The message and its causes, never a backtrace: this is for the person at the terminal.
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: {err:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Up(args) => up::run(&args),
-        cli::Command::Mesh(group) => match group.verb {},
+        cli::Command::Mesh(group) => mesh::run(group.verb).await,
         cli::Command::Gateway(group) => match group.verb {},
         cli::Command::Mcp(group) => match group.verb {},
         cli::Command::Agent(group) => match group.verb {},

@@ -211,7 +211,8 @@ pub struct GroupRequest {
     pub group: String,
 }
 
-/// Ack of `group:join` / `group:leave`: `{ ok, group, members }` or `{ ok: false, group, error }`.
+/// Ack of `group:join`, `group:leave` and `group:members`: `{ ok, group, members }`, or
+/// `{ ok: false, group, error }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupAck {
     pub ok: bool,
@@ -232,15 +233,6 @@ pub struct GroupSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupList {
     pub groups: Vec<GroupSummary>,
-}
-
-/// Ack of `group:members`, or an error for a refused request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupMembers {
-    #[serde(default)]
-    pub members: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<WireError>,
 }
 
 /// Any request answered with `{ ok: false, error }` when it cannot even be parsed or is refused

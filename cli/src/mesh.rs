@@ -1,0 +1,172 @@
+//! `nsh mesh …`: run the mesh server, mint tokens, make team keys.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use nsh_mesh_server::config::Rate;
+use nsh_mesh_server::{Limits, RateLimit, Server, ServerConfig};
+use nsh_mesh_transport::token::{self, TeamKey, TokenRequest};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MeshVerb {
+    /// Run the mesh server (Socket.io; agents authenticate with team tokens).
+    Server(ServerArgs),
+    /// Print a token for an agent, signed with its team's key.
+    Token(TokenArgs),
+    /// Make a new random team key.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServerArgs {
+    /// Address to listen on (Socket.io, /healthz, /readyz, /metrics).
+    #[arg(long, default_value = "127.0.0.1:3456", env = "NSH_MESH_LISTEN")]
+    listen: SocketAddr,
+    /// Folder with one key file per team (file name = team name); changes apply while running.
+    #[arg(long, value_name = "DIR", env = "NSH_MESH_TEAM_KEYS_DIR")]
+    team_keys_dir: PathBuf,
+    /// Sustained events per agent, as COUNT/UNIT (s, m or h).
+    #[arg(long, default_value = "50/s", value_name = "RATE")]
+    rate_limit: Rate,
+    /// Events an agent may send at once above the sustained rate.
+    #[arg(long, default_value_t = 100)]
+    burst: u32,
+    /// Largest message payload in bytes.
+    #[arg(long, default_value_t = Limits::default().max_message_bytes)]
+    max_message_bytes: usize,
+    /// Most groups one agent may be in.
+    #[arg(long, default_value_t = Limits::default().max_groups_per_agent)]
+    max_groups: usize,
+    /// Most simultaneous connections of one agent.
+    #[arg(long, default_value_t = Limits::default().max_connections_per_agent)]
+    max_connections: usize,
+    /// How long a recipient has to acknowledge a message before `recipient_offline`.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    ack_timeout: Duration,
+    /// How often the team keys folder is re-read.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    key_reload_interval: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenArgs {
+    /// Team the agent belongs to (the token's `kid` and `team`).
+    #[arg(long)]
+    team: String,
+    /// Agent id (the token's `sub`).
+    #[arg(long)]
+    agent: String,
+    /// The team's key file.
+    #[arg(long, value_name = "FILE")]
+    key_file: PathBuf,
+    /// Groups the agent may join, comma-separated; `*` allows any.
+    #[arg(long, value_delimiter = ',')]
+    groups: Vec<String>,
+    /// Lifetime, e.g. 24h, 30m, 7d.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeygenArgs {
+    /// Write the key to this file (mode 0600; refuses to overwrite). Without it, print the key.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+pub(crate) async fn run(verb: MeshVerb) -> anyhow::Result<()> {
+    match verb {
+        MeshVerb::Server(args) => server(args).await,
+        MeshVerb::Token(args) => mint_token(&args),
+        MeshVerb::Keygen(args) => keygen(&args),
+    }
+}
+
+async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let config = ServerConfig {
+        listen: args.listen,
+        team_keys_dir: args.team_keys_dir,
+        key_reload_interval: args.key_reload_interval,
+        limits: Limits {
+            rate: RateLimit {
+                per_second: args.rate_limit.0,
+                burst: args.burst,
+            },
+            max_message_bytes: args.max_message_bytes,
+            max_groups_per_agent: args.max_groups,
+            max_connections_per_agent: args.max_connections,
+            ack_timeout: args.ack_timeout,
+            ..Limits::default()
+        },
+    };
+    let server = Server::bind(config).await?;
+    server.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("interrupted"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+fn mint_token(args: &TokenArgs) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&args.key_file)
+        .with_context(|| format!("--key-file {}: cannot read it", args.key_file.display()))?;
+    let key = TeamKey::from_file_contents(&bytes)
+        .with_context(|| format!("--key-file {}", args.key_file.display()))?;
+    let request = TokenRequest {
+        team: &args.team,
+        agent: &args.agent,
+        groups: &args.groups,
+        ttl: args.ttl,
+    };
+    let token = token::mint(&request, &key, token::now_unix())?;
+    writeln!(std::io::stdout().lock(), "{token}")?;
+    Ok(())
+}
+
+fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
+    let key = TeamKey::generate_text();
+    let Some(path) = &args.out else {
+        writeln!(std::io::stdout().lock(), "{key}")?;
+        return Ok(());
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| {
+        format!(
+            "--out {}: cannot create it (it must not exist yet; keys are never overwritten)",
+            path.display()
+        )
+    })?;
+    writeln!(file, "{key}")?;
+    file.sync_all()?;
+    tracing::info!(path = %path.display(), "team key written");
+    Ok(())
+}

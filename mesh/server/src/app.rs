@@ -1,0 +1,179 @@
+//! HTTP side: the Socket.io layer plus admin endpoints on one listener, background upkeep, and
+//! a graceful shutdown that stops accepting, disconnects every socket, then exits.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::{Quota, RateLimiter};
+use nsh_admin::{Readiness, ReadinessHandle};
+use socketioxide::SocketIo;
+use tokio::net::TcpListener;
+
+use crate::keys::{KeyDir, KeyDirError};
+use crate::{Mesh, ServerConfig, dedup::Dedup, handlers, metrics::Metrics, registry::Registry};
+
+/// How long shutdown waits for connections to close before giving up on them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Keys(#[from] KeyDirError),
+    #[error(
+        "cannot listen on {addr}: {source} (is another server using the port? pick one with --listen)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid limit: {0}")]
+    Limit(String),
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A bound, not yet running, mesh server.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    mesh: Arc<Mesh>,
+    io: SocketIo,
+    router: axum::Router,
+    readiness: ReadinessHandle,
+    key_reload_interval: Duration,
+}
+
+impl Server {
+    /// Loads the team keys and binds the listener (port 0 picks a free one).
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        let keys = Arc::new(KeyDir::load(&config.team_keys_dir)?);
+        let limits = config.limits.clone();
+        let burst = NonZeroU32::new(limits.rate.burst)
+            .ok_or_else(|| ServerError::Limit("--burst must be at least 1".into()))?;
+        if !(limits.rate.per_second.is_finite() && limits.rate.per_second > 0.0) {
+            return Err(ServerError::Limit("--rate-limit must be positive".into()));
+        }
+        let quota = Quota::with_period(Duration::from_secs_f64(1.0 / limits.rate.per_second))
+            .ok_or_else(|| ServerError::Limit("--rate-limit is too high".into()))?
+            .allow_burst(burst);
+
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let mesh = Arc::new(Mesh {
+            dedup: Dedup::new(limits.dedup_ids_per_sender, limits.dedup_window),
+            limiter: RateLimiter::keyed(quota),
+            registry: Registry::default(),
+            keys,
+            metrics,
+            limits,
+        });
+        // Engine.IO caps frames below our own size check would see them; leave room so an
+        // oversized message gets a `too_large` answer rather than a dropped connection.
+        let frame_limit = (mesh.limits.max_message_bytes * 4).max(1 << 20);
+        let (layer, io) = SocketIo::builder()
+            .with_state(mesh.clone())
+            .max_payload(frame_limit as u64)
+            .ws_max_message_size(frame_limit)
+            .build_layer();
+        handlers::register(&io);
+
+        let readiness = ReadinessHandle::new("starting");
+        let router = axum::Router::new()
+            .merge(nsh_admin::router(Arc::new(registry), readiness.clone()))
+            .layer(layer);
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Ok(Self {
+            listener,
+            mesh,
+            io,
+            router,
+            readiness,
+            key_reload_interval: config.key_reload_interval,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then drains: stop accepting, disconnect every socket,
+    /// wait (bounded) for connections to close.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let addr = self.local_addr();
+        let upkeep = tokio::spawn(upkeep(self.mesh.clone(), self.key_reload_interval));
+        let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        });
+        let mut serving = tokio::spawn(async move { serve.await });
+        self.readiness.set(Readiness::Ready);
+        tracing::info!(%addr, teams = ?self.mesh.keys.teams(), "mesh server listening");
+
+        tokio::select! {
+            () = shutdown => {}
+            result = &mut serving => {
+                upkeep.abort();
+                return result.map_err(|e| ServerError::Serve(std::io::Error::other(e)))?.map_err(ServerError::Serve);
+            }
+        }
+        tracing::info!(
+            connections = self.mesh.registry.connection_count(),
+            "shutting down: draining"
+        );
+        self.readiness
+            .set(Readiness::NotReady("shutting down".into()));
+        let _ = stop_accepting.send(());
+        self.io.close().await;
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, serving).await;
+        upkeep.abort();
+        match drained {
+            Ok(result) => result
+                .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?
+                .map_err(ServerError::Serve)?,
+            Err(_) => {
+                tracing::warn!(timeout = ?DRAIN_TIMEOUT, "connections still open after drain timeout; exiting anyway")
+            }
+        }
+        tracing::info!("mesh server stopped");
+        Ok(())
+    }
+}
+
+/// Periodic work: reload team keys, expire dedup windows and idle rate-limit buckets.
+async fn upkeep(mesh: Arc<Mesh>, key_reload_interval: Duration) {
+    let mut ticker = tokio::time::interval(key_reload_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match mesh.keys.reload() {
+            Ok(report) => {
+                if !(report.added.is_empty()
+                    && report.changed.is_empty()
+                    && report.removed.is_empty())
+                {
+                    tracing::info!(added = ?report.added, changed = ?report.changed, removed = ?report.removed, "team keys reloaded");
+                }
+                for skipped in report.skipped {
+                    tracing::debug!(%skipped, "team key skipped");
+                }
+            }
+            Err(err) => tracing::warn!(%err, "team keys not reloaded; keeping the previous set"),
+        }
+        mesh.dedup.prune(Instant::now());
+        mesh.limiter.retain_recent();
+    }
+}

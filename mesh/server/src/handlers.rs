@@ -1,0 +1,475 @@
+//! Socket.io handlers: the handshake, each client event, and disconnects. Each handler parses,
+//! asks [`Registry`](crate::registry::Registry) and friends, and answers through the ack.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt as _;
+use nsh_mesh_transport::token::{self, Claims, TokenError};
+use nsh_mesh_transport::wire::{
+    self, Envelope, ErrorCode, GroupAck, GroupList, GroupRequest, MessageKind, PresenceChange,
+    PresenceList, SendAck, SendRequest, Target, WireError, event,
+};
+use serde_json::{Value, json};
+use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler as _;
+
+use crate::Mesh;
+
+/// Who is behind a socket, from its verified token.
+#[derive(Debug, Clone)]
+pub(crate) struct Session(pub(crate) Arc<Claims>);
+
+impl Session {
+    fn team(&self) -> &str {
+        &self.0.team
+    }
+    fn agent(&self) -> &str {
+        &self.0.sub
+    }
+}
+
+pub(crate) fn team_room(team: &str) -> String {
+    format!("team:{team}")
+}
+pub(crate) fn agent_room(team: &str, agent: &str) -> String {
+    format!("agent:{team}:{agent}")
+}
+pub(crate) fn group_room(team: &str, group: &str) -> String {
+    format!("group:{team}:{group}")
+}
+
+/// Registers the namespace with its handshake middleware. The handlers are generic over the
+/// adapter so a clustered adapter can reuse them.
+pub(crate) fn register(io: &SocketIo) {
+    io.ns("/", on_connect.with(authenticate));
+}
+
+/// Why a handshake was refused; the text is what the client's `connect_error` carries.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refusal {
+    #[error("{prefix} {0}", prefix = wire::UNAUTHORIZED_PREFIX)]
+    Unauthorized(TokenError),
+    #[error("refused: {0}")]
+    Limit(crate::registry::TooManyConnections),
+}
+
+async fn authenticate<A: Adapter>(
+    socket: SocketRef<A>,
+    State(mesh): State<Arc<Mesh>>,
+    TryData(auth): TryData<Value>,
+) -> Result<(), Refusal> {
+    let token = auth
+        .ok()
+        .and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default();
+    let claims = token::verify(&token, mesh.keys.as_ref()).map_err(|err| {
+        mesh.metrics.refused(refusal_reason(&err));
+        tracing::info!(sid = %socket.id, %err, "handshake refused");
+        Refusal::Unauthorized(err)
+    })?;
+    let sid = socket.id.to_string();
+    let connected = mesh
+        .registry
+        .connect(
+            &claims.team,
+            &claims.sub,
+            &sid,
+            &wire::now_rfc3339(),
+            mesh.limits.max_connections_per_agent,
+        )
+        .map_err(|err| {
+            mesh.metrics.refused("too_many_connections");
+            Refusal::Limit(err)
+        })?;
+    socket.extensions.insert(Session(Arc::new(claims)));
+    socket.extensions.insert(connected);
+    Ok(())
+}
+
+fn refusal_reason(err: &TokenError) -> &'static str {
+    match err {
+        TokenError::Missing => "missing",
+        TokenError::Expired => "expired",
+        TokenError::BadSignature(_) => "bad_signature",
+        TokenError::UnknownTeam(_) => "unknown_team",
+        _ => "invalid",
+    }
+}
+
+async fn on_connect<A: Adapter>(
+    socket: SocketRef<A>,
+    io: SocketIo<A>,
+    State(mesh): State<Arc<Mesh>>,
+) {
+    let (Some(session), Some(connected)) = (
+        socket.extensions.get::<Session>(),
+        socket.extensions.get::<crate::registry::Connected>(),
+    ) else {
+        tracing::error!(sid = %socket.id, "connected without a session; closing");
+        let _ = socket.disconnect();
+        return;
+    };
+    let (team, agent) = (session.team().to_owned(), session.agent().to_owned());
+    socket.join(team_room(&team));
+    socket.join(agent_room(&team, &agent));
+    for group in &connected.groups {
+        socket.join(group_room(&team, group));
+    }
+    mesh.metrics.connections.inc();
+    tracing::info!(sid = %socket.id, %team, %agent, first = connected.first, "agent connected");
+    if connected.first {
+        let change = PresenceChange {
+            agent: agent.clone(),
+            online: true,
+            at: wire::now_rfc3339(),
+        };
+        let _ = io
+            .to(team_room(&team))
+            .except(agent_room(&team, &agent))
+            .emit(event::PRESENCE, &change)
+            .await;
+    }
+
+    socket.on(event::MESSAGE, on_message::<A>);
+    socket.on(event::PRESENCE, on_presence::<A>);
+    socket.on(event::GROUP_JOIN, on_group_join::<A>);
+    socket.on(event::GROUP_LEAVE, on_group_leave::<A>);
+    socket.on(event::GROUP_LIST, on_group_list::<A>);
+    socket.on(event::GROUP_MEMBERS, on_group_members::<A>);
+    socket.on_disconnect(on_disconnect::<A>);
+}
+
+async fn on_disconnect<A: Adapter>(
+    socket: SocketRef<A>,
+    io: SocketIo<A>,
+    State(mesh): State<Arc<Mesh>>,
+) {
+    let Some(session) = socket.extensions.get::<Session>() else {
+        return;
+    };
+    let (team, agent) = (session.team(), session.agent());
+    mesh.metrics.connections.dec();
+    let last = mesh
+        .registry
+        .disconnect(team, agent, &socket.id.to_string());
+    tracing::info!(sid = %socket.id, %team, %agent, last, "agent disconnected");
+    if last {
+        let change = PresenceChange {
+            agent: agent.to_owned(),
+            online: false,
+            at: wire::now_rfc3339(),
+        };
+        let _ = io.to(team_room(team)).emit(event::PRESENCE, &change).await;
+    }
+}
+
+/// The error ack every event uses: `{ ok: false, error }`, plus the request's `id` or `group`
+/// so the client can match it.
+fn error_ack(request: Option<&Value>, error: WireError) -> Value {
+    let mut ack = json!({ "ok": false, "error": error });
+    for key in ["id", "group"] {
+        if let Some(value) = request.and_then(|r| r.get(key)).filter(|v| v.is_string()) {
+            ack[key] = value.clone();
+        }
+    }
+    ack
+}
+
+fn reply<A: Adapter>(ack: AckSender<A>, value: &impl serde::Serialize) {
+    if let Err(err) = ack.send(value) {
+        tracing::debug!(%err, "could not send ack");
+    }
+}
+
+/// The per-agent token bucket; `Err` carries the `rate_limited` error.
+fn check_rate(mesh: &Mesh, session: &Session) -> Result<(), WireError> {
+    let key = format!("{}/{}", session.team(), session.agent());
+    mesh.limiter.check_key(&key).map_err(|_| {
+        WireError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "over {}/s (burst {}) for this agent; slow down and retry",
+                mesh.limits.rate.per_second, mesh.limits.rate.burst
+            ),
+        )
+    })
+}
+
+/// Parses the payload, mapping a missing one to `invalid`.
+fn payload(data: Result<Value, socketioxide::ParserError>) -> Result<Value, WireError> {
+    data.map_err(|e| WireError::new(ErrorCode::Invalid, format!("payload: {e}")))
+}
+
+async fn on_message<A: Adapter>(
+    io: SocketIo<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+    State(mesh): State<Arc<Mesh>>,
+    Extension(session): Extension<Session>,
+) {
+    let started = Instant::now();
+    let request = data.as_ref().ok().cloned();
+    let result = send(&io, &mesh, &session, data, started).await;
+    let outcome = match &result {
+        Ok(ack) => match ack.status {
+            Some(wire::SendStatus::Duplicate) => "duplicate",
+            _ => "delivered",
+        },
+        Err(error) => error.code.as_str(),
+    };
+    mesh.metrics.message(outcome);
+    mesh.metrics
+        .send_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(sent) => reply(ack, &sent),
+        Err(error) => {
+            tracing::debug!(team = session.team(), from = session.agent(), code = error.code.as_str(), %error.message, "message refused");
+            reply(ack, &error_ack(request.as_ref(), error));
+        }
+    }
+}
+
+async fn send<A: Adapter>(
+    io: &SocketIo<A>,
+    mesh: &Mesh,
+    session: &Session,
+    data: Result<Value, socketioxide::ParserError>,
+    now: Instant,
+) -> Result<SendAck, WireError> {
+    check_rate(mesh, session)?;
+    let value = payload(data)?;
+    let size = serde_json::to_vec(&value).map_or(usize::MAX, |bytes| bytes.len());
+    if size > mesh.limits.max_message_bytes {
+        return Err(WireError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "message is {size} bytes; the limit is {} (send a reference, not the content)",
+                mesh.limits.max_message_bytes
+            ),
+        ));
+    }
+    let request: SendRequest = wire::parse(value)?;
+    let target = request.validate()?;
+    let (team, from) = (session.team(), session.agent());
+    if let Target::Group(group) = &target
+        && !mesh.registry.is_member(team, from, group)
+    {
+        return Err(WireError::new(
+            ErrorCode::Forbidden,
+            format!("join group `{group}` before sending to it"),
+        ));
+    }
+    if !mesh.dedup.first_time(team, from, &request.id, now) {
+        return Ok(SendAck::duplicate(request.id));
+    }
+    let envelope = Envelope {
+        id: request.id.clone(),
+        kind: if matches!(target, Target::Group(_)) {
+            MessageKind::Group
+        } else {
+            MessageKind::Direct
+        },
+        from: from.to_owned(),
+        to: request.to,
+        group: request.group,
+        text: request.text,
+        metadata: request.metadata,
+        timestamp: wire::now_rfc3339(),
+        ttl: request.ttl,
+    };
+    let result = deliver(io, mesh, team, from, &target, &envelope).await;
+    if result.is_err() {
+        // Not delivered: a retry with the same id must be tried again, not called a duplicate.
+        mesh.dedup.forget(team, from, &request.id);
+    }
+    result
+}
+
+/// Emits the envelope to its recipients and waits for their clients' acks.
+async fn deliver<A: Adapter>(
+    io: &SocketIo<A>,
+    mesh: &Mesh,
+    team: &str,
+    from: &str,
+    target: &Target,
+    envelope: &Envelope,
+) -> Result<SendAck, WireError> {
+    let offline = |message: String| WireError::new(ErrorCode::RecipientOffline, message);
+    let operators = match target {
+        Target::Agent(to) => {
+            if !mesh.registry.is_online(team, to) {
+                return Err(offline(format!("agent `{to}` is not connected")));
+            }
+            io.to(agent_room(team, to))
+        }
+        Target::Group(group) => {
+            if mesh.registry.members(team, group).iter().all(|m| m == from) {
+                return Err(offline(format!(
+                    "no other member of `{group}` is connected"
+                )));
+            }
+            io.to(group_room(team, group))
+                .except(agent_room(team, from))
+        }
+    };
+    let acks = operators
+        .timeout(mesh.limits.ack_timeout)
+        .emit_with_ack::<_, Value>(event::MESSAGE, envelope)
+        .await
+        .map_err(|e| offline(format!("could not emit: {e}")))?;
+    let mut delivered_to: Vec<String> = acks
+        .filter_map(|(sid, result)| async move { result.ok().map(|_| sid.to_string()) })
+        .filter_map(|sid| async move { mesh.registry.agent_of(team, &sid) })
+        .collect()
+        .await;
+    delivered_to.sort();
+    delivered_to.dedup();
+    if delivered_to.is_empty() {
+        let who = match target {
+            Target::Agent(to) => format!("agent `{to}`"),
+            Target::Group(group) => format!("members of `{group}`"),
+        };
+        return Err(offline(format!(
+            "{who} did not acknowledge within {:?}",
+            mesh.limits.ack_timeout
+        )));
+    }
+    Ok(SendAck::delivered(
+        envelope.id.clone(),
+        matches!(target, Target::Group(_)).then_some(delivered_to),
+    ))
+}
+
+async fn on_presence<A: Adapter>(
+    ack: AckSender<A>,
+    State(mesh): State<Arc<Mesh>>,
+    Extension(session): Extension<Session>,
+) {
+    match check_rate(&mesh, &session) {
+        Ok(()) => reply(
+            ack,
+            &PresenceList {
+                agents: mesh.registry.presence(session.team()),
+            },
+        ),
+        Err(error) => reply(ack, &error_ack(None, error)),
+    }
+}
+
+/// Parses a `{ group }` request and checks the name.
+fn group_request(data: Result<Value, socketioxide::ParserError>) -> Result<String, WireError> {
+    let request: GroupRequest = wire::parse(payload(data)?)?;
+    if let Some(why) = nsh_mesh_transport::names::check(&request.group) {
+        return Err(WireError::new(ErrorCode::Invalid, format!("group: {why}")));
+    }
+    Ok(request.group)
+}
+
+async fn on_group_join<A: Adapter>(
+    io: SocketIo<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+    State(mesh): State<Arc<Mesh>>,
+    Extension(session): Extension<Session>,
+) {
+    let request = data.as_ref().ok().cloned();
+    let result = async {
+        check_rate(&mesh, &session)?;
+        let group = group_request(data)?;
+        if !session.0.may_join(&group) {
+            return Err(WireError::new(
+                ErrorCode::Forbidden,
+                format!("this agent's token does not allow group `{group}`; ask for a token whose `groups` claim lists it"),
+            ));
+        }
+        let (team, agent) = (session.team(), session.agent());
+        let members = mesh
+            .registry
+            .join(team, agent, &group, mesh.limits.max_groups_per_agent)
+            .map_err(|e| WireError::new(ErrorCode::Forbidden, e.to_string()))?;
+        // Every connection of the agent joins, not only this one.
+        let _ = io.to(agent_room(team, agent)).join(group_room(team, &group)).await;
+        Ok(GroupAck { ok: true, group, members: Some(members), error: None })
+    }
+    .await;
+    match result {
+        Ok(joined) => reply(ack, &joined),
+        Err(error) => reply(ack, &error_ack(request.as_ref(), error)),
+    }
+}
+
+async fn on_group_leave<A: Adapter>(
+    io: SocketIo<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+    State(mesh): State<Arc<Mesh>>,
+    Extension(session): Extension<Session>,
+) {
+    let request = data.as_ref().ok().cloned();
+    let result = async {
+        check_rate(&mesh, &session)?;
+        let group = group_request(data)?;
+        let (team, agent) = (session.team(), session.agent());
+        let members = mesh.registry.leave(team, agent, &group);
+        let _ = io
+            .to(agent_room(team, agent))
+            .leave(group_room(team, &group))
+            .await;
+        Ok(GroupAck {
+            ok: true,
+            group,
+            members: Some(members),
+            error: None,
+        })
+    }
+    .await;
+    match result {
+        Ok(left) => reply(ack, &left),
+        Err(error) => reply(ack, &error_ack(request.as_ref(), error)),
+    }
+}
+
+async fn on_group_list<A: Adapter>(
+    ack: AckSender<A>,
+    State(mesh): State<Arc<Mesh>>,
+    Extension(session): Extension<Session>,
+) {
+    match check_rate(&mesh, &session) {
+        Ok(()) => reply(
+            ack,
+            &GroupList {
+                groups: mesh.registry.groups(session.team()),
+            },
+        ),
+        Err(error) => reply(ack, &error_ack(None, error)),
+    }
+}
+
+async fn on_group_members<A: Adapter>(
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+    State(mesh): State<Arc<Mesh>>,
+    Extension(session): Extension<Session>,
+) {
+    let request = data.as_ref().ok().cloned();
+    let result = check_rate(&mesh, &session).and_then(|()| group_request(data));
+    match result {
+        Ok(group) => {
+            let members = mesh.registry.members(session.team(), &group);
+            reply(
+                ack,
+                &GroupAck {
+                    ok: true,
+                    group,
+                    members: Some(members),
+                    error: None,
+                },
+            );
+        }
+        Err(error) => reply(ack, &error_ack(request.as_ref(), error)),
+    }
+}

@@ -1,0 +1,64 @@
+//! Prometheus metrics of the mesh server.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Metrics {
+    pub(crate) connections: Gauge,
+    messages: Family<Labels, Counter>,
+    refused_connections: Family<Labels, Counter>,
+    pub(crate) send_seconds: Histogram,
+}
+
+impl Metrics {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            connections: Gauge::default(),
+            messages: Family::default(),
+            refused_connections: Family::default(),
+            // 100 µs .. ~3.3 s: relays are sub-millisecond, timeouts are seconds.
+            send_seconds: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16),
+            ),
+        };
+        registry.register(
+            "nsh_mesh_connections",
+            "Open Socket.io connections",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "nsh_mesh_messages",
+            "Messages by outcome (status or error code)",
+            metrics.messages.clone(),
+        );
+        registry.register(
+            "nsh_mesh_refused_connections",
+            "Handshakes refused, by reason",
+            metrics.refused_connections.clone(),
+        );
+        registry.register(
+            "nsh_mesh_send_seconds",
+            "Time from receiving a message to acking it (includes the recipient's ack)",
+            metrics.send_seconds.clone(),
+        );
+        metrics
+    }
+
+    pub(crate) fn message(&self, outcome: &'static str) {
+        self.messages
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+    }
+
+    pub(crate) fn refused(&self, reason: &'static str) {
+        self.refused_connections
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+}

@@ -1,0 +1,183 @@
+//! A real mesh server on a free port, and real clients, for the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use nsh_mesh_server::{Limits, Server, ServerConfig};
+use nsh_mesh_transport::client::{Client, ClientConfig, ClientError, Incoming};
+use nsh_mesh_transport::token::{self, TeamKey, TokenRequest};
+use nsh_mesh_transport::wire::{Envelope, PresenceChange, SendAck, event};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+pub const TEAMS: [&str; 2] = ["alpha", "beta"];
+
+pub struct TestMesh {
+    pub url: String,
+    pub keys: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestMesh {
+    pub async fn start() -> Self {
+        Self::with_limits(Limits::default()).await
+    }
+
+    pub async fn with_limits(limits: Limits) -> Self {
+        let keys = tempfile::tempdir().unwrap();
+        for team in TEAMS {
+            std::fs::write(keys.path().join(team), key_text(team)).unwrap();
+        }
+        let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), keys.path());
+        config.limits = limits;
+        config.key_reload_interval = Duration::from_millis(100);
+        let server = Server::bind(config).await.unwrap();
+        let url = format!("ws://{}", server.local_addr());
+        let (stop, stopped) = oneshot::channel();
+        let done = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            url,
+            keys,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    /// Asks the server to shut down and waits until `run` returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(15), self.done.take().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    pub fn http(&self) -> String {
+        self.url.replace("ws://", "http://")
+    }
+
+    pub async fn connect(&self, team: &str, agent: &str, groups: &[&str]) -> Agent {
+        self.try_connect(&token_for(team, agent, groups))
+            .await
+            .unwrap()
+    }
+
+    pub async fn try_connect(&self, token: &str) -> Result<Agent, ClientError> {
+        let config = ClientConfig {
+            ack_timeout: Duration::from_secs(10),
+            ..ClientConfig::new(&self.url).with_token(token)
+        };
+        let (client, incoming) = Client::connect(config).await?;
+        Ok(Agent::new(client, incoming, true))
+    }
+
+    /// A client that receives messages but never acks them.
+    pub async fn connect_silent(&self, team: &str, agent: &str) -> Agent {
+        let config = ClientConfig::new(&self.url).with_token(token_for(team, agent, &[]));
+        let (client, incoming) = Client::connect(config).await.unwrap();
+        Agent::new(client, incoming, false)
+    }
+}
+
+pub fn key_text(team: &str) -> String {
+    format!("{team}-test-key-0123456789abcdef\n")
+}
+
+pub fn token_for(team: &str, agent: &str, groups: &[&str]) -> String {
+    let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+    let key = TeamKey::from_file_contents(key_text(team).as_bytes()).unwrap();
+    token::mint(
+        &TokenRequest {
+            team,
+            agent,
+            groups: &groups,
+            ttl: Duration::from_secs(3600),
+        },
+        &key,
+        token::now_unix(),
+    )
+    .unwrap()
+}
+
+/// A connected test agent: messages it receives are acked (unless silent) and collected.
+pub struct Agent {
+    pub client: Client,
+    messages: mpsc::UnboundedReceiver<Envelope>,
+    presence: mpsc::UnboundedReceiver<PresenceChange>,
+}
+
+impl Agent {
+    fn new(client: Client, mut incoming: mpsc::UnboundedReceiver<Incoming>, acks: bool) -> Self {
+        let (messages_tx, messages) = mpsc::unbounded_channel();
+        let (presence_tx, presence) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(mut event) = incoming.recv().await {
+                match event.event.as_str() {
+                    event::MESSAGE => {
+                        if acks {
+                            event.ack(vec![json!({ "ok": true })]);
+                        }
+                        let _ = messages_tx.send(event.parse::<Envelope>().expect("envelope"));
+                    }
+                    event::PRESENCE => {
+                        let _ = presence_tx
+                            .send(event.parse::<PresenceChange>().expect("presence change"));
+                    }
+                    _ => {}
+                }
+            }
+        });
+        Self {
+            client,
+            messages,
+            presence,
+        }
+    }
+
+    pub async fn send(&self, payload: Value) -> SendAck {
+        self.client.request(event::MESSAGE, &payload).await.unwrap()
+    }
+
+    pub async fn call(&self, event: &str, payload: Value) -> Value {
+        self.client.request(event, &payload).await.unwrap()
+    }
+
+    pub async fn next_message(&mut self) -> Envelope {
+        tokio::time::timeout(Duration::from_secs(5), self.messages.recv())
+            .await
+            .expect("a message within 5 s")
+            .unwrap()
+    }
+
+    /// No message arrives within `wait`.
+    pub async fn assert_no_message(&mut self, wait: Duration) {
+        if let Ok(Some(message)) = tokio::time::timeout(wait, self.messages.recv()).await {
+            panic!("unexpected message {message:?}");
+        }
+    }
+
+    pub async fn next_presence(&mut self) -> PresenceChange {
+        tokio::time::timeout(Duration::from_secs(5), self.presence.recv())
+            .await
+            .expect("a presence change within 5 s")
+            .unwrap()
+    }
+
+    pub async fn assert_no_presence(&mut self, wait: Duration) {
+        if let Ok(Some(change)) = tokio::time::timeout(wait, self.presence.recv()).await {
+            panic!("unexpected presence change {change:?}");
+        }
+    }
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -73,7 +73,8 @@ pub enum ClientError {
 pub struct Incoming {
     pub event: String,
     pub args: Vec<Value>,
-    reply: Option<(u64, mpsc::UnboundedSender<String>)>,
+    /// Weak, so an unanswered event does not keep the connection open.
+    reply: Option<(u64, mpsc::WeakUnboundedSender<String>)>,
 }
 
 impl Incoming {
@@ -83,7 +84,10 @@ impl Incoming {
 
     /// Sends the ack; a no-op when the server asked for none or the connection is gone.
     pub fn ack(&mut self, args: Vec<Value>) {
-        if let Some((id, outgoing)) = self.reply.take() {
+        let Some((id, weak)) = self.reply.take() else {
+            return;
+        };
+        if let Some(outgoing) = weak.upgrade() {
             let _ = outgoing.send(encode_frame(&Frame::Message(Packet::Ack {
                 id,
                 data: args,
@@ -99,8 +103,8 @@ impl Incoming {
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<Value>>>>>;
 
-/// One Socket.io connection. Cheap to clone; the connection closes when every clone and the
-/// incoming receiver are dropped, or on [`Client::disconnect`].
+/// One Socket.io connection. Cheap to clone; the connection closes when every clone is dropped,
+/// on [`Client::disconnect`], or when the server goes away.
 #[derive(Debug, Clone)]
 pub struct Client {
     outgoing: mpsc::UnboundedSender<String>,
@@ -188,7 +192,7 @@ impl Client {
         let (connected_tx, connected) = watch::channel(true);
         let pending: Pending = Arc::default();
         let connection = Connection {
-            outgoing: outgoing.clone(),
+            acks: outgoing.downgrade(),
             incoming: incoming_tx,
             pending: pending.clone(),
             heartbeat,
@@ -308,7 +312,7 @@ type WebSocket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Connection {
-    outgoing: mpsc::UnboundedSender<String>,
+    acks: mpsc::WeakUnboundedSender<String>,
     incoming: mpsc::UnboundedSender<Incoming>,
     pending: Pending,
     /// Longest silence from the server (ping interval + ping timeout) before giving up.
@@ -323,11 +327,15 @@ impl Connection {
                     Err(_) => break format!("no ping from the server for {:?}", self.heartbeat),
                     Ok(None) => break "server closed the connection".to_owned(),
                     Ok(Some(Err(err))) => break format!("websocket error: {err}"),
-                    Ok(Some(Ok(Message::Text(text)))) => {
-                        if let Err(reason) = self.handle(text.as_str()) {
-                            break reason;
+                    Ok(Some(Ok(Message::Text(text)))) => match self.handle(text.as_str()) {
+                        Err(reason) => break reason,
+                        Ok(Some(reply)) => {
+                            if let Err(err) = ws.send(Message::text(reply)).await {
+                                break format!("send failed: {err}");
+                            }
                         }
-                    }
+                        Ok(None) => {}
+                    },
                     Ok(Some(Ok(Message::Close(_)))) => break "server sent close".to_owned(),
                     Ok(Some(Ok(_))) => {}
                 },
@@ -354,19 +362,18 @@ impl Connection {
         reason
     }
 
-    /// Handles one frame; `Err` ends the connection with that reason.
-    fn handle(&self, text: &str) -> Result<(), String> {
+    /// Handles one frame: `Ok(Some(frame))` is an immediate reply (a pong), `Err` ends the
+    /// connection with that reason.
+    fn handle(&self, text: &str) -> Result<Option<String>, String> {
         let frame = match decode_frame(text) {
             Ok(frame) => frame,
             Err(err) => {
                 tracing::warn!(%err, "ignoring undecodable frame");
-                return Ok(());
+                return Ok(None);
             }
         };
         match frame {
-            Frame::Ping => {
-                let _ = self.outgoing.send(encode_frame(&Frame::Pong));
-            }
+            Frame::Ping => return Ok(Some(encode_frame(&Frame::Pong))),
             Frame::Close => return Err("server closed the session".into()),
             Frame::Message(Packet::Disconnect) => {
                 return Err("server disconnected the socket".into());
@@ -379,9 +386,9 @@ impl Connection {
             Frame::Message(Packet::Event { ack, mut data }) => {
                 let Some(Value::String(event)) = (!data.is_empty()).then(|| data.remove(0)) else {
                     tracing::warn!("ignoring event without a name");
-                    return Ok(());
+                    return Ok(None);
                 };
-                let reply = ack.map(|id| (id, self.outgoing.clone()));
+                let reply = ack.map(|id| (id, self.acks.clone()));
                 // A closed receiver means nobody listens; acks are then never sent, as intended.
                 let _ = self.incoming.send(Incoming {
                     event,
@@ -391,7 +398,7 @@ impl Connection {
             }
             Frame::Open(_) | Frame::Pong | Frame::Noop | Frame::Message(_) => {}
         }
-        Ok(())
+        Ok(None)
     }
 }
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test, first installing what the tests need:
 #   - redis-server (Debian package),
+#   - the official Socket.io peers for interop tests (npm packages in mesh/interop, and
+#     python-socketio in a virtualenv under the cache),
 #   - etcd, kube-apiserver, kube-controller-manager, kubectl and helm, built from their Go
 #     modules at the versions in scripts/versions.env (cached; see scripts/testbin.sh),
 # then `cargo test` over the whole workspace. Extra arguments go to `cargo test`.
@@ -23,6 +25,22 @@ if ! command -v redis-server >/dev/null; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null
 fi
+
+need node "Install Node.js 20 or newer."
+need python3 "Install Python 3.11 or newer."
+say "installing interop peers: socket.io + socket.io-client (npm), python-socketio (PyPI)"
+(cd mesh/interop && npm ci --no-audit --no-fund --loglevel=error)
+venv="$NSH_CACHE_DIR/interop-venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" 2>/dev/null || {
+    # Debian's python3 keeps venv in a separate package.
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$venv"
+  }
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check -r mesh/interop/requirements.txt
+export NSH_INTEROP_PYTHON="$venv/bin/python"
 
 say "building the pinned control plane and helm (cached after the first run)"
 NSH_TESTBIN_DIR="$(scripts/testbin.sh | tail -n 1)"

@@ -13,6 +13,7 @@ mod binaries;
 mod control_plane;
 mod error;
 pub mod kubelet;
+pub mod peers;
 mod pki;
 pub mod process;
 mod redis_server;

@@ -115,6 +115,16 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Connects to any mesh server at `url` (ours or the Node one).
+    pub async fn connect(url: &str, token: &str) -> Result<Self, ClientError> {
+        let config = ClientConfig {
+            ack_timeout: Duration::from_secs(10),
+            ..ClientConfig::new(url).with_token(token)
+        };
+        let (client, incoming) = Client::connect(config).await?;
+        Ok(Self::new(client, incoming, true))
+    }
+
     fn new(client: Client, mut incoming: mpsc::UnboundedReceiver<Incoming>, acks: bool) -> Self {
         let (messages_tx, messages) = mpsc::unbounded_channel();
         let (presence_tx, presence) = mpsc::unbounded_channel();

@@ -145,7 +145,7 @@ impl Server {
                 .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?
                 .map_err(ServerError::Serve)?,
             Err(_) => {
-                tracing::warn!(timeout = ?DRAIN_TIMEOUT, "connections still open after drain timeout; exiting anyway")
+                tracing::warn!(timeout = ?DRAIN_TIMEOUT, "connections still open after drain timeout; exiting anyway");
             }
         }
         tracing::info!("mesh server stopped");

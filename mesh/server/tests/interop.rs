@@ -109,7 +109,7 @@ async fn our_rust_client_against_the_official_node_server() {
 
     match Agent::connect(&url, &token_for("gamma", "eve", &[])).await {
         Err(ClientError::Refused(message)) => {
-            assert!(message.starts_with("unauthorized: "), "{message}")
+            assert!(message.starts_with("unauthorized: "), "{message}");
         }
         other => panic!("bad token not refused: {:?}", other.map(|_| ())),
     }

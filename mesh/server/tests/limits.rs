@@ -96,7 +96,7 @@ async fn the_connection_limit_refuses_the_extra_connection() {
     let _two = mesh.connect("alpha", "ann", &[]).await;
     match mesh.try_connect(&token_for("alpha", "ann", &[])).await {
         Err(ClientError::Refused(message)) => {
-            assert!(message.contains("2 connections"), "{message}")
+            assert!(message.contains("2 connections"), "{message}");
         }
         other => panic!("third connection was not refused: {:?}", other.map(|_| ())),
     }

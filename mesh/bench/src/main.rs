@@ -1,0 +1,368 @@
+//! `mesh-bench`: runs `nsh mesh server` and the official Node socket.io server (same relay
+//! logic, `mesh/interop/node-server.mjs`) one after the other on this machine, drives both with
+//! this one load generator, and prints a table:
+//!
+//! - throughput: direct messages relayed with acks per second (pairs of agents, a window of
+//!   messages in flight per sender);
+//! - latency: p50/p99 send -> ack at a fixed moderate rate;
+//! - memory: server RSS growth per idle connection with N connections.
+//!
+//! `scripts/bench-mesh.sh` builds what it needs and runs it.
+#![forbid(unsafe_code)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use futures_util::StreamExt as _;
+use nsh_mesh_transport::client::{Client, ClientConfig};
+use nsh_mesh_transport::token::{self, TeamKey, TokenRequest};
+use nsh_mesh_transport::wire::{SendAck, event};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// The `nsh` binary (release build).
+    #[arg(long)]
+    nsh: PathBuf,
+    /// `node`; the official server script is mesh/interop/node-server.mjs.
+    #[arg(long, default_value = "node")]
+    node: PathBuf,
+    #[arg(long)]
+    interop_dir: PathBuf,
+    /// Sender/receiver pairs in the throughput phase.
+    #[arg(long, default_value_t = 32)]
+    pairs: usize,
+    /// Messages each sender keeps in flight.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Total messages per second in the latency phase.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Idle connections in the memory phase.
+    #[arg(long, default_value_t = 5000)]
+    connections: usize,
+}
+
+const TEAM: &str = "bench";
+
+struct Results {
+    throughput: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    latency_sent: u64,
+    latency_failed: u64,
+    kib_per_connection: f64,
+    rss_idle_mib: f64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let keys = tempfile::tempdir()?;
+    let key_text = TeamKey::generate_text();
+    std::fs::write(keys.path().join(TEAM), &key_text)?;
+    let key = TeamKey::from_file_contents(key_text.as_bytes())?;
+
+    let ours = {
+        let mut command = tokio::process::Command::new(&args.nsh);
+        command
+            .args([
+                "mesh",
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--team-keys-dir",
+            ])
+            .arg(keys.path())
+            // Node's relay has no rate limit; lift ours so both are measured alike.
+            .args([
+                "--rate-limit",
+                "1000000/s",
+                "--burst",
+                "1000000",
+                "--max-connections",
+                "100000",
+            ])
+            .env("NSH_LOG", "warn");
+        measure("nsh mesh server", command, &args, &key).await?
+    };
+    let node = {
+        let mut command = tokio::process::Command::new(&args.node);
+        command
+            .arg(args.interop_dir.join("node-server.mjs"))
+            .arg("--team-keys-dir")
+            .arg(keys.path());
+        measure("node socket.io 4.8", command, &args, &key).await?
+    };
+
+    println!();
+    println!(
+        "mesh benchmark: {} pairs x window {}, {:?} per phase; latency at {} msg/s; {} idle connections",
+        args.pairs, args.window, args.duration, args.rate, args.connections
+    );
+    println!("| metric | nsh mesh server | node socket.io 4.8 | ratio (nsh vs node) | target |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| direct msgs/s relayed with acks | {:.0} | {:.0} | {:.2}x | >= 4x |",
+        ours.throughput,
+        node.throughput,
+        ours.throughput / node.throughput
+    );
+    println!(
+        "| p50 send->ack latency (ms) | {:.3} | {:.3} | {:.2} of node | |",
+        ours.p50_ms,
+        node.p50_ms,
+        ours.p50_ms / node.p50_ms
+    );
+    println!(
+        "| p99 send->ack latency (ms) | {:.3} | {:.3} | {:.2} of node | <= 0.5 |",
+        ours.p99_ms,
+        node.p99_ms,
+        ours.p99_ms / node.p99_ms
+    );
+    println!(
+        "| latency phase sent / failed | {} / {} | {} / {} | | |",
+        ours.latency_sent, ours.latency_failed, node.latency_sent, node.latency_failed
+    );
+    println!(
+        "| KiB per idle connection | {:.1} | {:.1} | {:.2} of node | < 40 KB |",
+        ours.kib_per_connection,
+        node.kib_per_connection,
+        ours.kib_per_connection / node.kib_per_connection
+    );
+    println!(
+        "| server RSS with all idle connections (MiB) | {:.1} | {:.1} | | |",
+        ours.rss_idle_mib, node.rss_idle_mib
+    );
+    Ok(())
+}
+
+/// Starts the server, runs every phase against it, stops it.
+async fn measure(
+    name: &str,
+    mut command: tokio::process::Command,
+    args: &Args,
+    key: &TeamKey,
+) -> anyhow::Result<Results> {
+    eprintln!("== {name}");
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let mut server = command.spawn().with_context(|| format!("start {name}"))?;
+    let pid = server.id().context("server pid")?;
+    let url = if name.starts_with("node") {
+        let mut lines = BufReader::new(server.stdout.take().context("stdout")?).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await??
+            .context("no output")?;
+        format!("ws://127.0.0.1:{}", line.trim_start_matches("listening "))
+    } else {
+        wait_for_nsh_port(pid).await?
+    };
+    eprintln!("   listening at {url} (pid {pid})");
+
+    let throughput = throughput(&url, args, key).await?;
+    eprintln!("   throughput: {throughput:.0} msg/s");
+    let (p50_ms, p99_ms, latency_sent, latency_failed) = latency(&url, args, key).await?;
+    eprintln!("   latency: p50 {p50_ms:.3} ms, p99 {p99_ms:.3} ms");
+    let (kib_per_connection, rss_idle_mib) = idle_memory(&url, args, key, pid).await?;
+    eprintln!("   memory: {kib_per_connection:.1} KiB per idle connection");
+    server.kill().await?;
+    Ok(Results {
+        throughput,
+        p50_ms,
+        p99_ms,
+        latency_sent,
+        latency_failed,
+        kib_per_connection,
+        rss_idle_mib,
+    })
+}
+
+/// `nsh mesh server --listen 127.0.0.1:0` logs its address; reading /proc is simpler and exact.
+async fn wait_for_nsh_port(pid: u32) -> anyhow::Result<String> {
+    for _ in 0..100 {
+        if let Some(port) = listening_port(pid) {
+            return Ok(format!("ws://127.0.0.1:{port}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("nsh mesh server (pid {pid}) did not listen within 10 s")
+}
+
+/// The local port of the first listening TCP socket owned by `pid`.
+fn listening_port(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // state 0A = LISTEN
+        (fields.get(3) == Some(&"0A") && inodes.iter().any(|i| Some(&i.as_str()) == fields.get(9)))
+            .then(|| u16::from_str_radix(fields[1].split(':').nth(1)?, 16).ok())?
+    })
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("VmRSS")?;
+    Ok(kib.trim().trim_end_matches("kB").trim().parse()?)
+}
+
+async fn connect(url: &str, key: &TeamKey, agent: &str) -> anyhow::Result<Client> {
+    let token = token::mint(
+        &TokenRequest {
+            team: TEAM,
+            agent,
+            groups: &[],
+            ttl: Duration::from_secs(3600),
+        },
+        key,
+        token::now_unix(),
+    )?;
+    let config = ClientConfig {
+        ack_timeout: Duration::from_secs(30),
+        ..ClientConfig::new(url).with_token(token)
+    };
+    let (client, mut incoming) = Client::connect(config).await?;
+    // Every receiver acks at once, as the mesh-client does.
+    tokio::spawn(async move {
+        while let Some(mut message) = incoming.recv().await {
+            message.ack(vec![json!({ "ok": true })]);
+        }
+    });
+    Ok(client)
+}
+
+async fn send(client: &Client, to: &str) -> bool {
+    let payload = json!({ "id": uuid::Uuid::new_v4().to_string(), "to": to, "text": "benchmark payload of a typical short agent message" });
+    matches!(client.request::<_, SendAck>(event::MESSAGE, &payload).await, Ok(ack) if ack.ok)
+}
+
+async fn pairs(
+    url: &str,
+    key: &TeamKey,
+    count: usize,
+) -> anyhow::Result<Vec<(Client, Client, String)>> {
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let receiver = format!("rx-{i}");
+        let rx = connect(url, key, &receiver).await?;
+        let tx = connect(url, key, &format!("tx-{i}")).await?;
+        out.push((tx, rx, receiver));
+    }
+    Ok(out)
+}
+
+async fn throughput(url: &str, args: &Args, key: &TeamKey) -> anyhow::Result<f64> {
+    let pairs = pairs(url, key, args.pairs).await?;
+    // Warm up, then count acked messages for the duration.
+    let delivered = Arc::new(AtomicU64::new(0));
+    let counting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs(2) + args.duration;
+    let mut tasks = Vec::new();
+    for (tx, _rx, to) in &pairs {
+        for _ in 0..args.window {
+            let (tx, to, delivered, counting) =
+                (tx.clone(), to.clone(), delivered.clone(), counting.clone());
+            tasks.push(tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    if send(&tx, &to).await && counting.load(Ordering::Relaxed) {
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    counting.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(args.duration).await;
+    let count = delivered.load(Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    for task in tasks {
+        let _ = task.await;
+    }
+    drop(pairs);
+    Ok(count as f64 / elapsed.as_secs_f64())
+}
+
+async fn latency(url: &str, args: &Args, key: &TeamKey) -> anyhow::Result<(f64, f64, u64, u64)> {
+    let pairs = Arc::new(pairs(url, key, args.pairs).await?);
+    let histogram = Arc::new(std::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new(
+        3,
+    )?));
+    let failed = Arc::new(AtomicU64::new(0));
+    let total = (args.rate as f64 * args.duration.as_secs_f64()) as u64;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sends = futures_util::stream::FuturesUnordered::new();
+    for i in 0..total {
+        ticker.tick().await;
+        let (pairs, histogram, failed) = (pairs.clone(), histogram.clone(), failed.clone());
+        sends.push(tokio::spawn(async move {
+            let (tx, _rx, to) = &pairs[i as usize % pairs.len()];
+            let started = Instant::now();
+            if send(tx, to).await {
+                let micros = started.elapsed().as_micros() as u64;
+                let _ = histogram.lock().expect("histogram").record(micros.max(1));
+            } else {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    while sends.next().await.is_some() {}
+    let histogram = histogram.lock().expect("histogram");
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    Ok((
+        ms(0.5),
+        ms(0.99),
+        histogram.len(),
+        failed.load(Ordering::Relaxed),
+    ))
+}
+
+async fn idle_memory(
+    url: &str,
+    args: &Args,
+    key: &TeamKey,
+    pid: u32,
+) -> anyhow::Result<(f64, f64)> {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_kib(pid)?;
+    let mut clients = Vec::with_capacity(args.connections);
+    let mut connecting = futures_util::stream::iter(0..args.connections)
+        .map(|i| connect(url, key, format!("idle-{i}").leak()))
+        .buffer_unordered(64);
+    while let Some(client) = connecting.next().await {
+        clients.push(client?);
+    }
+    // Let allocators settle and heartbeats run once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kib(pid)?;
+    drop(clients);
+    Ok(((after - before) / args.connections as f64, after / 1024.0))
+}

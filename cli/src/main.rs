@@ -30,7 +30,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
-        cli::Command::Up(args) => up::run(&args),
+        cli::Command::Up(args) => up::run(&args).await,
         cli::Command::Mesh(group) => mesh::run(group.verb).await,
         cli::Command::Gateway(group) => match group.verb {},
         cli::Command::Mcp(group) => match group.verb {},

@@ -35,7 +35,7 @@ pub(crate) struct ServerArgs {
     /// Events an agent may send at once above the sustained rate.
     #[arg(long, default_value_t = 100)]
     burst: u32,
-    /// Largest message payload in bytes.
+    /// Largest message: bytes of `text` plus the JSON of `metadata`.
     #[arg(long, default_value_t = Limits::default().max_message_bytes)]
     max_message_bytes: usize,
     /// Most groups one agent may be in.
@@ -109,7 +109,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 /// SIGTERM (Kubernetes) or Ctrl-C.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -150,22 +150,29 @@ fn mint_token(args: &TokenArgs) -> anyhow::Result<()> {
 }
 
 fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
-    let key = TeamKey::generate_text();
-    let Some(path) = &args.out else {
-        writeln!(std::io::stdout().lock(), "{key}")?;
-        return Ok(());
-    };
+    match &args.out {
+        Some(path) => write_new_key(path).with_context(|| format!("--out {}", path.display())),
+        None => Ok(writeln!(
+            std::io::stdout().lock(),
+            "{}",
+            TeamKey::generate_text()
+        )?),
+    }
+}
+
+/// Writes a new random team key to `path`, readable by the owner only; never overwrites.
+pub(crate) fn write_new_key(path: &std::path::Path) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path).with_context(|| {
         format!(
-            "--out {}: cannot create it (it must not exist yet; keys are never overwritten)",
+            "cannot create {} (it must not exist yet; keys are never overwritten)",
             path.display()
         )
     })?;
-    writeln!(file, "{key}")?;
+    writeln!(file, "{}", TeamKey::generate_text())?;
     file.sync_all()?;
     tracing::info!(path = %path.display(), "team key written");
     Ok(())

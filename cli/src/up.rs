@@ -1,18 +1,35 @@
-//! `nsh up`: the whole stack on one machine, on embedded defaults.
+//! `nsh up`: the local stack on one machine, on embedded defaults.
 //!
-//! The components arrive one by one; until they do, `nsh up` prints the plan it will run and
-//! says plainly which parts this build cannot start yet. Nothing here pretends to run.
+//! Today the stack is the mesh server; the MCP daemon and gateway are listed as planned and
+//! `nsh up` says plainly that this build cannot start them. On first run it creates a team
+//! `local` with a fresh key, so agents on this machine can join at once.
 
 use std::fmt;
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use nsh_mesh_server::{Server, ServerConfig};
+
+/// The team `nsh up` creates for agents on this machine.
+pub(crate) const LOCAL_TEAM: &str = "local";
 
 /// Arguments of `nsh up`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct UpArgs {
-    /// Address every component binds to; each takes its own port from the defaults.
+    /// Address every component binds to.
     #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
-    pub(crate) bind: std::net::IpAddr,
+    pub(crate) bind: IpAddr,
+    /// Port of the mesh server.
+    #[arg(long, default_value_t = 3456)]
+    pub(crate) mesh_port: u16,
+    /// Where local state (team keys) lives [default: $XDG_DATA_HOME/nsh or ~/.local/share/nsh].
+    #[arg(long, value_name = "DIR", env = "NSH_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Print the plan and exit without starting anything.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 /// One process of the local stack.
@@ -25,36 +42,29 @@ pub(crate) struct Component {
     pub(crate) available: bool,
 }
 
-/// The embedded defaults: one entry per component, in start order.
-const DEFAULTS: &[(&str, &str, u16)] = &[
-    (
-        "mesh-server",
-        "Socket.io mesh for agent-to-agent messages",
-        3456,
-    ),
-    (
-        "mcp-daemon",
-        "one shared MCP server instance for many agents",
-        3458,
-    ),
-    (
-        "mcp-gateway",
-        "auth, tool policy and audit in front of MCP servers",
-        3457,
-    ),
-];
-
-/// The stack `nsh up` starts with these arguments.
+/// The stack `nsh up` runs with these arguments, in start order.
 pub(crate) fn plan(args: &UpArgs) -> Vec<Component> {
-    DEFAULTS
-        .iter()
-        .map(|&(name, role, port)| Component {
-            name,
-            role,
-            listen: SocketAddr::new(args.bind, port),
+    let at = |port| SocketAddr::new(args.bind, port);
+    vec![
+        Component {
+            name: "mesh-server",
+            role: "Socket.io mesh for agent-to-agent messages",
+            listen: at(args.mesh_port),
+            available: true,
+        },
+        Component {
+            name: "mcp-daemon",
+            role: "one shared MCP server instance for many agents",
+            listen: at(3458),
             available: false,
-        })
-        .collect()
+        },
+        Component {
+            name: "mcp-gateway",
+            role: "auth, tool policy and audit in front of MCP servers",
+            listen: at(3457),
+            available: false,
+        },
+    ]
 }
 
 pub(crate) struct PlanReport<'a>(pub(crate) &'a [Component]);
@@ -64,13 +74,13 @@ impl fmt::Display for PlanReport<'_> {
         writeln!(f, "nsh up: local stack on embedded defaults")?;
         for c in self.0 {
             let state = if c.available {
-                "ready to start"
+                "in this build"
             } else {
                 "planned, not in this build yet"
             };
             writeln!(
                 f,
-                "  {:<12} {:<21} {:<32} {}",
+                "  {:<12} {:<21} {:<31} {}",
                 c.name, c.listen, state, c.role
             )?;
         }
@@ -78,7 +88,7 @@ impl fmt::Display for PlanReport<'_> {
         if missing > 0 {
             writeln!(
                 f,
-                "{missing} of {} components are not in this build yet, so nothing was started.",
+                "{missing} of {} components are not in this build yet and will not start.",
                 self.0.len()
             )?;
         }
@@ -86,10 +96,50 @@ impl fmt::Display for PlanReport<'_> {
     }
 }
 
-pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
+/// `--data-dir`, else `$XDG_DATA_HOME/nsh`, else `~/.local/share/nsh`.
+pub(crate) fn data_dir(args: &UpArgs) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &args.data_dir {
+        return Ok(dir.clone());
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(xdg).join("nsh"));
+    }
+    let home = std::env::var_os("HOME")
+        .context("neither --data-dir, XDG_DATA_HOME nor HOME is set; pass --data-dir")?;
+    Ok(PathBuf::from(home).join(".local/share/nsh"))
+}
+
+/// The team keys folder, with a key for the `local` team (created on first run).
+fn ensure_local_team(data_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let keys = data_dir.join("team-keys");
+    std::fs::create_dir_all(&keys)
+        .with_context(|| format!("--data-dir: cannot create {}", keys.display()))?;
+    let key = keys.join(LOCAL_TEAM);
+    if !key.exists() {
+        crate::mesh::write_new_key(&key)?;
+        tracing::info!(path = %key.display(), "created the key of team `local`");
+    }
+    Ok((keys, key))
+}
+
+pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<()> {
     let components = plan(args);
-    tracing::debug!(components = components.len(), "planned local stack");
     write!(std::io::stdout().lock(), "{}", PlanReport(&components))?;
+    if args.dry_run {
+        writeln!(std::io::stdout().lock(), "--dry-run: nothing was started.")?;
+        return Ok(());
+    }
+    let (keys, key) = ensure_local_team(&data_dir(args)?)?;
+    let mesh = &components[0];
+    let server = Server::bind(ServerConfig::new(mesh.listen, &keys)).await?;
+    writeln!(
+        std::io::stdout().lock(),
+        "mesh-server: ws://{} (team keys in {}; Ctrl-C stops)\n  token for an agent: nsh mesh token --team {LOCAL_TEAM} --agent NAME --key-file {}",
+        server.local_addr(),
+        keys.display(),
+        key.display(),
+    )?;
+    server.run(crate::mesh::shutdown_signal()).await?;
     Ok(())
 }
 
@@ -100,13 +150,15 @@ mod tests {
     fn args(bind: &str) -> UpArgs {
         UpArgs {
             bind: bind.parse().unwrap(),
+            mesh_port: 3456,
+            data_dir: None,
+            dry_run: true,
         }
     }
 
     #[test]
-    fn plan_uses_bind_address_and_distinct_default_ports() {
+    fn plan_uses_bind_address_and_distinct_ports() {
         let components = plan(&args("127.0.0.2"));
-        assert_eq!(components.len(), DEFAULTS.len());
         let mut ports: Vec<u16> = components.iter().map(|c| c.listen.port()).collect();
         ports.sort_unstable();
         ports.dedup();
@@ -120,13 +172,25 @@ mod tests {
     }
 
     #[test]
-    fn report_says_nothing_was_started_when_parts_are_missing() {
+    fn report_names_what_this_build_cannot_start() {
         let text = PlanReport(&plan(&args("127.0.0.1"))).to_string();
-        assert!(text.contains("mesh-server"), "{text}");
-        assert!(text.contains("127.0.0.1:3456"), "{text}");
+        assert!(text.contains("mesh-server  127.0.0.1:3456"), "{text}");
         assert!(
-            text.contains("3 of 3 components are not in this build yet"),
+            text.contains("2 of 3 components are not in this build yet"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_local_team_key_is_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, key) = ensure_local_team(dir.path()).unwrap();
+        let first = std::fs::read(&key).unwrap();
+        ensure_local_team(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read(&key).unwrap(),
+            first,
+            "an existing key is kept"
         );
     }
 }

@@ -149,7 +149,7 @@ impl ControlPlane {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let namespace: Namespace = serde_json_value(&name);
+        let namespace: Namespace = named_object(&name);
         Api::<Namespace>::all(self.client().await?)
             .create(&PostParams::default(), &namespace)
             .await?;
@@ -343,7 +343,7 @@ impl Drop for ControlPlane {
     }
 }
 
-fn serde_json_value<T: serde::de::DeserializeOwned>(name: &str) -> T {
+fn named_object<T: serde::de::DeserializeOwned>(name: &str) -> T {
     serde_json::from_value(serde_json::json!({ "metadata": { "name": name } }))
         .expect("a name-only object deserializes")
 }

@@ -50,9 +50,15 @@ struct Args {
     /// Idle connections in the memory phase.
     #[arg(long, default_value_t = 5000)]
     connections: usize,
+    /// Measure only `nsh mesh server` (for quick tuning runs; prints no ratios).
+    #[arg(long)]
+    only_nsh: bool,
 }
 
 const TEAM: &str = "bench";
+/// Idle connections are spread over this many teams of equal size: presence is broadcast per
+/// team, and one team of thousands would measure an O(N^2) presence storm, not idle sockets.
+const IDLE_TEAMS: usize = 100;
 
 struct Results {
     throughput: f64,
@@ -70,90 +76,156 @@ async fn main() -> anyhow::Result<()> {
     let keys = tempfile::tempdir()?;
     let key_text = TeamKey::generate_text();
     std::fs::write(keys.path().join(TEAM), &key_text)?;
+    for team in 0..IDLE_TEAMS {
+        std::fs::write(keys.path().join(format!("idle-{team}")), &key_text)?;
+    }
     let key = TeamKey::from_file_contents(key_text.as_bytes())?;
 
-    let ours = {
-        let mut command = tokio::process::Command::new(&args.nsh);
-        command
-            .args([
-                "mesh",
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--team-keys-dir",
-            ])
-            .arg(keys.path())
-            // Node's relay has no rate limit; lift ours so both are measured alike.
-            .args([
-                "--rate-limit",
-                "1000000/s",
-                "--burst",
-                "1000000",
-                "--max-connections",
-                "100000",
-            ])
-            .env("NSH_LOG", "warn");
-        measure("nsh mesh server", command, &args, &key).await?
-    };
-    let node = {
-        let mut command = tokio::process::Command::new(&args.node);
-        command
-            .arg(args.interop_dir.join("node-server.mjs"))
-            .arg("--team-keys-dir")
-            .arg(keys.path());
-        measure("node socket.io 4.8", command, &args, &key).await?
+    let keys_dir = keys.path();
+    let ours = measure(
+        "nsh mesh server",
+        || {
+            let mut command = tokio::process::Command::new(&args.nsh);
+            command
+                .args([
+                    "mesh",
+                    "server",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--team-keys-dir",
+                ])
+                .arg(keys_dir)
+                // Node's relay has no rate limit; lift ours so both are measured alike.
+                .args([
+                    "--rate-limit",
+                    "1000000/s",
+                    "--burst",
+                    "1000000",
+                    "--max-connections",
+                    "100000",
+                ])
+                .env("NSH_LOG", "warn");
+            command
+        },
+        &args,
+        &key,
+    )
+    .await?;
+    let node = if args.only_nsh {
+        None
+    } else {
+        let node_command = || {
+            let mut command = tokio::process::Command::new(&args.node);
+            command
+                .arg(args.interop_dir.join("node-server.mjs"))
+                .arg("--team-keys-dir")
+                .arg(keys_dir);
+            command
+        };
+        Some(measure("node socket.io 4.8", node_command, &args, &key).await?)
     };
 
     println!();
     println!(
-        "mesh benchmark: {} pairs x window {}, {:?} per phase; latency at {} msg/s; {} idle connections",
+        "mesh benchmark: {} pairs x window {}, {:?} per phase; latency at {} msg/s; {} idle connections in {IDLE_TEAMS} teams",
         args.pairs, args.window, args.duration, args.rate, args.connections
     );
-    println!("| metric | nsh mesh server | node socket.io 4.8 | ratio (nsh vs node) | target |");
+    println!("| metric | nsh mesh server | node socket.io 4.8 | nsh vs node | target |");
     println!("|---|---|---|---|---|");
-    println!(
-        "| direct msgs/s relayed with acks | {:.0} | {:.0} | {:.2}x | >= 4x |",
+    let row =
+        |metric: &str, ours: f64, node: Option<f64>, digits: usize, ratio: &str, target: &str| {
+            let node_text = node.map_or_else(|| "-".to_owned(), |n| format!("{n:.digits$}"));
+            let ratio_text =
+                node.map_or_else(|| "-".to_owned(), |n| format!("{:.2}{ratio}", ours / n));
+            println!("| {metric} | {ours:.digits$} | {node_text} | {ratio_text} | {target} |");
+        };
+    row(
+        "direct msgs/s relayed with acks",
         ours.throughput,
-        node.throughput,
-        ours.throughput / node.throughput
+        node.as_ref().map(|n| n.throughput),
+        0,
+        "x",
+        ">= 4x",
     );
-    println!(
-        "| p50 send->ack latency (ms) | {:.3} | {:.3} | {:.2} of node | |",
+    row(
+        "p50 send->ack latency (ms)",
         ours.p50_ms,
-        node.p50_ms,
-        ours.p50_ms / node.p50_ms
+        node.as_ref().map(|n| n.p50_ms),
+        3,
+        " of node",
+        "",
     );
-    println!(
-        "| p99 send->ack latency (ms) | {:.3} | {:.3} | {:.2} of node | <= 0.5 |",
+    row(
+        "p99 send->ack latency (ms)",
         ours.p99_ms,
-        node.p99_ms,
-        ours.p99_ms / node.p99_ms
+        node.as_ref().map(|n| n.p99_ms),
+        3,
+        " of node",
+        "<= 0.5 of node",
     );
-    println!(
-        "| latency phase sent / failed | {} / {} | {} / {} | | |",
-        ours.latency_sent, ours.latency_failed, node.latency_sent, node.latency_failed
-    );
-    println!(
-        "| KiB per idle connection | {:.1} | {:.1} | {:.2} of node | < 40 KB |",
+    row(
+        "KiB per idle connection",
         ours.kib_per_connection,
-        node.kib_per_connection,
-        ours.kib_per_connection / node.kib_per_connection
+        node.as_ref().map(|n| n.kib_per_connection),
+        1,
+        " of node",
+        "< 40 KB",
     );
+    row(
+        "server RSS with all idle connections (MiB)",
+        ours.rss_idle_mib,
+        node.as_ref().map(|n| n.rss_idle_mib),
+        1,
+        " of node",
+        "",
+    );
+    let failures = |r: &Results| format!("{} sent, {} failed", r.latency_sent, r.latency_failed);
     println!(
-        "| server RSS with all idle connections (MiB) | {:.1} | {:.1} | | |",
-        ours.rss_idle_mib, node.rss_idle_mib
+        "| latency phase | {} | {} | | |",
+        failures(&ours),
+        node.as_ref().map_or_else(|| "-".to_owned(), failures)
     );
     Ok(())
 }
 
-/// Starts the server, runs every phase against it, stops it.
+/// Runs every phase against a server started by `command`: the memory phase on one fresh
+/// process, the load phases on another, so neither disturbs the other (a garbage-collected
+/// runtime reuses the heap grown under load; thousands of closing idle sockets slow a load
+/// phase).
 async fn measure(
     name: &str,
-    mut command: tokio::process::Command,
+    command: impl Fn() -> tokio::process::Command,
     args: &Args,
     key: &TeamKey,
 ) -> anyhow::Result<Results> {
     eprintln!("== {name}");
+    let (mut server, pid, url) = start(name, command()).await?;
+    let (kib_per_connection, rss_idle_mib) = idle_memory(&url, args, key, pid).await?;
+    eprintln!("   memory: {kib_per_connection:.1} KiB per idle connection");
+    server.kill().await?;
+
+    let (mut server, _, url) = start(name, command()).await?;
+    let throughput = throughput(&url, args, key).await?;
+    eprintln!("   throughput: {throughput:.0} msg/s");
+    let (p50_ms, p99_ms, latency_sent, latency_failed) = latency(&url, args, key).await?;
+    eprintln!("   latency: p50 {p50_ms:.3} ms, p99 {p99_ms:.3} ms");
+    server.kill().await?;
+    Ok(Results {
+        throughput,
+        p50_ms,
+        p99_ms,
+        latency_sent,
+        latency_failed,
+        kib_per_connection,
+        rss_idle_mib,
+    })
+}
+
+/// Starts a server; returns it, its pid and its URL once it listens.
+async fn start(
+    name: &str,
+    mut command: tokio::process::Command,
+) -> anyhow::Result<(tokio::process::Child, u32, String)> {
     command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -170,23 +242,7 @@ async fn measure(
         wait_for_nsh_port(pid).await?
     };
     eprintln!("   listening at {url} (pid {pid})");
-
-    let throughput = throughput(&url, args, key).await?;
-    eprintln!("   throughput: {throughput:.0} msg/s");
-    let (p50_ms, p99_ms, latency_sent, latency_failed) = latency(&url, args, key).await?;
-    eprintln!("   latency: p50 {p50_ms:.3} ms, p99 {p99_ms:.3} ms");
-    let (kib_per_connection, rss_idle_mib) = idle_memory(&url, args, key, pid).await?;
-    eprintln!("   memory: {kib_per_connection:.1} KiB per idle connection");
-    server.kill().await?;
-    Ok(Results {
-        throughput,
-        p50_ms,
-        p99_ms,
-        latency_sent,
-        latency_failed,
-        kib_per_connection,
-        rss_idle_mib,
-    })
+    Ok((server, pid, url))
 }
 
 /// `nsh mesh server --listen 127.0.0.1:0` logs its address; reading /proc is simpler and exact.
@@ -233,9 +289,18 @@ fn rss_kib(pid: u32) -> anyhow::Result<f64> {
 }
 
 async fn connect(url: &str, key: &TeamKey, agent: &str) -> anyhow::Result<Client> {
+    connect_to_team(url, key, TEAM, agent).await
+}
+
+async fn connect_to_team(
+    url: &str,
+    key: &TeamKey,
+    team: &str,
+    agent: &str,
+) -> anyhow::Result<Client> {
     let token = token::mint(
         &TokenRequest {
-            team: TEAM,
+            team,
             agent,
             groups: &[],
             ttl: Duration::from_secs(3600),
@@ -355,7 +420,15 @@ async fn idle_memory(
     let before = rss_kib(pid)?;
     let mut clients = Vec::with_capacity(args.connections);
     let mut connecting = futures_util::stream::iter(0..args.connections)
-        .map(|i| connect(url, key, format!("idle-{i}").leak()))
+        .map(|i| async move {
+            connect_to_team(
+                url,
+                key,
+                &format!("idle-{}", i % IDLE_TEAMS),
+                &format!("agent-{i}"),
+            )
+            .await
+        })
         .buffer_unordered(64);
     while let Some(client) = connecting.next().await {
         clients.push(client?);

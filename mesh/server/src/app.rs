@@ -7,6 +7,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::serve::ListenerExt as _;
 use governor::{Quota, RateLimiter};
 use nsh_admin::{Readiness, ReadinessHandle};
 use socketioxide::SocketIo;
@@ -116,7 +117,14 @@ impl Server {
         let addr = self.local_addr();
         let upkeep = tokio::spawn(upkeep(self.mesh.clone(), self.key_reload_interval));
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        // Small frames (an envelope, then an ack) must not wait for Nagle's algorithm: without
+        // TCP_NODELAY they meet the peer's delayed ACK and every hop costs ~40 ms.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(%err, "could not set TCP_NODELAY");
+            }
+        });
+        let serve = axum::serve(listener, self.router).with_graceful_shutdown(async move {
             let _ = stopped.await;
         });
         let mut serving = tokio::spawn(async move { serve.await });

@@ -166,14 +166,33 @@ async fn on_disconnect<A: Adapter>(
     }
 }
 
+/// The request's `id` and `group`, kept (without cloning the payload) so an error ack can
+/// name what it answers.
+#[derive(Debug, Default)]
+struct Correlation {
+    id: Option<String>,
+    group: Option<String>,
+}
+
+impl Correlation {
+    fn of(data: &Result<Value, socketioxide::ParserError>) -> Self {
+        let field = |key: &str| data.as_ref().ok()?.get(key)?.as_str().map(str::to_owned);
+        Self {
+            id: field("id"),
+            group: field("group"),
+        }
+    }
+}
+
 /// The error ack every event uses: `{ ok: false, error }`, plus the request's `id` or `group`
 /// so the client can match it.
-fn error_ack(request: Option<&Value>, error: WireError) -> Value {
+fn error_ack(correlation: Correlation, error: WireError) -> Value {
     let mut ack = json!({ "ok": false, "error": error });
-    for key in ["id", "group"] {
-        if let Some(value) = request.and_then(|r| r.get(key)).filter(|v| v.is_string()) {
-            ack[key] = value.clone();
-        }
+    if let Some(id) = correlation.id {
+        ack["id"] = id.into();
+    }
+    if let Some(group) = correlation.group {
+        ack["group"] = group.into();
     }
     ack
 }
@@ -211,7 +230,7 @@ async fn on_message<A: Adapter>(
     Extension(session): Extension<Session>,
 ) {
     let started = Instant::now();
-    let request = data.as_ref().ok().cloned();
+    let correlation = Correlation::of(&data);
     let result = send(&io, &mesh, &session, data, started).await;
     let outcome = match &result {
         Ok(ack) => match ack.status {
@@ -228,7 +247,7 @@ async fn on_message<A: Adapter>(
         Ok(sent) => reply(ack, &sent),
         Err(error) => {
             tracing::debug!(team = session.team(), from = session.agent(), code = error.code.as_str(), %error.message, "message refused");
-            reply(ack, &error_ack(request.as_ref(), error));
+            reply(ack, &error_ack(correlation, error));
         }
     }
 }
@@ -241,18 +260,23 @@ async fn send<A: Adapter>(
     now: Instant,
 ) -> Result<SendAck, WireError> {
     check_rate(mesh, session)?;
-    let value = payload(data)?;
-    let size = serde_json::to_vec(&value).map_or(usize::MAX, |bytes| bytes.len());
+    let request: SendRequest = wire::parse(payload(data)?)?;
+    // What the recipient gets: the text and the metadata. Serializing only the metadata (rarely
+    // present) keeps the common path free of a second pass over the payload.
+    let size = request.text.len()
+        + request
+            .metadata
+            .as_ref()
+            .map_or(0, |m| serde_json::to_vec(m).map_or(usize::MAX, |b| b.len()));
     if size > mesh.limits.max_message_bytes {
         return Err(WireError::new(
             ErrorCode::TooLarge,
             format!(
-                "message is {size} bytes; the limit is {} (send a reference, not the content)",
+                "text and metadata are {size} bytes; the limit is {} (send a reference, not the content)",
                 mesh.limits.max_message_bytes
             ),
         ));
     }
-    let request: SendRequest = wire::parse(value)?;
     let target = request.validate()?;
     let (team, from) = (session.team(), session.agent());
     if let Target::Group(group) = &target
@@ -356,7 +380,7 @@ async fn on_presence<A: Adapter>(
                 agents: mesh.registry.presence(session.team()),
             },
         ),
-        Err(error) => reply(ack, &error_ack(None, error)),
+        Err(error) => reply(ack, &error_ack(Correlation::default(), error)),
     }
 }
 
@@ -376,7 +400,7 @@ async fn on_group_join<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
-    let request = data.as_ref().ok().cloned();
+    let correlation = Correlation::of(&data);
     let result = async {
         check_rate(&mesh, &session)?;
         let group = group_request(data)?;
@@ -398,7 +422,7 @@ async fn on_group_join<A: Adapter>(
     .await;
     match result {
         Ok(joined) => reply(ack, &joined),
-        Err(error) => reply(ack, &error_ack(request.as_ref(), error)),
+        Err(error) => reply(ack, &error_ack(correlation, error)),
     }
 }
 
@@ -409,7 +433,7 @@ async fn on_group_leave<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
-    let request = data.as_ref().ok().cloned();
+    let correlation = Correlation::of(&data);
     let result = async {
         check_rate(&mesh, &session)?;
         let group = group_request(data)?;
@@ -429,7 +453,7 @@ async fn on_group_leave<A: Adapter>(
     .await;
     match result {
         Ok(left) => reply(ack, &left),
-        Err(error) => reply(ack, &error_ack(request.as_ref(), error)),
+        Err(error) => reply(ack, &error_ack(correlation, error)),
     }
 }
 
@@ -445,7 +469,7 @@ async fn on_group_list<A: Adapter>(
                 groups: mesh.registry.groups(session.team()),
             },
         ),
-        Err(error) => reply(ack, &error_ack(None, error)),
+        Err(error) => reply(ack, &error_ack(Correlation::default(), error)),
     }
 }
 
@@ -455,7 +479,7 @@ async fn on_group_members<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
-    let request = data.as_ref().ok().cloned();
+    let correlation = Correlation::of(&data);
     let result = check_rate(&mesh, &session).and_then(|()| group_request(data));
     match result {
         Ok(group) => {
@@ -470,6 +494,6 @@ async fn on_group_members<A: Adapter>(
                 },
             );
         }
-        Err(error) => reply(ack, &error_ack(request.as_ref(), error)),
+        Err(error) => reply(ack, &error_ack(correlation, error)),
     }
 }

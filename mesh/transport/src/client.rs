@@ -74,7 +74,7 @@ pub struct Incoming {
     pub event: String,
     pub args: Vec<Value>,
     /// Weak, so an unanswered event does not keep the connection open.
-    reply: Option<(u64, mpsc::WeakUnboundedSender<String>)>,
+    reply: Option<(u64, mpsc::WeakUnboundedSender<Outgoing>)>,
 }
 
 impl Incoming {
@@ -88,10 +88,9 @@ impl Incoming {
             return;
         };
         if let Some(outgoing) = weak.upgrade() {
-            let _ = outgoing.send(encode_frame(&Frame::Message(Packet::Ack {
-                id,
-                data: args,
-            })));
+            let _ = outgoing.send(Outgoing::Frame(encode_frame(&Frame::Message(
+                Packet::Ack { id, data: args },
+            ))));
         }
     }
 
@@ -107,7 +106,7 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<Value>>>>>;
 /// on [`Client::disconnect`], or when the server goes away.
 #[derive(Debug, Clone)]
 pub struct Client {
-    outgoing: mpsc::UnboundedSender<String>,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
     pending: Pending,
     next_ack: Arc<AtomicU64>,
     connected: watch::Receiver<bool>,
@@ -133,7 +132,8 @@ impl Client {
         url: String,
         config: ClientConfig,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Incoming>), ClientError> {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        // disable_nagle: each small frame (an ack, a message) goes out at once.
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
             .await
             .map_err(|source| ClientError::Connect {
                 url: url.clone(),
@@ -287,7 +287,7 @@ impl Client {
     /// Says goodbye (Socket.io disconnect, Engine.IO close) and ends the connection.
     pub async fn disconnect(&self) {
         let _ = self.send(Packet::Disconnect);
-        let _ = self.outgoing.send(encode_frame(&Frame::Close));
+        let _ = self.outgoing.send(Outgoing::Goodbye);
         self.closed().await;
     }
 
@@ -296,7 +296,7 @@ impl Client {
             return Err(ClientError::Closed);
         }
         self.outgoing
-            .send(encode_frame(&Frame::Message(packet)))
+            .send(Outgoing::Frame(encode_frame(&Frame::Message(packet))))
             .map_err(|_| ClientError::Closed)
     }
 }
@@ -311,8 +311,17 @@ fn event_data(event: &str, args: Vec<Value>) -> Vec<Value> {
 type WebSocket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// What the client half hands the connection task.
+#[derive(Debug)]
+enum Outgoing {
+    /// An encoded Engine.IO frame.
+    Frame(String),
+    /// Close the session (Engine.IO close, then the WebSocket close handshake).
+    Goodbye,
+}
+
 struct Connection {
-    acks: mpsc::WeakUnboundedSender<String>,
+    acks: mpsc::WeakUnboundedSender<Outgoing>,
     incoming: mpsc::UnboundedSender<Incoming>,
     pending: Pending,
     /// Longest silence from the server (ping interval + ping timeout) before giving up.
@@ -320,7 +329,11 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, mut ws: WebSocket, mut outgoing: mpsc::UnboundedReceiver<String>) -> String {
+    async fn run(
+        self,
+        mut ws: WebSocket,
+        mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    ) -> String {
         let reason = loop {
             tokio::select! {
                 received = tokio::time::timeout(self.heartbeat, ws.next()) => match received {
@@ -340,15 +353,15 @@ impl Connection {
                     Ok(Some(Ok(_))) => {}
                 },
                 frame = outgoing.recv() => match frame {
-                    Some(text) => {
-                        let closing = text == encode_frame(&Frame::Close);
+                    Some(Outgoing::Frame(text)) => {
                         if let Err(err) = ws.send(Message::text(text)).await {
                             break format!("send failed: {err}");
                         }
-                        if closing {
-                            let _ = ws.close(None).await;
-                            break "client disconnected".to_owned();
-                        }
+                    }
+                    Some(Outgoing::Goodbye) => {
+                        let _ = ws.send(Message::text(encode_frame(&Frame::Close))).await;
+                        let _ = ws.close(None).await;
+                        break "client disconnected".to_owned();
                     }
                     None => {
                         let _ = ws.close(None).await;

@@ -243,13 +243,10 @@ async fn on_message<A: Adapter>(
     mesh.metrics
         .send_seconds
         .observe(started.elapsed().as_secs_f64());
-    match result {
-        Ok(sent) => reply(ack, &sent),
-        Err(error) => {
-            tracing::debug!(team = session.team(), from = session.agent(), code = error.code.as_str(), %error.message, "message refused");
-            reply(ack, &error_ack(correlation, error));
-        }
+    if let Err(error) = &result {
+        tracing::debug!(team = session.team(), from = session.agent(), code = error.code.as_str(), %error.message, "message refused");
     }
+    answer(ack, correlation, result);
 }
 
 async fn send<A: Adapter>(
@@ -368,20 +365,27 @@ async fn deliver<A: Adapter>(
     ))
 }
 
+/// Answers a request: the value, or the error ack naming the request.
+fn answer<A: Adapter, T: serde::Serialize>(
+    ack: AckSender<A>,
+    correlation: Correlation,
+    result: Result<T, WireError>,
+) {
+    match result {
+        Ok(value) => reply(ack, &value),
+        Err(error) => reply(ack, &error_ack(correlation, error)),
+    }
+}
+
 async fn on_presence<A: Adapter>(
     ack: AckSender<A>,
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
-    match check_rate(&mesh, &session) {
-        Ok(()) => reply(
-            ack,
-            &PresenceList {
-                agents: mesh.registry.presence(session.team()),
-            },
-        ),
-        Err(error) => reply(ack, &error_ack(Correlation::default(), error)),
-    }
+    let result = check_rate(&mesh, &session).map(|()| PresenceList {
+        agents: mesh.registry.presence(session.team()),
+    });
+    answer(ack, Correlation::default(), result);
 }
 
 /// Parses a `{ group }` request and checks the name.
@@ -417,13 +421,10 @@ async fn on_group_join<A: Adapter>(
             .map_err(|e| WireError::new(ErrorCode::Forbidden, e.to_string()))?;
         // Every connection of the agent joins, not only this one.
         let _ = io.to(agent_room(team, agent)).join(group_room(team, &group)).await;
-        Ok(GroupAck { ok: true, group, members: Some(members), error: None })
+        Ok(GroupAck::members(group, members))
     }
     .await;
-    match result {
-        Ok(joined) => reply(ack, &joined),
-        Err(error) => reply(ack, &error_ack(correlation, error)),
-    }
+    answer(ack, correlation, result);
 }
 
 async fn on_group_leave<A: Adapter>(
@@ -443,18 +444,10 @@ async fn on_group_leave<A: Adapter>(
             .to(agent_room(team, agent))
             .leave(group_room(team, &group))
             .await;
-        Ok(GroupAck {
-            ok: true,
-            group,
-            members: Some(members),
-            error: None,
-        })
+        Ok(GroupAck::members(group, members))
     }
     .await;
-    match result {
-        Ok(left) => reply(ack, &left),
-        Err(error) => reply(ack, &error_ack(correlation, error)),
-    }
+    answer(ack, correlation, result);
 }
 
 async fn on_group_list<A: Adapter>(
@@ -462,15 +455,10 @@ async fn on_group_list<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
-    match check_rate(&mesh, &session) {
-        Ok(()) => reply(
-            ack,
-            &GroupList {
-                groups: mesh.registry.groups(session.team()),
-            },
-        ),
-        Err(error) => reply(ack, &error_ack(Correlation::default(), error)),
-    }
+    let result = check_rate(&mesh, &session).map(|()| GroupList {
+        groups: mesh.registry.groups(session.team()),
+    });
+    answer(ack, Correlation::default(), result);
 }
 
 async fn on_group_members<A: Adapter>(
@@ -480,20 +468,11 @@ async fn on_group_members<A: Adapter>(
     Extension(session): Extension<Session>,
 ) {
     let correlation = Correlation::of(&data);
-    let result = check_rate(&mesh, &session).and_then(|()| group_request(data));
-    match result {
-        Ok(group) => {
+    let result = check_rate(&mesh, &session)
+        .and_then(|()| group_request(data))
+        .map(|group| {
             let members = mesh.registry.members(session.team(), &group);
-            reply(
-                ack,
-                &GroupAck {
-                    ok: true,
-                    group,
-                    members: Some(members),
-                    error: None,
-                },
-            );
-        }
-        Err(error) => reply(ack, &error_ack(correlation, error)),
-    }
+            GroupAck::members(group, members)
+        });
+    answer(ack, correlation, result);
 }

@@ -223,6 +223,18 @@ pub struct GroupAck {
     pub error: Option<WireError>,
 }
 
+impl GroupAck {
+    /// A successful answer: the group's members after the request.
+    pub fn members(group: impl Into<String>, members: Vec<String>) -> Self {
+        Self {
+            ok: true,
+            group: group.into(),
+            members: Some(members),
+            error: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupSummary {
     pub name: String,

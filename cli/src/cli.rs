@@ -39,7 +39,7 @@ pub(crate) enum Command {
     /// Launch and configure coding agents.
     Agent(Group<AgentVerb>),
     /// The Kubernetes operator and its CRDs.
-    Operator(Group<OperatorVerb>),
+    Operator(Group<crate::operator::OperatorVerb>),
     /// Commands that target a remote cluster.
     Cluster(Group<ClusterVerb>),
 }
@@ -58,8 +58,6 @@ pub(crate) enum GatewayVerb {}
 pub(crate) enum McpVerb {}
 #[derive(Debug, Subcommand)]
 pub(crate) enum AgentVerb {}
-#[derive(Debug, Subcommand)]
-pub(crate) enum OperatorVerb {}
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterVerb {}
 

@@ -3,6 +3,7 @@
 
 mod cli;
 mod mesh;
+mod operator;
 mod up;
 
 use clap::FromArgMatches as _;
@@ -35,7 +36,7 @@ async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Gateway(group) => match group.verb {},
         cli::Command::Mcp(group) => match group.verb {},
         cli::Command::Agent(group) => match group.verb {},
-        cli::Command::Operator(group) => match group.verb {},
+        cli::Command::Operator(group) => operator::run(group.verb),
         cli::Command::Cluster(group) => match group.verb {},
     }
 }

@@ -36,7 +36,7 @@ async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Gateway(group) => match group.verb {},
         cli::Command::Mcp(group) => match group.verb {},
         cli::Command::Agent(group) => match group.verb {},
-        cli::Command::Operator(group) => operator::run(group.verb),
+        cli::Command::Operator(group) => operator::run(group.verb).await,
         cli::Command::Cluster(group) => match group.verb {},
     }
 }

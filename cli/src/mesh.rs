@@ -30,10 +30,15 @@ pub(crate) struct ServerArgs {
     #[arg(long, value_name = "DIR", env = "NSH_MESH_TEAM_KEYS_DIR")]
     team_keys_dir: PathBuf,
     /// Sustained events per agent, as COUNT/UNIT (s, m or h).
-    #[arg(long, default_value = "50/s", value_name = "RATE")]
+    #[arg(
+        long,
+        default_value = "50/s",
+        value_name = "RATE",
+        env = "NSH_MESH_RATE_LIMIT"
+    )]
     rate_limit: Rate,
     /// Events an agent may send at once above the sustained rate.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, env = "NSH_MESH_BURST")]
     burst: u32,
     /// Largest message: bytes of `text` plus the JSON of `metadata`.
     #[arg(long, default_value_t = Limits::default().max_message_bytes)]

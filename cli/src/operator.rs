@@ -1,4 +1,4 @@
-//! `nsh operator …`: the Kubernetes operator. Today: its CRDs.
+//! `nsh operator …`: the Kubernetes operator and its CRDs.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,16 @@ use clap::{Args, Subcommand};
 pub(crate) enum OperatorVerb {
     /// Print the nsh.dev CRDs as YAML, or write one file per CRD with --out.
     Crds(CrdsArgs),
+    /// Run the operator (Team and MeshServer controllers) against the current kubeconfig or
+    /// in-cluster config, until SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Image for mesh pods when a MeshServer does not name one.
+    #[arg(long, env = "NSH_OPERATOR_DEFAULT_IMAGE", default_value = concat!("ghcr.io/nsh-dev/nsh:", env!("CARGO_PKG_VERSION")))]
+    default_image: String,
 }
 
 #[derive(Debug, Args)]
@@ -19,9 +29,21 @@ pub(crate) struct CrdsArgs {
     out: Option<PathBuf>,
 }
 
-pub(crate) fn run(verb: OperatorVerb) -> anyhow::Result<()> {
+pub(crate) async fn run(verb: OperatorVerb) -> anyhow::Result<()> {
     match verb {
         OperatorVerb::Crds(args) => crds(&args),
+        OperatorVerb::Run(args) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("no Kubernetes config: set KUBECONFIG or run in a cluster")?;
+            tracing::info!(default_image = %args.default_image, "operator starting");
+            nsh_operator::run(
+                nsh_operator::Context::new(client, args.default_image),
+                crate::mesh::shutdown_signal(),
+            )
+            .await;
+            Ok(())
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -154,6 +155,55 @@ impl ControlPlane {
             .create(&PostParams::default(), &namespace)
             .await?;
         Ok(name)
+    }
+
+    /// Applies every CRD file in `dir` (server-side, so re-applying is harmless) and waits until
+    /// each CRD in the folder is Established.
+    pub async fn install_crds(&self, dir: &Path) -> Result<()> {
+        let output = self
+            .kubectl()
+            .args(["apply", "--server-side", "-f"])
+            .arg(dir)
+            .output()
+            .map_err(Error::io("run kubectl apply"))?;
+        if !output.status.success() {
+            return Err(Error::Io {
+                context: format!("kubectl apply -f {}", dir.display()),
+                source: std::io::Error::other(String::from_utf8_lossy(&output.stderr).into_owned()),
+            });
+        }
+        let names = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.strip_prefix("customresourcedefinition.apiextensions.k8s.io/"))
+            .filter_map(|rest| rest.split_whitespace().next().map(str::to_owned))
+            .collect::<Vec<_>>();
+        let crds = Api::<CustomResourceDefinition>::all(self.client().await?);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for name in names {
+            loop {
+                let crd = crds.get(&name).await?;
+                let established = crd
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                if established {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::NotReady {
+                        name: format!("CRD {name}"),
+                        after: READY_TIMEOUT,
+                        last_error: "not Established".into(),
+                        log: PathBuf::new(),
+                        log_tail: String::new(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
     }
 
     /// `kubectl` from the pinned build, pointed at this control plane.

@@ -2,12 +2,10 @@
 //! example team, enforces their validation and reads back into the Rust types.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
 use nsh_operator_api::{Agent, McpGateway, MeshServer, Team};
-use nsh_testenv::{ControlPlane, wait_for};
+use nsh_testenv::ControlPlane;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -36,34 +34,7 @@ fn kubectl(plane: &ControlPlane, args: &[&str]) -> std::process::Output {
 }
 
 async fn install_crds(plane: &ControlPlane) {
-    let applied = kubectl(plane, &["apply", "--server-side", "-f", "crds/"]);
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-    let crds = Api::<CustomResourceDefinition>::all(plane.client().await.unwrap());
-    for crd in nsh_operator_api::crds() {
-        let name = crd.metadata.name.unwrap();
-        wait_for(
-            &format!("{name} to be Established"),
-            Duration::from_secs(60),
-            || {
-                let (crds, name) = (crds.clone(), name.clone());
-                async move {
-                    let crd = crds.get(&name).await.map_err(|e| e.to_string())?;
-                    let established = crd
-                        .status
-                        .and_then(|s| s.conditions)
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True");
-                    Ok(established.then_some(()))
-                }
-            },
-        )
-        .await;
-    }
+    plane.install_crds(&repo().join("crds")).await.unwrap();
 }
 
 #[tokio::test]

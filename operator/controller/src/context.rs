@@ -1,0 +1,32 @@
+use kube::runtime::events::{Recorder, Reporter};
+
+/// What every reconcile gets: the client, an event recorder, and settings.
+#[derive(Clone)]
+pub struct Context {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    /// Image for mesh and gateway pods when a spec does not name one.
+    pub default_image: String,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("default_image", &self.default_image)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(client: kube::Client, default_image: impl Into<String>) -> Self {
+        let reporter = Reporter {
+            controller: crate::apply::FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            default_image: default_image.into(),
+        }
+    }
+}

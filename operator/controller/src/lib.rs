@@ -1,0 +1,18 @@
+//! The nsh-mesh operator. Each kind's reconcile is a pipeline
+//! `dereference -> validate -> build -> apply -> status`; `validate` and `build` are pure
+//! functions of their inputs (tested without a cluster), only the ends touch the API.
+//!
+//! Reconciled so far: [`team`] (signing key Secret, status) and [`mesh_server`] (Deployment,
+//! Service, ConfigMap, team keys Secret, PodDisruptionBudget, status).
+#![forbid(unsafe_code)]
+
+pub mod apply;
+pub mod context;
+pub mod error;
+pub mod mesh_server;
+pub mod run;
+pub mod team;
+
+pub use context::Context;
+pub use error::{Error, Result};
+pub use run::run;

@@ -1,0 +1,456 @@
+//! MeshServer: Deployment, Service, ConfigMap (settings), the team keys Secret (every Team that
+//! points at this mesh contributes its key) and a PodDisruptionBudget above one replica.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash as _, Hasher as _};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource,
+    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt as _;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta};
+use kube::runtime::controller::Action;
+use nsh_operator_api::conditions::{self, reason};
+use nsh_operator_api::{MeshServer, Team};
+
+use crate::apply::{self, condition, labels, owner_reference};
+use crate::{Context, Error, Result, team};
+
+const KEYS_MOUNT: &str = "/etc/nsh/team-keys";
+const COMPONENT: &str = "mesh-server";
+
+/// What the schema cannot check, and what this operator version cannot run yet.
+pub fn validate(mesh: &MeshServer) -> Result<()> {
+    if mesh.spec.persistence.enabled {
+        return Err(Error::invalid(
+            "spec.persistence.enabled",
+            "persistence is not supported by this operator version yet",
+            "set it to false",
+        ));
+    }
+    if mesh.spec.redis.is_some() {
+        return Err(Error::invalid(
+            "spec.redis",
+            "several replicas over Redis are not supported by this operator version yet",
+            "remove spec.redis and run replicas: 1",
+        ));
+    }
+    Ok(())
+}
+
+/// Everything a MeshServer owns.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub config_map: ConfigMap,
+    pub keys: Secret,
+    pub deployment: Deployment,
+    pub service: Service,
+    pub pdb: Option<PodDisruptionBudget>,
+}
+
+fn meta(mesh: &MeshServer, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: mesh.namespace(),
+        labels: Some(labels(COMPONENT, &mesh.name_any())),
+        owner_references: Some(vec![owner_reference(mesh)]),
+        ..ObjectMeta::default()
+    }
+}
+
+pub fn keys_secret_name(mesh: &str) -> String {
+    format!("{mesh}-team-keys")
+}
+
+/// Builds every owned object from the spec and the team keys (team name -> key bytes).
+pub fn build(
+    mesh: &MeshServer,
+    team_keys: &BTreeMap<String, Vec<u8>>,
+    default_image: &str,
+) -> Built {
+    let name = mesh.name_any();
+    let spec = &mesh.spec;
+    let port = spec.service.port;
+    let selector: BTreeMap<String, String> = [
+        ("app.kubernetes.io/component", COMPONENT),
+        ("app.kubernetes.io/instance", name.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+
+    let settings: BTreeMap<String, String> = [
+        ("NSH_MESH_LISTEN", format!("0.0.0.0:{port}")),
+        ("NSH_MESH_TEAM_KEYS_DIR", KEYS_MOUNT.to_owned()),
+        ("NSH_MESH_RATE_LIMIT", spec.rate_limit.rate.clone()),
+        ("NSH_MESH_BURST", spec.rate_limit.burst.to_string()),
+        ("NSH_LOG_FORMAT", "json".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    // Settings reach the pods as environment variables, which only apply on restart: the hash
+    // in the pod template rolls the pods when they change. Keys need no restart (hot reload).
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    settings.hash(&mut hasher);
+    let config_hash = format!("{:016x}", hasher.finish());
+    let config_map = ConfigMap {
+        metadata: meta(mesh, format!("{name}-config")),
+        data: Some(settings),
+        ..ConfigMap::default()
+    };
+
+    let keys = Secret {
+        metadata: meta(mesh, keys_secret_name(&name)),
+        type_: Some("Opaque".to_owned()),
+        data: Some(
+            team_keys
+                .iter()
+                .map(|(team, key)| (team.clone(), ByteString(key.clone())))
+                .collect(),
+        ),
+        ..Secret::default()
+    };
+
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("socketio".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(5),
+        ..Probe::default()
+    };
+    let container = Container {
+        name: "mesh".to_owned(),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| default_image.to_owned()),
+        ),
+        args: Some(vec!["mesh".into(), "server".into()]),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: format!("{name}-config"),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        }]),
+        ports: Some(vec![ContainerPort {
+            name: Some("socketio".into()),
+            container_port: port,
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(probe("/readyz")),
+        liveness_probe: Some(probe("/healthz")),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "team-keys".into(),
+            mount_path: KEYS_MOUNT.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
+        security_context: Some(restricted_container()),
+        ..Container::default()
+    };
+    let deployment = Deployment {
+        metadata: meta(mesh, name.clone()),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(COMPONENT, &name)),
+                    annotations: Some([("nsh.dev/config-hash".to_owned(), config_hash)].into()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    volumes: Some(vec![Volume {
+                        name: "team-keys".into(),
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some(keys_secret_name(&name)),
+                            ..SecretVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
+                    automount_service_account_token: Some(false),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    };
+    let service = Service {
+        metadata: meta(mesh, name.clone()),
+        spec: Some(ServiceSpec {
+            type_: Some(format!("{:?}", spec.service.type_)),
+            selector: Some(selector.clone()),
+            ports: Some(vec![ServicePort {
+                name: Some("socketio".into()),
+                port,
+                target_port: Some(IntOrString::String("socketio".into())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    let pdb = (spec.replicas > 1).then(|| PodDisruptionBudget {
+        metadata: meta(mesh, name.clone()),
+        spec: Some(PodDisruptionBudgetSpec {
+            min_available: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    });
+    Built {
+        config_map,
+        keys,
+        deployment,
+        service,
+        pdb,
+    }
+}
+
+/// Restricted Pod Security for a container.
+pub fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(65532),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The keys of every Team in the namespace that points at `mesh` and already has one.
+async fn team_keys(
+    client: &kube::Client,
+    namespace: &str,
+    mesh: &str,
+) -> Result<BTreeMap<String, Vec<u8>>> {
+    let teams = Api::<Team>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await?;
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let mut keys = BTreeMap::new();
+    for t in teams.items.iter().filter(|t| t.spec.mesh_ref.name == mesh) {
+        let secret = secrets
+            .get_opt(&team::key_secret_name(&t.name_any()))
+            .await?;
+        if let Some(key) = secret
+            .and_then(|s| s.data)
+            .and_then(|mut d| d.remove(team::KEY_FIELD))
+        {
+            keys.insert(t.name_any(), key.0);
+        }
+    }
+    Ok(keys)
+}
+
+pub async fn reconcile(mesh: Arc<MeshServer>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = mesh.namespace().unwrap_or_default();
+    let name = mesh.name_any();
+    let generation = mesh.metadata.generation;
+    let previous = mesh
+        .status
+        .as_ref()
+        .map(|s| s.common.conditions.clone())
+        .unwrap_or_default();
+
+    if let Err(err) = validate(&mesh) {
+        let ready = condition(
+            &previous,
+            conditions::READY,
+            false,
+            reason::INVALID_SPEC,
+            err.to_string(),
+            generation,
+        );
+        apply::apply_status(
+            &ctx.client,
+            mesh.as_ref(),
+            serde_json::json!({ "conditions": [ready], "observedGeneration": generation }),
+        )
+        .await?;
+        return Err(err);
+    }
+
+    let keys = team_keys(&ctx.client, &namespace, &name).await?;
+    let built = build(&mesh, &keys, &ctx.default_image);
+    apply::apply(&ctx.client, &namespace, &built.config_map).await?;
+    apply::apply(&ctx.client, &namespace, &built.keys).await?;
+    apply::apply(&ctx.client, &namespace, &built.service).await?;
+    let deployment = apply::apply(&ctx.client, &namespace, &built.deployment).await?;
+    match &built.pdb {
+        Some(pdb) => {
+            apply::apply(&ctx.client, &namespace, pdb).await?;
+        }
+        None => {
+            let pdbs = Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &namespace);
+            if pdbs.get_opt(&name).await?.is_some_and(|p| {
+                p.owner_references()
+                    .iter()
+                    .any(|o| o.uid == mesh.uid().unwrap_or_default())
+            }) {
+                pdbs.delete(&name, &DeleteParams::default()).await?;
+            }
+        }
+    }
+
+    let ready_replicas = deployment
+        .status
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let serving = ready_replicas > 0;
+    let message = format!(
+        "{ready_replicas}/{} replicas ready; {} team key(s) loaded",
+        mesh.spec.replicas,
+        keys.len()
+    );
+    let ready = condition(
+        &previous,
+        conditions::READY,
+        serving,
+        if serving {
+            reason::RECONCILED
+        } else {
+            reason::WAITING_FOR_PODS
+        },
+        message,
+        generation,
+    );
+    let status = serde_json::json!({
+        "conditions": [ready],
+        "observedGeneration": generation,
+        "readyReplicas": ready_replicas,
+        "url": format!("ws://{name}.{namespace}.svc:{}", mesh.spec.service.port),
+    });
+    apply::apply_status(&ctx.client, mesh.as_ref(), status).await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mesh(spec: serde_json::Value) -> MeshServer {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "nsh.dev/v1alpha1", "kind": "MeshServer",
+            "metadata": { "name": "mesh", "namespace": "ns", "uid": "m1" },
+            "spec": spec,
+        }))
+        .expect("fixture")
+    }
+
+    #[test]
+    fn a_single_replica_mesh_builds_its_objects_with_restricted_pods() {
+        let keys = BTreeMap::from([("alpha".to_owned(), b"k".to_vec())]);
+        let built = build(
+            &mesh(serde_json::json!({ "service": { "port": 4000 } })),
+            &keys,
+            "nsh:test",
+        );
+        assert!(built.pdb.is_none());
+        let pod = built.deployment.spec.unwrap().template.spec.unwrap();
+        let container = &pod.containers[0];
+        assert_eq!(container.image.as_deref(), Some("nsh:test"));
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(
+            (
+                security.read_only_root_filesystem,
+                security.allow_privilege_escalation
+            ),
+            (Some(true), Some(false))
+        );
+        assert_eq!(
+            built.config_map.data.unwrap()["NSH_MESH_LISTEN"],
+            "0.0.0.0:4000"
+        );
+        assert_eq!(built.keys.data.unwrap()["alpha"].0, b"k");
+        assert_eq!(built.service.spec.unwrap().ports.unwrap()[0].port, 4000);
+        let owner = &built.deployment.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("MeshServer", "m1")
+        );
+    }
+
+    #[test]
+    fn settings_changes_roll_the_pods_but_key_changes_do_not() {
+        let hash = |spec: serde_json::Value, keys: &BTreeMap<String, Vec<u8>>| {
+            build(&mesh(spec), keys, "nsh:test")
+                .deployment
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()["nsh.dev/config-hash"]
+                .clone()
+        };
+        let none = BTreeMap::new();
+        let some = BTreeMap::from([("alpha".to_owned(), b"k".to_vec())]);
+        let base = hash(serde_json::json!({}), &none);
+        assert_eq!(base, hash(serde_json::json!({}), &some));
+        assert_ne!(
+            base,
+            hash(
+                serde_json::json!({ "rateLimit": { "rate": "10/s" } }),
+                &none
+            )
+        );
+    }
+
+    #[test]
+    fn unsupported_features_are_refused_naming_the_field() {
+        let err = validate(&mesh(
+            serde_json::json!({ "persistence": { "enabled": true }, "redis": { "managed": true } }),
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("spec.persistence.enabled:"),
+            "{err}"
+        );
+        let err = validate(&mesh(
+            serde_json::json!({ "redis": { "url": "redis://r" } }),
+        ))
+        .unwrap_err();
+        assert!(err.to_string().starts_with("spec.redis:"), "{err}");
+        assert!(validate(&mesh(serde_json::json!({}))).is_ok());
+    }
+}

@@ -1,0 +1,141 @@
+//! Runs every controller until `shutdown` resolves.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::StreamExt as _;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt as _};
+use nsh_operator_api::{MeshServer, Team};
+
+use crate::{Context, Error, mesh_server, team};
+
+fn owned() -> watcher::Config {
+    // Only what the operator created: never watch every Secret in the cluster.
+    watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={}",
+        crate::apply::FIELD_MANAGER
+    ))
+}
+
+/// Invalid specs wait for an edit, the rest retries; both are logged.
+fn error_policy<K: Resource<DynamicType = ()>>(
+    object: Arc<K>,
+    error: &Error,
+    _ctx: Arc<Context>,
+) -> Action {
+    tracing::warn!(kind = %K::kind(&()), name = %object.name_any(), namespace = ?object.namespace(), %error, "reconcile failed");
+    error.requeue()
+}
+
+/// Publishes a Warning event for a failed reconcile (best effort: events are advisory).
+async fn report<K: Resource<DynamicType = ()>>(ctx: &Context, object: &K, error: &Error) {
+    let reason = match error {
+        Error::InvalidSpec { .. } => "InvalidSpec",
+        Error::Waiting(_) => "Waiting",
+        Error::Kube(_) | Error::Encode { .. } => "ReconcileError",
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(error.to_string()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::debug!(%err, "could not publish event");
+    }
+}
+
+/// Runs the Team and MeshServer controllers until `shutdown` resolves.
+pub async fn run(ctx: Context, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let client = ctx.client.clone();
+    let ctx = Arc::new(ctx);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop_signal = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+
+    let teams = Controller::new(Api::<Team>::all(client.clone()), watcher::Config::default());
+    let team_store = teams.store();
+    let teams = teams
+        .owns(Api::<Secret>::all(client.clone()), owned())
+        // A Team waits for its MeshServer: reconcile the Teams that point at one when it changes.
+        .watches(
+            Api::<MeshServer>::all(client.clone()),
+            watcher::Config::default(),
+            move |mesh| {
+                let (name, namespace) = (mesh.name_any(), mesh.namespace());
+                team_store
+                    .state()
+                    .into_iter()
+                    .filter(move |t| t.spec.mesh_ref.name == name && t.namespace() == namespace)
+                    .map(|t| ObjectRef::from_obj(t.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(stop_signal())
+        .run(
+            |team, ctx: Arc<Context>| async move {
+                let result = team::reconcile(team.clone(), ctx.clone()).await;
+                if let Err(err) = &result {
+                    report(&ctx, team.as_ref(), err).await;
+                }
+                result
+            },
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+
+    let meshes = Controller::new(
+        Api::<MeshServer>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Deployment>::all(client.clone()), owned())
+    .owns(Api::<Service>::all(client.clone()), owned())
+    .owns(Api::<ConfigMap>::all(client.clone()), owned())
+    .owns(Api::<Secret>::all(client.clone()), owned())
+    .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned())
+    // A Team's key (announced by its status) belongs in its mesh's keys Secret.
+    .watches(
+        Api::<Team>::all(client.clone()),
+        watcher::Config::default(),
+        |team| {
+            Some(
+                ObjectRef::<MeshServer>::new(&team.spec.mesh_ref.name)
+                    .within(&team.namespace().unwrap_or_default()),
+            )
+        },
+    )
+    .graceful_shutdown_on(stop_signal())
+    .run(
+        |mesh, ctx: Arc<Context>| async move {
+            let result = mesh_server::reconcile(mesh.clone(), ctx.clone()).await;
+            if let Err(err) = &result {
+                report(&ctx, mesh.as_ref(), err).await;
+            }
+            result
+        },
+        error_policy,
+        ctx,
+    )
+    .for_each(|_| async {});
+
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    tokio::join!(teams, meshes);
+    tracing::info!("controllers stopped");
+}

@@ -1,0 +1,306 @@
+//! The operator against the real apiserver: a Team gets a signing key, a MeshServer gets its
+//! workload with every Team's key, conditions follow the pods (marked Ready as a kubelet
+//! would), references resolve when their target appears, invalid specs get a condition and an
+//! Event, and deleting a Team cleans up through garbage collection.
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use nsh_operator_api::{MeshServer, Team};
+use nsh_testenv::{ControlPlane, kubelet, wait_for};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn start_operator(plane: &ControlPlane) -> tokio::sync::oneshot::Sender<()> {
+    plane
+        .install_crds(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds"))
+        .await
+        .unwrap();
+    let ctx = nsh_operator::Context::new(plane.client().await.unwrap(), "nsh:test");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(nsh_operator::run(ctx, async move {
+        let _ = stopped.await;
+    }));
+    stop
+}
+
+fn object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).unwrap()
+}
+
+fn ready_condition(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<(String, String, String)> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn a_team_and_its_mesh_come_up_and_go_away() {
+    let plane = ControlPlane::shared().await.unwrap();
+    let _operator = start_operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("op").await.unwrap();
+    let meshes = Api::<MeshServer>::namespaced(client.clone(), &ns);
+    let teams = Api::<Team>::namespaced(client.clone(), &ns);
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+
+    meshes
+        .create(
+            &PostParams::default(),
+            &object(json!({ "metadata": { "name": "mesh" }, "spec": {} })),
+        )
+        .await
+        .unwrap();
+    teams.create(&PostParams::default(), &object(json!({ "metadata": { "name": "alpha" }, "spec": { "meshRef": { "name": "mesh" } } }))).await.unwrap();
+
+    // The team's key is minted into a Secret the Team owns, and named in its status.
+    let team = wait_for("alpha's keySecretName", WAIT, || {
+        let teams = teams.clone();
+        async move {
+            let team = teams.get("alpha").await.map_err(|e| e.to_string())?;
+            Ok(team
+                .status
+                .as_ref()
+                .and_then(|s| s.key_secret_name.clone())
+                .is_some()
+                .then_some(team))
+        }
+    })
+    .await;
+    let key_secret = secrets.get("alpha-team-key").await.unwrap();
+    assert_eq!(
+        key_secret.metadata.owner_references.as_ref().unwrap()[0].kind,
+        "Team"
+    );
+    let key = key_secret.data.as_ref().unwrap()["key"].0.clone();
+    assert!(key.len() >= 32, "a random key of 32 bytes, base64");
+    assert_eq!(
+        ready_condition(&team.status.unwrap().common.conditions)
+            .unwrap()
+            .0,
+        "True"
+    );
+
+    // The mesh's keys Secret carries the same key under the team's name.
+    wait_for("mesh-team-keys to hold alpha's key", WAIT, || {
+        let (secrets, key) = (secrets.clone(), key.clone());
+        async move {
+            let keys = secrets
+                .get_opt("mesh-team-keys")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(keys
+                .and_then(|s| s.data)
+                .is_some_and(|d| d.get("alpha").is_some_and(|k| k.0 == key))
+                .then_some(()))
+        }
+    })
+    .await;
+    for owned in [
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get("mesh")
+            .await
+            .unwrap()
+            .metadata,
+        Api::<Service>::namespaced(client.clone(), &ns)
+            .get("mesh")
+            .await
+            .unwrap()
+            .metadata,
+        Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get("mesh-config")
+            .await
+            .unwrap()
+            .metadata,
+    ] {
+        let owner = &owned.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("MeshServer", Some(true))
+        );
+        assert_eq!(
+            owned.labels.unwrap()["app.kubernetes.io/managed-by"],
+            "nsh-operator"
+        );
+    }
+
+    // No kubelet: not ready until a test marks the pod ready; then the condition follows.
+    let mesh = meshes.get("mesh").await.unwrap();
+    let (status, reason, _) = ready_condition(&mesh.status.unwrap().common.conditions).unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "WaitingForPods")
+    );
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let pod = wait_for("the mesh pod", WAIT, || {
+        let pods = pods.clone();
+        async move {
+            Ok(pods
+                .list(&ListParams::default().labels("app.kubernetes.io/instance=mesh"))
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .into_iter()
+                .next())
+        }
+    })
+    .await;
+    kubelet::mark_pod_ready(&client, &ns, pod.metadata.name.as_deref().unwrap())
+        .await
+        .unwrap();
+    let mesh = wait_for("MeshServer Ready", WAIT, || {
+        let meshes = meshes.clone();
+        async move {
+            let mesh = meshes.get("mesh").await.map_err(|e| e.to_string())?;
+            let ready = mesh
+                .status
+                .as_ref()
+                .and_then(|s| ready_condition(&s.common.conditions))
+                .is_some_and(|c| c.0 == "True");
+            Ok(ready.then_some(mesh))
+        }
+    })
+    .await;
+    let status = mesh.status.unwrap();
+    assert_eq!(status.ready_replicas, Some(1));
+    assert_eq!(
+        status.url.as_deref(),
+        Some(format!("ws://mesh.{ns}.svc:3456").as_str())
+    );
+
+    // Deleting the Team: its key Secret is garbage collected and leaves the mesh's keys.
+    teams
+        .delete("alpha", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("alpha's key to leave the mesh", WAIT, || {
+        let secrets = secrets.clone();
+        async move {
+            let gone = secrets
+                .get_opt("alpha-team-key")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none();
+            let keys = secrets
+                .get("mesh-team-keys")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((gone && !keys.data.unwrap_or_default().contains_key("alpha")).then_some(()))
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_team_waits_for_its_mesh_and_resolves_when_it_appears() {
+    let plane = ControlPlane::shared().await.unwrap();
+    let _operator = start_operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("op-ref").await.unwrap();
+    let teams = Api::<Team>::namespaced(client.clone(), &ns);
+    teams.create(&PostParams::default(), &object(json!({ "metadata": { "name": "early" }, "spec": { "meshRef": { "name": "later" } } }))).await.unwrap();
+    let (_, reason, message) = wait_for("a ReferenceMissing condition", WAIT, || {
+        let teams = teams.clone();
+        async move {
+            Ok(teams
+                .get("early")
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .and_then(|s| ready_condition(&s.common.conditions)))
+        }
+    })
+    .await;
+    assert_eq!(reason, "ReferenceMissing");
+    assert!(
+        message.contains("MeshServer `later` does not exist")
+            && message.contains("spec.meshRef.name"),
+        "{message}"
+    );
+
+    Api::<MeshServer>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &object(json!({ "metadata": { "name": "later" }, "spec": {} })),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "the Team to become Ready once its mesh exists",
+        WAIT,
+        || {
+            let teams = teams.clone();
+            async move {
+                let ready = teams
+                    .get("early")
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .status
+                    .and_then(|s| ready_condition(&s.common.conditions));
+                Ok(ready.filter(|c| c.0 == "True").map(|_| ()))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_unsupported_spec_gets_a_condition_and_an_event_not_a_crash_loop() {
+    let plane = ControlPlane::shared().await.unwrap();
+    let _operator = start_operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("op-invalid").await.unwrap();
+    let meshes = Api::<MeshServer>::namespaced(client.clone(), &ns);
+    meshes
+        .create(&PostParams::default(), &object(json!({ "metadata": { "name": "m" }, "spec": { "redis": { "url": "redis://r:6379" }, "persistence": { "enabled": true } } })))
+        .await
+        .unwrap();
+    let (status, reason, message) = wait_for("an InvalidSpec condition", WAIT, || {
+        let meshes = meshes.clone();
+        async move {
+            Ok(meshes
+                .get("m")
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .and_then(|s| ready_condition(&s.common.conditions)))
+        }
+    })
+    .await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    assert!(
+        message.starts_with("spec.persistence.enabled:") && message.contains("set it to false"),
+        "{message}"
+    );
+    let events = Api::<Event>::namespaced(client.clone(), &ns);
+    wait_for("a Warning event", WAIT, || {
+        let events = events.clone();
+        async move {
+            let list = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(list
+                .items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("InvalidSpec"))
+                .map(|_| ()))
+        }
+    })
+    .await;
+    // Nothing was built for it.
+    assert!(
+        Api::<Deployment>::namespaced(client, &ns)
+            .get_opt("m")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

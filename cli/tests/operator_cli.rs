@@ -11,10 +11,18 @@ use nsh_testenv::{ControlPlane, wait_for};
 
 #[test]
 fn crds_prints_every_crd_as_yaml() {
-    let output = Command::new(assert_cmd::cargo::cargo_bin("nsh")).args(["operator", "crds"]).output().unwrap();
+    let output = Command::new(assert_cmd::cargo::cargo_bin("nsh"))
+        .args(["operator", "crds"])
+        .output()
+        .unwrap();
     assert!(output.status.success());
     let yaml = String::from_utf8(output.stdout).unwrap();
-    for name in ["meshservers.nsh.dev", "teams.nsh.dev", "agents.nsh.dev", "mcpgateways.nsh.dev"] {
+    for name in [
+        "meshservers.nsh.dev",
+        "teams.nsh.dev",
+        "agents.nsh.dev",
+        "mcpgateways.nsh.dev",
+    ] {
         assert!(yaml.contains(&format!("name: {name}")), "{name} missing");
     }
     assert_eq!(yaml.matches("\n---\n").count(), 3);
@@ -23,7 +31,10 @@ fn crds_prints_every_crd_as_yaml() {
 #[tokio::test]
 async fn run_reconciles_with_a_kubeconfig_and_stops_on_sigterm() {
     let plane = ControlPlane::shared().await.unwrap();
-    plane.install_crds(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds")).await.unwrap();
+    plane
+        .install_crds(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds"))
+        .await
+        .unwrap();
     let ns = plane.namespace("cli-op").await.unwrap();
     let mut operator = Command::new(assert_cmd::cargo::cargo_bin("nsh"))
         .args(["operator", "run", "--default-image", "nsh:test"])
@@ -35,14 +46,30 @@ async fn run_reconciles_with_a_kubeconfig_and_stops_on_sigterm() {
 
     let client = plane.client().await.unwrap();
     let team: Team = serde_json::from_value(serde_json::json!({ "metadata": { "name": "cli" }, "spec": { "meshRef": { "name": "m" } } })).unwrap();
-    Api::<Team>::namespaced(client.clone(), &ns).create(&PostParams::default(), &team).await.unwrap();
+    Api::<Team>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &team)
+        .await
+        .unwrap();
     let secrets = Api::<Secret>::namespaced(client, &ns);
-    wait_for("the operator binary to mint the team key", Duration::from_secs(60), || {
-        let secrets = secrets.clone();
-        async move { Ok(secrets.get_opt("cli-team-key").await.map_err(|e| e.to_string())?.map(|_| ())) }
-    })
+    wait_for(
+        "the operator binary to mint the team key",
+        Duration::from_secs(60),
+        || {
+            let secrets = secrets.clone();
+            async move {
+                Ok(secrets
+                    .get_opt("cli-team-key")
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(|_| ()))
+            }
+        },
+    )
     .await;
 
-    Command::new("kill").args(["-TERM", &operator.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &operator.id().to_string()])
+        .status()
+        .unwrap();
     assert!(operator.wait().unwrap().success());
 }

@@ -17,6 +17,7 @@ use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler as _;
 
 use crate::Mesh;
+use crate::registry::TooManyConnections;
 
 /// Who is behind a socket, from its verified token.
 #[derive(Debug, Clone)]
@@ -53,7 +54,7 @@ pub(crate) enum Refusal {
     #[error("{prefix} {0}", prefix = wire::UNAUTHORIZED_PREFIX)]
     Unauthorized(TokenError),
     #[error("refused: {0}")]
-    Limit(crate::registry::TooManyConnections),
+    Limit(TooManyConnections),
 }
 
 async fn authenticate<A: Adapter>(
@@ -70,22 +71,17 @@ async fn authenticate<A: Adapter>(
         tracing::info!(sid = %socket.id, %err, "handshake refused");
         Refusal::Unauthorized(err)
     })?;
-    let sid = socket.id.to_string();
-    let connected = mesh
-        .registry
-        .connect(
-            &claims.team,
-            &claims.sub,
-            &sid,
-            &wire::now_rfc3339(),
-            mesh.limits.max_connections_per_agent,
-        )
-        .map_err(|err| {
-            mesh.metrics.refused("too_many_connections");
-            Refusal::Limit(err)
-        })?;
+    // Only a check here: the reservation happens in `on_connect`, after the disconnect hook
+    // exists, so a socket that fails between the two can never leak a connection slot.
+    let max = mesh.limits.max_connections_per_agent;
+    if mesh.registry.connections_of(&claims.team, &claims.sub) >= max {
+        mesh.metrics.refused("too_many_connections");
+        return Err(Refusal::Limit(TooManyConnections {
+            agent: claims.sub,
+            max,
+        }));
+    }
     socket.extensions.insert(Session(Arc::new(claims)));
-    socket.extensions.insert(connected);
     Ok(())
 }
 
@@ -104,21 +100,51 @@ async fn on_connect<A: Adapter>(
     io: SocketIo<A>,
     State(mesh): State<Arc<Mesh>>,
 ) {
-    let (Some(session), Some(connected)) = (
-        socket.extensions.get::<Session>(),
-        socket.extensions.get::<crate::registry::Connected>(),
-    ) else {
+    let Some(session) = socket.extensions.get::<Session>() else {
         tracing::error!(sid = %socket.id, "connected without a session; closing");
         let _ = socket.disconnect();
         return;
     };
     let (team, agent) = (session.team().to_owned(), session.agent().to_owned());
+    let sid = socket.id.to_string();
+    // Hooks first (before any await, so no early event is missed), reserve second, then
+    // re-check: whichever way a disconnect races this handler, the registry ends up without
+    // the socket.
+    socket.on_disconnect(on_disconnect::<A>);
+    socket.on(event::MESSAGE, on_message::<A>);
+    socket.on(event::PRESENCE, on_presence::<A>);
+    socket.on(event::GROUP_JOIN, on_group_join::<A>);
+    socket.on(event::GROUP_LEAVE, on_group_leave::<A>);
+    socket.on(event::GROUP_LIST, on_group_list::<A>);
+    socket.on(event::GROUP_MEMBERS, on_group_members::<A>);
+    let now = wire::now_rfc3339();
+    let connected = match mesh.registry.connect(
+        &team,
+        &agent,
+        &sid,
+        &now,
+        mesh.limits.max_connections_per_agent,
+    ) {
+        Ok(connected) => connected,
+        Err(err) => {
+            // Two handshakes raced past the middleware's check.
+            tracing::info!(sid = %socket.id, %err, "closing connection over the limit");
+            let _ = socket.disconnect();
+            return;
+        }
+    };
+    if !socket.connected() {
+        mesh.registry.disconnect(&team, &agent, &sid);
+        return;
+    }
     socket.join(team_room(&team));
     socket.join(agent_room(&team, &agent));
     for group in &connected.groups {
         socket.join(group_room(&team, group));
     }
-    mesh.metrics.connections.inc();
+    mesh.metrics
+        .connections
+        .set(mesh.registry.connection_count() as i64);
     tracing::info!(sid = %socket.id, %team, %agent, first = connected.first, "agent connected");
     if connected.first {
         let change = PresenceChange {
@@ -132,14 +158,6 @@ async fn on_connect<A: Adapter>(
             .emit(event::PRESENCE, &change)
             .await;
     }
-
-    socket.on(event::MESSAGE, on_message::<A>);
-    socket.on(event::PRESENCE, on_presence::<A>);
-    socket.on(event::GROUP_JOIN, on_group_join::<A>);
-    socket.on(event::GROUP_LEAVE, on_group_leave::<A>);
-    socket.on(event::GROUP_LIST, on_group_list::<A>);
-    socket.on(event::GROUP_MEMBERS, on_group_members::<A>);
-    socket.on_disconnect(on_disconnect::<A>);
 }
 
 async fn on_disconnect<A: Adapter>(

@@ -112,6 +112,11 @@ impl Registry {
         })
     }
 
+    /// Open connections of one agent.
+    pub fn connections_of(&self, team: &str, agent: &str) -> usize {
+        self.with_team(team, |t| t.agents.get(agent).map_or(0, |a| a.sockets.len()))
+    }
+
     pub fn is_online(&self, team: &str, agent: &str) -> bool {
         self.with_team(team, |t| t.agents.contains_key(agent))
     }

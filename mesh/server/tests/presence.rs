@@ -62,3 +62,37 @@ async fn a_dropped_connection_counts_as_offline() {
     let change = watcher.next_presence().await;
     assert_eq!((change.agent.as_str(), change.online), ("carol", false));
 }
+
+#[tokio::test]
+async fn connections_dropped_at_once_never_leak_slots_or_presence() {
+    let limits = nsh_mesh_server::Limits {
+        max_connections_per_agent: 2,
+        ..Default::default()
+    };
+    let mesh = TestMesh::with_limits(limits).await;
+    // Connect and drop at once, many times: any leaked reservation would lock the agent out
+    // (limit 2) or leave it listed online.
+    for _ in 0..30 {
+        drop(mesh.connect("alpha", "flaky", &[]).await);
+    }
+    let watcher = mesh.connect("alpha", "watcher", &[]).await;
+    for _ in 0..50 {
+        let list: PresenceList = watcher
+            .client
+            .request(event::PRESENCE, &json!({}))
+            .await
+            .unwrap();
+        if list.agents.iter().all(|a| a.id != "flaky") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let list: PresenceList = watcher
+        .client
+        .request(event::PRESENCE, &json!({}))
+        .await
+        .unwrap();
+    assert!(list.agents.iter().all(|a| a.id != "flaky"), "{list:?}");
+    let _one = mesh.connect("alpha", "flaky", &[]).await;
+    let _two = mesh.connect("alpha", "flaky", &[]).await;
+}

@@ -20,6 +20,16 @@ pub(crate) struct RunArgs {
     /// Image for mesh pods when a MeshServer does not name one.
     #[arg(long, env = "NSH_OPERATOR_DEFAULT_IMAGE", default_value = concat!("ghcr.io/nsh-dev/nsh:", env!("CARGO_PKG_VERSION")))]
     default_image: String,
+    /// Namespace of the leader-election Lease `nsh-operator`.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Where /healthz, /readyz and /metrics are served.
+    #[arg(
+        long,
+        env = "NSH_OPERATOR_ADMIN_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    admin_listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -32,17 +42,52 @@ pub(crate) struct CrdsArgs {
 pub(crate) async fn run(verb: OperatorVerb) -> anyhow::Result<()> {
     match verb {
         OperatorVerb::Crds(args) => crds(&args),
-        OperatorVerb::Run(args) => {
-            let client = kube::Client::try_default()
-                .await
-                .context("no Kubernetes config: set KUBECONFIG or run in a cluster")?;
-            tracing::info!(default_image = %args.default_image, "operator starting");
-            nsh_operator::run(
-                nsh_operator::Context::new(client, args.default_image),
-                crate::mesh::shutdown_signal(),
-            )
-            .await;
-            Ok(())
+        OperatorVerb::Run(args) => run_operator(args).await,
+    }
+}
+
+/// Serves the admin endpoints, then leads (or stands by) until SIGTERM.
+async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes config: set KUBECONFIG or run in a cluster")?;
+    let ctx = std::sync::Arc::new(nsh_operator::Context::new(
+        client.clone(),
+        args.default_image,
+    ));
+    let mut registry = prometheus_client::registry::Registry::default();
+    ctx.metrics.register(&mut registry);
+    let readiness = nsh_admin::ReadinessHandle::new("starting");
+    let listener = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("--admin-listen {}: cannot listen", args.admin_listen))?;
+    tracing::info!(admin = %listener.local_addr()?, lease_namespace = %args.lease_namespace, "operator starting");
+    let admin = tokio::spawn(
+        axum::serve(
+            listener,
+            nsh_admin::router(std::sync::Arc::new(registry), readiness.clone()),
+        )
+        .into_future(),
+    );
+    // A standby is healthy and ready too: it is waiting for the Lease, not failing.
+    readiness.set(nsh_admin::Readiness::Ready);
+
+    let config = nsh_operator::leader::LeaseConfig::new(
+        args.lease_namespace,
+        nsh_operator::leader::LeaseConfig::default_identity(),
+    );
+    let ended = nsh_operator::leader::Elector::new(client, config)
+        .lead(crate::mesh::shutdown_signal(), move |mut lost| {
+            nsh_operator::run(ctx, async move {
+                let _ = lost.wait_for(|l| *l).await;
+            })
+        })
+        .await;
+    admin.abort();
+    match ended {
+        nsh_operator::leader::Ended::Shutdown => Ok(()),
+        nsh_operator::leader::Ended::LostLeadership => {
+            anyhow::bail!("lost the leader Lease; exiting so this replica restarts as a standby")
         }
     }
 }

@@ -36,8 +36,21 @@ async fn run_reconciles_with_a_kubeconfig_and_stops_on_sigterm() {
         .await
         .unwrap();
     let ns = plane.namespace("cli-op").await.unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut operator = Command::new(assert_cmd::cargo::cargo_bin("nsh"))
-        .args(["operator", "run", "--default-image", "nsh:test"])
+        .args([
+            "operator",
+            "run",
+            "--default-image",
+            "nsh:test",
+            "--admin-listen",
+            &admin.to_string(),
+            "--lease-namespace",
+        ])
+        .arg(&ns)
         .env("KUBECONFIG", plane.kubeconfig_path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -67,9 +80,40 @@ async fn run_reconciles_with_a_kubeconfig_and_stops_on_sigterm() {
     )
     .await;
 
+    // The admin endpoints report readiness and the reconciles that just happened.
+    assert_eq!(http_get(admin, "/readyz"), "ok");
+    // The key Secret appears mid-reconcile; the reconcile is counted when it finishes.
+    wait_for(
+        "the Team reconcile in /metrics",
+        Duration::from_secs(30),
+        || async move {
+            let metrics = http_get(admin, "/metrics");
+            Ok(metrics
+                .lines()
+                .any(|l| l.starts_with(r#"nsh_operator_reconciles_total{kind="Team"}"#))
+                .then_some(()))
+        },
+    )
+    .await;
+
     Command::new("kill")
         .args(["-TERM", &operator.id().to_string()])
         .status()
         .unwrap();
     assert!(operator.wait().unwrap().success());
+}
+
+/// The body of a plain HTTP/1.0 GET.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
 }

@@ -1,10 +1,11 @@
 use kube::runtime::events::{Recorder, Reporter};
 
-/// What every reconcile gets: the client, an event recorder, and settings.
+/// What every reconcile gets: the client, an event recorder, metrics, and settings.
 #[derive(Clone)]
 pub struct Context {
     pub client: kube::Client,
     pub recorder: Recorder,
+    pub metrics: crate::metrics::Metrics,
     /// Image for mesh and gateway pods when a spec does not name one.
     pub default_image: String,
 }
@@ -26,6 +27,7 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            metrics: crate::metrics::Metrics::default(),
             default_image: default_image.into(),
         }
     }

@@ -9,7 +9,9 @@
 pub mod apply;
 pub mod context;
 pub mod error;
+pub mod leader;
 pub mod mesh_server;
+pub mod metrics;
 pub mod run;
 pub mod team;
 

@@ -55,9 +55,8 @@ async fn report<K: Resource<DynamicType = ()>>(ctx: &Context, object: &K, error:
 }
 
 /// Runs the Team and MeshServer controllers until `shutdown` resolves.
-pub async fn run(ctx: Context, shutdown: impl Future<Output = ()> + Send + 'static) {
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
     let client = ctx.client.clone();
-    let ctx = Arc::new(ctx);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop_signal = move || {
         let mut stopped = stopped.clone();
@@ -87,7 +86,10 @@ pub async fn run(ctx: Context, shutdown: impl Future<Output = ()> + Send + 'stat
         .graceful_shutdown_on(stop_signal())
         .run(
             |team, ctx: Arc<Context>| async move {
+                let started = std::time::Instant::now();
                 let result = team::reconcile(team.clone(), ctx.clone()).await;
+                ctx.metrics
+                    .observe("Team", started.elapsed().as_secs_f64(), result.is_err());
                 if let Err(err) = &result {
                     report(&ctx, team.as_ref(), err).await;
                 }

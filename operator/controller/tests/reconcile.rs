@@ -22,7 +22,7 @@ async fn start_operator(plane: &ControlPlane) -> tokio::sync::oneshot::Sender<()
         .unwrap();
     let ctx = nsh_operator::Context::new(plane.client().await.unwrap(), "nsh:test");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(nsh_operator::run(ctx, async move {
+    tokio::spawn(nsh_operator::run(std::sync::Arc::new(ctx), async move {
         let _ = stopped.await;
     }));
     stop

@@ -2,10 +2,12 @@
 //! `dereference -> validate -> build -> apply -> status`; `validate` and `build` are pure
 //! functions of their inputs (tested without a cluster), only the ends touch the API.
 //!
-//! Reconciled so far: [`team`] (signing key Secret, status) and [`mesh_server`] (Deployment,
-//! Service, ConfigMap, team keys Secret, PodDisruptionBudget, status).
+//! Reconciled so far: [`team`] (signing key Secret, status), [`mesh_server`] (Deployment,
+//! Service, ConfigMap, team keys Secret, PodDisruptionBudget, status) and [`agent`] (mesh
+//! token Secret with rotation, status; not yet its workload).
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod apply;
 pub mod context;
 pub mod error;

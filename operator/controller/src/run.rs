@@ -13,9 +13,9 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt as _};
-use nsh_operator_api::{MeshServer, Team};
+use nsh_operator_api::{Agent, MeshServer, Team};
 
-use crate::{Context, Error, mesh_server, team};
+use crate::{Context, Error, agent, mesh_server, team};
 
 fn owned() -> watcher::Config {
     // Only what the operator created: never watch every Secret in the cluster.
@@ -54,7 +54,7 @@ async fn report<K: Resource<DynamicType = ()>>(ctx: &Context, object: &K, error:
     }
 }
 
-/// Runs the Team and MeshServer controllers until `shutdown` resolves.
+/// Runs the Team, MeshServer and Agent controllers until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
     let client = ctx.client.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -130,14 +130,52 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             result
         },
         error_policy,
-        ctx,
+        ctx.clone(),
     )
     .for_each(|_| async {});
+
+    let agents = Controller::new(
+        Api::<Agent>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let agent_store = agents.store();
+    let agents = agents
+        .owns(Api::<Secret>::all(client.clone()), owned())
+        // A Team's key or groups decide its agents' tokens.
+        .watches(
+            Api::<Team>::all(client.clone()),
+            watcher::Config::default(),
+            move |team| {
+                let (name, namespace) = (team.name_any(), team.namespace());
+                agent_store
+                    .state()
+                    .into_iter()
+                    .filter(move |a| a.spec.team_ref.name == name && a.namespace() == namespace)
+                    .map(|a| ObjectRef::from_obj(a.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(stop_signal())
+        .run(
+            |agent, ctx: Arc<Context>| async move {
+                let started = std::time::Instant::now();
+                let result = agent::reconcile(agent.clone(), ctx.clone()).await;
+                ctx.metrics
+                    .observe("Agent", started.elapsed().as_secs_f64(), result.is_err());
+                if let Err(err) = &result {
+                    report(&ctx, agent.as_ref(), err).await;
+                }
+                result
+            },
+            error_policy,
+            ctx,
+        )
+        .for_each(|_| async {});
 
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop.send(true);
     });
-    tokio::join!(teams, meshes);
+    tokio::join!(teams, meshes, agents);
     tracing::info!("controllers stopped");
 }

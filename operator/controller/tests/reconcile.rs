@@ -304,3 +304,161 @@ async fn an_unsupported_spec_gets_a_condition_and_an_event_not_a_crash_loop() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn an_agent_gets_a_verifiable_mesh_token_renewed_when_its_claims_change() {
+    use nsh_mesh_transport::token::{self, TeamKey};
+    use nsh_operator_api::Agent;
+
+    let plane = ControlPlane::shared().await.unwrap();
+    let _operator = start_operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("op-agent").await.unwrap();
+    let agents = Api::<Agent>::namespaced(client.clone(), &ns);
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    Api::<Team>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &object(json!({ "metadata": { "name": "alpha" }, "spec": { "meshRef": { "name": "m" }, "groups": ["ops", "dev"] } })))
+        .await
+        .unwrap();
+    agents
+        .create(&PostParams::default(), &object(json!({ "metadata": { "name": "alice" }, "spec": { "teamRef": { "name": "alpha" }, "groups": ["ops"] } })))
+        .await
+        .unwrap();
+
+    let claims_of = |secrets: Api<Secret>| async move {
+        let key = secrets
+            .get("alpha-team-key")
+            .await
+            .map_err(|e| e.to_string())?
+            .data
+            .unwrap()["key"]
+            .0
+            .clone();
+        let keys = std::collections::HashMap::from([(
+            "alpha".to_owned(),
+            TeamKey::from_file_contents(&key).unwrap(),
+        )]);
+        let Some(secret) = secrets
+            .get_opt("alice-mesh-token")
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let jwt = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
+        // The token verifies with the team's key: exactly what the mesh server will check.
+        token::verify(&jwt, &keys)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    };
+    let claims = wait_for("alice's mesh token", WAIT, || claims_of(secrets.clone())).await;
+    assert_eq!(
+        (claims.sub.as_str(), claims.team.as_str()),
+        ("alice", "alpha")
+    );
+    assert_eq!(claims.groups, ["ops"]);
+    assert_eq!(
+        claims.exp - claims.iat,
+        24 * 3600,
+        "the Team's default tokenTtl"
+    );
+
+    let agent = wait_for("alice's status", WAIT, || {
+        let agents = agents.clone();
+        async move {
+            let agent = agents.get("alice").await.map_err(|e| e.to_string())?;
+            Ok(agent
+                .status
+                .as_ref()
+                .is_some_and(|s| s.token_expiry.is_some())
+                .then_some(agent))
+        }
+    })
+    .await;
+    let status = agent.status.unwrap();
+    let credentials = status
+        .common
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "CredentialsReady")
+        .unwrap();
+    assert_eq!(credentials.status, "True");
+    let (ready, _, message) = ready_condition(&status.common.conditions).unwrap();
+    assert_eq!(
+        ready, "False",
+        "no workload is built yet, so the agent is not Ready"
+    );
+    assert!(
+        message.contains("does not build the agent's workload"),
+        "{message}"
+    );
+
+    // New groups, new token.
+    agents
+        .patch(
+            "alice",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "spec": { "groups": ["dev"] } })),
+        )
+        .await
+        .unwrap();
+    wait_for("a token with the new groups", WAIT, || {
+        let secrets = secrets.clone();
+        async move {
+            Ok(claims_of(secrets)
+                .await?
+                .filter(|c| c.groups == ["dev"])
+                .map(|_| ()))
+        }
+    })
+    .await;
+
+    // A group the team does not have is refused, naming the field.
+    agents
+        .create(&PostParams::default(), &object(json!({ "metadata": { "name": "mallory" }, "spec": { "teamRef": { "name": "alpha" }, "groups": ["finance"] } })))
+        .await
+        .unwrap();
+    let (_, reason, message) = wait_for("mallory's InvalidSpec", WAIT, || {
+        let agents = agents.clone();
+        async move {
+            Ok(agents
+                .get("mallory")
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .and_then(|s| ready_condition(&s.common.conditions)))
+        }
+    })
+    .await;
+    assert_eq!(reason, "InvalidSpec");
+    assert!(
+        message.starts_with("spec.groups:") && message.contains("finance"),
+        "{message}"
+    );
+    assert!(
+        secrets
+            .get_opt("mallory-mesh-token")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Deleting the agent removes its token through garbage collection (slow on purpose: the
+    // controller-manager rediscovers CRD kinds installed after it started every 30 s).
+    agents
+        .delete("alice", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("alice's token to be collected", WAIT, || {
+        let secrets = secrets.clone();
+        async move {
+            Ok(secrets
+                .get_opt("alice-mesh-token")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+                .then_some(()))
+        }
+    })
+    .await;
+}

@@ -1,0 +1,324 @@
+//! Agent: the agent's mesh token (a JWT per the mesh wire contract, signed with its Team's key)
+//! in a Secret the Agent owns, re-minted before it expires or when its claims change.
+//!
+//! The agent's workload (StatefulSet with the `nsh mesh client` sidecar and the `agent launch`
+//! ConfigMap) is not built by this version: the status says so rather than claiming Ready.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt as _;
+use kube::api::{Api, ObjectMeta};
+use kube::runtime::controller::Action;
+use nsh_mesh_transport::token::{self, ANY_GROUP, Claims, TeamKey, TokenRequest};
+use nsh_operator_api::conditions::{self, reason};
+use nsh_operator_api::{Agent, Team};
+
+use crate::apply::{self, condition, labels, owner_reference};
+use crate::{Context, Error, Result, team};
+
+/// Key of the token inside the agent's Secret.
+pub const TOKEN_FIELD: &str = "token";
+/// A token is re-minted once less than this share of its lifetime is left.
+const RENEW_AT_REMAINING: f64 = 0.2;
+
+pub fn token_secret_name(agent: &str) -> String {
+    format!("{agent}-mesh-token")
+}
+
+/// The groups the token allows: the agent's, which must be among the team's (`*` = all of the
+/// team's groups).
+pub fn resolve_groups(agent: &Agent, team: &Team) -> Result<Vec<String>> {
+    if agent.spec.groups.iter().any(|g| g == ANY_GROUP) {
+        return Ok(team.spec.groups.clone());
+    }
+    if let Some(outside) = agent
+        .spec
+        .groups
+        .iter()
+        .find(|g| !team.spec.groups.contains(g))
+    {
+        return Err(Error::invalid(
+            "spec.groups",
+            format!(
+                "group `{outside}` is not one of team `{}`'s groups {:?}",
+                team.name_any(),
+                team.spec.groups
+            ),
+            "add it to the Team's spec.groups or remove it here",
+        ));
+    }
+    Ok(agent.spec.groups.clone())
+}
+
+/// Whether a token with `current` claims must be replaced, at `now` (Unix seconds).
+pub fn needs_new_token(
+    current: Option<&Claims>,
+    team: &str,
+    agent: &str,
+    groups: &[String],
+    now: u64,
+) -> bool {
+    let Some(claims) = current else { return true };
+    if claims.team != team || claims.sub != agent || claims.groups != groups {
+        return true;
+    }
+    let lifetime = claims.exp.saturating_sub(claims.iat) as f64;
+    let remaining = claims.exp.saturating_sub(now) as f64;
+    remaining <= lifetime * RENEW_AT_REMAINING
+}
+
+/// The token Secret, owned by the agent.
+pub fn build_token_secret(agent: &Agent, jwt: &str) -> Secret {
+    let name = agent.name_any();
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(token_secret_name(&name)),
+            namespace: agent.namespace(),
+            labels: Some(labels("agent-token", &name)),
+            owner_references: Some(vec![owner_reference(agent)]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([(
+            TOKEN_FIELD.to_owned(),
+            ByteString(jwt.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+async fn set_not_ready(ctx: &Context, agent: &Agent, reason: &str, message: String) -> Result<()> {
+    let previous = agent
+        .status
+        .as_ref()
+        .map(|s| s.common.conditions.clone())
+        .unwrap_or_default();
+    let generation = agent.metadata.generation;
+    let ready = condition(
+        &previous,
+        conditions::READY,
+        false,
+        reason,
+        message,
+        generation,
+    );
+    apply::apply_status(
+        &ctx.client,
+        agent,
+        serde_json::json!({ "conditions": [ready], "observedGeneration": generation }),
+    )
+    .await
+}
+
+pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = agent.namespace().unwrap_or_default();
+    let name = agent.name_any();
+    let generation = agent.metadata.generation;
+    let previous = agent
+        .status
+        .as_ref()
+        .map(|s| s.common.conditions.clone())
+        .unwrap_or_default();
+
+    // Dereference: the team, and its key.
+    let team_name = &agent.spec.team_ref.name;
+    let Some(team) = Api::<Team>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(team_name)
+        .await?
+    else {
+        let message = format!(
+            "Team `{team_name}` does not exist in namespace `{namespace}`; create it or fix spec.teamRef.name"
+        );
+        set_not_ready(&ctx, &agent, reason::REFERENCE_MISSING, message.clone()).await?;
+        return Err(Error::Waiting(message));
+    };
+    let key = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(&team::key_secret_name(team_name))
+        .await?
+        .and_then(|s| s.data)
+        .and_then(|mut d| d.remove(team::KEY_FIELD));
+    let Some(key) = key.and_then(|k| TeamKey::from_file_contents(&k.0).ok()) else {
+        let message = format!("Team `{team_name}` has no signing key yet");
+        set_not_ready(&ctx, &agent, reason::REFERENCE_NOT_READY, message.clone()).await?;
+        return Err(Error::Waiting(message));
+    };
+
+    // Validate against the team.
+    let resolved =
+        resolve_groups(&agent, &team).and_then(|groups| Ok((groups, team::validate(&team)?)));
+    let (groups, ttl) = match resolved {
+        Ok(resolved) => resolved,
+        Err(err) => {
+            set_not_ready(&ctx, &agent, reason::INVALID_SPEC, err.to_string()).await?;
+            return Err(err);
+        }
+    };
+
+    // Build and apply the token, only when the current one must be replaced.
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    let current = secrets
+        .get_opt(&token_secret_name(&name))
+        .await?
+        .and_then(|s| s.data)
+        .and_then(|mut d| d.remove(TOKEN_FIELD))
+        .and_then(|jwt| {
+            token::verify(
+                &String::from_utf8_lossy(&jwt.0),
+                &SingleTeamKey(team_name, &key),
+            )
+            .ok()
+        });
+    let now = token::now_unix();
+    let claims = if needs_new_token(current.as_ref(), team_name, &name, &groups, now) {
+        let request = TokenRequest {
+            team: team_name,
+            agent: &name,
+            groups: &groups,
+            ttl,
+        };
+        let jwt = token::mint(&request, &key, now).map_err(|e| {
+            Error::invalid(
+                "metadata.name",
+                e.to_string(),
+                "use a name of letters, digits, '.', '_' and '-'",
+            )
+        })?;
+        apply::apply(&ctx.client, &namespace, &build_token_secret(&agent, &jwt)).await?;
+        tracing::info!(agent = %name, %namespace, "issued mesh token");
+        token::peek_claims(&jwt).map_err(|e| Error::Waiting(e.to_string()))?
+    } else {
+        current.expect("needs_new_token is true without a current token")
+    };
+
+    let expires =
+        k8s_openapi::jiff::Timestamp::from_second(i64::try_from(claims.exp).unwrap_or(i64::MAX))
+            .unwrap_or_default();
+    let credentials = condition(
+        &previous,
+        conditions::CREDENTIALS_READY,
+        true,
+        reason::TOKEN_ISSUED,
+        format!(
+            "token in Secret `{}` until {expires}",
+            token_secret_name(&name)
+        ),
+        generation,
+    );
+    let ready = condition(
+        &previous,
+        conditions::READY,
+        false,
+        reason::WAITING_FOR_PODS,
+        "token issued; this operator version does not build the agent's workload (StatefulSet with the mesh-client sidecar) yet",
+        generation,
+    );
+    let status = serde_json::json!({
+        "conditions": [ready, credentials],
+        "observedGeneration": generation,
+        "tokenExpiry": Time(expires),
+        "phase": "Pending",
+    });
+    apply::apply_status(&ctx.client, agent.as_ref(), status).await?;
+    // Come back when the token should be renewed.
+    let renew_in = claims.exp.saturating_sub(now) as f64 * (1.0 - RENEW_AT_REMAINING);
+    Ok(Action::requeue(Duration::from_secs_f64(renew_in.max(1.0))))
+}
+
+/// The one team key, as a lookup for `token::verify`.
+struct SingleTeamKey<'a>(&'a str, &'a TeamKey);
+
+impl token::KeyLookup for SingleTeamKey<'_> {
+    fn key(&self, team: &str) -> Option<TeamKey> {
+        (team == self.0).then(|| self.1.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(groups: &[&str]) -> Agent {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "nsh.dev/v1alpha1", "kind": "Agent",
+            "metadata": { "name": "alice", "namespace": "ns", "uid": "a1" },
+            "spec": { "teamRef": { "name": "alpha" }, "groups": groups },
+        }))
+        .unwrap()
+    }
+
+    fn team(groups: &[&str]) -> Team {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "nsh.dev/v1alpha1", "kind": "Team",
+            "metadata": { "name": "alpha", "namespace": "ns", "uid": "t1" },
+            "spec": { "meshRef": { "name": "mesh" }, "groups": groups },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn groups_must_be_the_teams_and_star_means_all_of_them() {
+        assert_eq!(
+            resolve_groups(&agent(&["ops"]), &team(&["ops", "dev"])).unwrap(),
+            ["ops"]
+        );
+        assert_eq!(
+            resolve_groups(&agent(&["*"]), &team(&["ops", "dev"])).unwrap(),
+            ["ops", "dev"]
+        );
+        let err = resolve_groups(&agent(&["finance"]), &team(&["ops"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("spec.groups:") && err.contains("finance"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tokens_are_renewed_near_expiry_or_when_claims_change() {
+        let claims = |groups: &[&str]| Claims {
+            sub: "alice".into(),
+            team: "alpha".into(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            iss: token::ISSUER.into(),
+            aud: token::AUDIENCE.into(),
+            iat: 1_000,
+            exp: 2_000,
+            jti: "j".into(),
+        };
+        let ops = vec!["ops".to_owned()];
+        assert!(needs_new_token(None, "alpha", "alice", &ops, 1_000));
+        assert!(!needs_new_token(
+            Some(&claims(&["ops"])),
+            "alpha",
+            "alice",
+            &ops,
+            1_500
+        ));
+        assert!(
+            needs_new_token(Some(&claims(&["ops"])), "alpha", "alice", &ops, 1_850),
+            "within the last 20%"
+        );
+        assert!(
+            needs_new_token(Some(&claims(&["dev"])), "alpha", "alice", &ops, 1_100),
+            "groups changed"
+        );
+        assert!(
+            needs_new_token(Some(&claims(&["ops"])), "beta", "alice", &ops, 1_100),
+            "team changed"
+        );
+    }
+
+    #[test]
+    fn the_token_secret_is_owned_by_the_agent() {
+        let secret = build_token_secret(&agent(&[]), "jwt");
+        assert_eq!(secret.metadata.name.as_deref(), Some("alice-mesh-token"));
+        assert_eq!(secret.metadata.owner_references.unwrap()[0].kind, "Agent");
+        assert_eq!(secret.data.unwrap()[TOKEN_FIELD].0, b"jwt");
+    }
+}

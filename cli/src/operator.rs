@@ -10,7 +10,9 @@ use clap::{Args, Subcommand};
 pub(crate) enum OperatorVerb {
     /// Print the nsh.dev CRDs as YAML, or write one file per CRD with --out.
     Crds(CrdsArgs),
-    /// Run the operator (Team and MeshServer controllers) against the current kubeconfig or
+    /// Print the least ClusterRole the operator needs, as YAML.
+    Rbac,
+    /// Run the operator (Team, MeshServer and Agent controllers) against the current kubeconfig or
     /// in-cluster config, until SIGTERM.
     Run(RunArgs),
 }
@@ -42,6 +44,11 @@ pub(crate) struct CrdsArgs {
 pub(crate) async fn run(verb: OperatorVerb) -> anyhow::Result<()> {
     match verb {
         OperatorVerb::Crds(args) => crds(&args),
+        OperatorVerb::Rbac => Ok(write!(
+            std::io::stdout().lock(),
+            "{}",
+            nsh_operator::rbac::cluster_role_yaml()?
+        )?),
         OperatorVerb::Run(args) => run_operator(args).await,
     }
 }

@@ -28,6 +28,21 @@ fn crds_prints_every_crd_as_yaml() {
     assert_eq!(yaml.matches("\n---\n").count(), 3);
 }
 
+#[test]
+fn rbac_prints_the_operators_cluster_role() {
+    let output = Command::new(assert_cmd::cargo::cargo_bin("nsh"))
+        .args(["operator", "rbac"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let yaml = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        yaml.contains("kind: ClusterRole") && yaml.contains("name: nsh-operator"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("- leases"), "{yaml}");
+}
+
 #[tokio::test]
 async fn run_reconciles_with_a_kubeconfig_and_stops_on_sigterm() {
     let plane = ControlPlane::shared().await.unwrap();

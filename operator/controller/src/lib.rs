@@ -14,6 +14,7 @@ pub mod error;
 pub mod leader;
 pub mod mesh_server;
 pub mod metrics;
+pub mod rbac;
 pub mod run;
 pub mod team;
 

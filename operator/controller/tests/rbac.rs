@@ -138,7 +138,10 @@ async fn the_operator_reconciles_everything_with_its_generated_role_alone() {
         },
     )
     .await;
-    assert_eq!(ctx.metrics.reconciles("Team") > 0, true);
+    assert!(
+        ctx.metrics.reconciles("Team") > 0,
+        "the operator reconciled under the role"
+    );
     let agent = Api::<Agent>::namespaced(admin, &ns)
         .get("alice")
         .await

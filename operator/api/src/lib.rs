@@ -25,6 +25,23 @@ pub use gateway::{McpGateway, McpGatewaySpec, McpGatewayStatus};
 pub use mesh_server::{MeshServer, MeshServerSpec, MeshServerStatus};
 pub use team::{Team, TeamSpec, TeamStatus};
 
+/// Kinds whose status carries standard conditions.
+pub trait HasConditions {
+    /// The current `status.conditions` (empty without a status).
+    fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition];
+}
+
+macro_rules! has_conditions {
+    ($($kind:ty),*) => {$(
+        impl HasConditions for $kind {
+            fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+                self.status.as_ref().map_or(&[], |s| s.common.conditions.as_slice())
+            }
+        }
+    )*};
+}
+has_conditions!(MeshServer, Team, Agent, McpGateway);
+
 /// API group of every nsh CRD.
 pub const GROUP: &str = "nsh.dev";
 pub const VERSION: &str = "v1alpha1";

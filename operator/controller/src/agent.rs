@@ -16,7 +16,7 @@ use kube::api::{Api, ObjectMeta};
 use kube::runtime::controller::Action;
 use nsh_mesh_transport::token::{self, ANY_GROUP, Claims, TeamKey, TokenRequest};
 use nsh_operator_api::conditions::{self, reason};
-use nsh_operator_api::{Agent, Team};
+use nsh_operator_api::{Agent, HasConditions as _, Team};
 
 use crate::apply::{self, condition, labels, owner_reference};
 use crate::{Context, Error, Result, team};
@@ -92,38 +92,11 @@ pub fn build_token_secret(agent: &Agent, jwt: &str) -> Secret {
     }
 }
 
-async fn set_not_ready(ctx: &Context, agent: &Agent, reason: &str, message: String) -> Result<()> {
-    let previous = agent
-        .status
-        .as_ref()
-        .map(|s| s.common.conditions.clone())
-        .unwrap_or_default();
-    let generation = agent.metadata.generation;
-    let ready = condition(
-        &previous,
-        conditions::READY,
-        false,
-        reason,
-        message,
-        generation,
-    );
-    apply::apply_status(
-        &ctx.client,
-        agent,
-        serde_json::json!({ "conditions": [ready], "observedGeneration": generation }),
-    )
-    .await
-}
-
 pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = agent.namespace().unwrap_or_default();
     let name = agent.name_any();
     let generation = agent.metadata.generation;
-    let previous = agent
-        .status
-        .as_ref()
-        .map(|s| s.common.conditions.clone())
-        .unwrap_or_default();
+    let previous = agent.conditions();
 
     // Dereference: the team, and its key.
     let team_name = &agent.spec.team_ref.name;
@@ -134,7 +107,13 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
         let message = format!(
             "Team `{team_name}` does not exist in namespace `{namespace}`; create it or fix spec.teamRef.name"
         );
-        set_not_ready(&ctx, &agent, reason::REFERENCE_MISSING, message.clone()).await?;
+        apply::set_not_ready(
+            &ctx.client,
+            agent.as_ref(),
+            reason::REFERENCE_MISSING,
+            message.clone(),
+        )
+        .await?;
         return Err(Error::Waiting(message));
     };
     let key = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
@@ -144,7 +123,13 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
         .and_then(|mut d| d.remove(team::KEY_FIELD));
     let Some(key) = key.and_then(|k| TeamKey::from_file_contents(&k.0).ok()) else {
         let message = format!("Team `{team_name}` has no signing key yet");
-        set_not_ready(&ctx, &agent, reason::REFERENCE_NOT_READY, message.clone()).await?;
+        apply::set_not_ready(
+            &ctx.client,
+            agent.as_ref(),
+            reason::REFERENCE_NOT_READY,
+            message.clone(),
+        )
+        .await?;
         return Err(Error::Waiting(message));
     };
 
@@ -154,7 +139,13 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
     let (groups, ttl) = match resolved {
         Ok(resolved) => resolved,
         Err(err) => {
-            set_not_ready(&ctx, &agent, reason::INVALID_SPEC, err.to_string()).await?;
+            apply::set_not_ready(
+                &ctx.client,
+                agent.as_ref(),
+                reason::INVALID_SPEC,
+                err.to_string(),
+            )
+            .await?;
             return Err(err);
         }
     };
@@ -199,7 +190,7 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
         k8s_openapi::jiff::Timestamp::from_second(i64::try_from(claims.exp).unwrap_or(i64::MAX))
             .unwrap_or_default();
     let credentials = condition(
-        &previous,
+        previous,
         conditions::CREDENTIALS_READY,
         true,
         reason::TOKEN_ISSUED,
@@ -210,7 +201,7 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
         generation,
     );
     let ready = condition(
-        &previous,
+        previous,
         conditions::READY,
         false,
         reason::WAITING_FOR_PODS,

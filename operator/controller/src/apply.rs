@@ -102,6 +102,38 @@ pub fn condition(
     }
 }
 
+/// Reports `Ready=False` with `reason` and `message` (keeping the transition time when it was
+/// already false) and the generation it describes.
+pub async fn set_not_ready<K>(
+    client: &kube::Client,
+    object: &K,
+    reason: &str,
+    message: String,
+) -> Result<()>
+where
+    K: nsh_operator_api::HasConditions
+        + Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let generation = object.meta().generation;
+    let ready = condition(
+        object.conditions(),
+        nsh_operator_api::conditions::READY,
+        false,
+        reason,
+        message,
+        generation,
+    );
+    apply_status(
+        client,
+        object,
+        serde_json::json!({ "conditions": [ready], "observedGeneration": generation }),
+    )
+    .await
+}
+
 pub fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<serde_json::Value> {
     serde_json::to_value(value).map_err(|source| Error::Encode { what, source })
 }

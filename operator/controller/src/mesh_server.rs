@@ -20,7 +20,7 @@ use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta};
 use kube::runtime::controller::Action;
 use nsh_operator_api::conditions::{self, reason};
-use nsh_operator_api::{MeshServer, Team};
+use nsh_operator_api::{HasConditions as _, MeshServer, Team};
 
 use crate::apply::{self, condition, labels, owner_reference};
 use crate::{Context, Error, Result, team};
@@ -285,25 +285,14 @@ pub async fn reconcile(mesh: Arc<MeshServer>, ctx: Arc<Context>) -> Result<Actio
     let namespace = mesh.namespace().unwrap_or_default();
     let name = mesh.name_any();
     let generation = mesh.metadata.generation;
-    let previous = mesh
-        .status
-        .as_ref()
-        .map(|s| s.common.conditions.clone())
-        .unwrap_or_default();
+    let previous = mesh.conditions();
 
     if let Err(err) = validate(&mesh) {
-        let ready = condition(
-            &previous,
-            conditions::READY,
-            false,
-            reason::INVALID_SPEC,
-            err.to_string(),
-            generation,
-        );
-        apply::apply_status(
+        apply::set_not_ready(
             &ctx.client,
             mesh.as_ref(),
-            serde_json::json!({ "conditions": [ready], "observedGeneration": generation }),
+            reason::INVALID_SPEC,
+            err.to_string(),
         )
         .await?;
         return Err(err);
@@ -342,7 +331,7 @@ pub async fn reconcile(mesh: Arc<MeshServer>, ctx: Arc<Context>) -> Result<Actio
         keys.len()
     );
     let ready = condition(
-        &previous,
+        previous,
         conditions::READY,
         serving,
         if serving {

@@ -10,7 +10,7 @@ use kube::ResourceExt as _;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
 use nsh_operator_api::conditions::{self, reason};
-use nsh_operator_api::{Agent, MeshServer, Team};
+use nsh_operator_api::{Agent, HasConditions as _, MeshServer, Team};
 
 use crate::apply::{self, condition, labels, owner_reference};
 use crate::{Context, Error, Result};
@@ -69,25 +69,14 @@ pub fn build_key_secret(team: &Team, key_text: &str) -> Secret {
 pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = team.namespace().unwrap_or_default();
     let generation = team.metadata.generation;
-    let previous = team
-        .status
-        .as_ref()
-        .map(|s| s.common.conditions.clone())
-        .unwrap_or_default();
+    let previous = team.conditions();
 
     if let Err(err) = validate(&team) {
-        let ready = condition(
-            &previous,
-            conditions::READY,
-            false,
-            reason::INVALID_SPEC,
-            err.to_string(),
-            generation,
-        );
-        apply::apply_status(
+        apply::set_not_ready(
             &ctx.client,
             team.as_ref(),
-            serde_json::json!({ "conditions": [ready], "observedGeneration": generation }),
+            reason::INVALID_SPEC,
+            err.to_string(),
         )
         .await?;
         return Err(err);
@@ -127,7 +116,7 @@ pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
         .count();
 
     let resolved = condition(
-        &previous,
+        previous,
         conditions::REFERENCE_RESOLVED,
         mesh.is_some(),
         if mesh.is_some() {
@@ -145,7 +134,7 @@ pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
         generation,
     );
     let credentials = condition(
-        &previous,
+        previous,
         conditions::CREDENTIALS_READY,
         true,
         reason::RECONCILED,
@@ -153,7 +142,7 @@ pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
         generation,
     );
     let ready = condition(
-        &previous,
+        previous,
         conditions::READY,
         mesh.is_some(),
         if mesh.is_some() {

@@ -54,6 +54,34 @@ async fn report<K: Resource<DynamicType = ()>>(ctx: &Context, object: &K, error:
     }
 }
 
+/// What an instrumented reconcile returns.
+type ReconcileFuture = std::pin::Pin<Box<dyn Future<Output = crate::Result<Action>> + Send>>;
+
+/// Wraps a reconcile with what every kind gets: duration and outcome metrics, and a Warning
+/// event when it fails.
+fn instrumented<K, F, Fut>(
+    kind: &'static str,
+    reconcile: F,
+) -> impl FnMut(Arc<K>, Arc<Context>) -> ReconcileFuture
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = crate::Result<Action>> + Send + 'static,
+{
+    move |object, ctx| {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let result = reconcile(object.clone(), ctx.clone()).await;
+            ctx.metrics
+                .observe(kind, started.elapsed().as_secs_f64(), result.is_err());
+            if let Err(err) = &result {
+                report(&ctx, object.as_ref(), err).await;
+            }
+            result
+        })
+    }
+}
+
 /// Runs the Team, MeshServer and Agent controllers until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
     let client = ctx.client.clone();
@@ -85,16 +113,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         )
         .graceful_shutdown_on(stop_signal())
         .run(
-            |team, ctx: Arc<Context>| async move {
-                let started = std::time::Instant::now();
-                let result = team::reconcile(team.clone(), ctx.clone()).await;
-                ctx.metrics
-                    .observe("Team", started.elapsed().as_secs_f64(), result.is_err());
-                if let Err(err) = &result {
-                    report(&ctx, team.as_ref(), err).await;
-                }
-                result
-            },
+            instrumented("Team", team::reconcile),
             error_policy,
             ctx.clone(),
         )
@@ -122,13 +141,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     )
     .graceful_shutdown_on(stop_signal())
     .run(
-        |mesh, ctx: Arc<Context>| async move {
-            let result = mesh_server::reconcile(mesh.clone(), ctx.clone()).await;
-            if let Err(err) = &result {
-                report(&ctx, mesh.as_ref(), err).await;
-            }
-            result
-        },
+        instrumented("MeshServer", mesh_server::reconcile),
         error_policy,
         ctx.clone(),
     )
@@ -156,20 +169,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             },
         )
         .graceful_shutdown_on(stop_signal())
-        .run(
-            |agent, ctx: Arc<Context>| async move {
-                let started = std::time::Instant::now();
-                let result = agent::reconcile(agent.clone(), ctx.clone()).await;
-                ctx.metrics
-                    .observe("Agent", started.elapsed().as_secs_f64(), result.is_err());
-                if let Err(err) = &result {
-                    report(&ctx, agent.as_ref(), err).await;
-                }
-                result
-            },
-            error_policy,
-            ctx,
-        )
+        .run(instrumented("Agent", agent::reconcile), error_policy, ctx)
         .for_each(|_| async {});
 
     tokio::spawn(async move {

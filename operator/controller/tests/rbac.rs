@@ -138,10 +138,12 @@ async fn the_operator_reconciles_everything_with_its_generated_role_alone() {
         },
     )
     .await;
-    assert!(
-        ctx.metrics.reconciles("Team") > 0,
-        "the operator reconciled under the role"
-    );
+    for kind in ["Team", "MeshServer", "Agent"] {
+        assert!(
+            ctx.metrics.reconciles(kind) > 0,
+            "{kind} reconciles are counted"
+        );
+    }
     let agent = Api::<Agent>::namespaced(admin, &ns)
         .get("alice")
         .await

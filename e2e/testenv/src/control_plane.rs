@@ -113,11 +113,6 @@ impl ControlPlane {
         &self.kubeconfig
     }
 
-    /// Name of the admin user the kubeconfig authenticates as.
-    pub fn admin_user(&self) -> &'static str {
-        ADMIN_USER
-    }
-
     pub fn binaries(&self) -> &Binaries {
         &self.binaries
     }

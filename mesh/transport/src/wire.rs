@@ -178,10 +178,6 @@ impl SendAck {
     }
 }
 
-/// `presence` request: no fields.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Empty {}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentPresence {
     pub id: String,
@@ -245,16 +241,6 @@ pub struct GroupSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupList {
     pub groups: Vec<GroupSummary>,
-}
-
-/// Any request answered with `{ ok: false, error }` when it cannot even be parsed or is refused
-/// before its handler runs (rate limit).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Refusal {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    pub error: WireError,
 }
 
 /// Parses `value` as `T`, naming the offending field on failure (`text: invalid type: ...`).

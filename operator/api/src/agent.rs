@@ -81,7 +81,7 @@ fn default_profile() -> String {
 #[x_kube(validation = Rule::new("(has(self.preset) ? 1 : 0) + (has(self.command) ? 1 : 0) + (has(self.url) ? 1 : 0) + (has(self.gatewayRef) ? 1 : 0) == 1").message("each mcpServers entry needs exactly one of preset, command, url or gatewayRef"))]
 pub struct McpServerSpec {
     /// Name the agent sees.
-    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"))]
+    #[schemars(regex(pattern = crate::common::NAME_PATTERN))]
     pub name: String,
     /// A server from the built-in catalogue (`filesystem`, `github`, `git`, `fetch`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,5 +15,4 @@ pub mod reason {
     pub const REFERENCE_NOT_READY: &str = "ReferenceNotReady";
     pub const WAITING_FOR_PODS: &str = "WaitingForPods";
     pub const TOKEN_ISSUED: &str = "TokenIssued";
-    pub const TRANSIENT_ERROR: &str = "TransientError";
 }

@@ -66,7 +66,7 @@ fn one() -> i32 {
 #[x_kube(validation = Rule::new("has(self.url) != has(self.command)").message("each upstream needs exactly one of url or command"))]
 pub struct UpstreamSpec {
     /// Name; tools are exposed as `<name>__<tool>`.
-    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"))]
+    #[schemars(regex(pattern = crate::common::NAME_PATTERN))]
     pub name: String,
     /// A remote MCP server (streamable HTTP).
     #[serde(default, skip_serializing_if = "Option::is_none")]

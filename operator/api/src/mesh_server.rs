@@ -123,7 +123,7 @@ pub struct PersistenceSpec {
     pub enabled: bool,
     /// How long messages are kept, e.g. `168h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = crate::common::DURATION_PATTERN))]
     pub retention: Option<String>,
     /// Approximate maximum messages kept per stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]

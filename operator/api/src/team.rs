@@ -39,12 +39,12 @@ pub struct TeamSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 64),
-        inner(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"))
+        inner(regex(pattern = crate::common::NAME_PATTERN))
     )]
     pub groups: Vec<String>,
     /// Lifetime of agent tokens; they are rotated before they expire.
     #[serde(default = "default_ttl")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = crate::common::DURATION_PATTERN))]
     pub token_ttl: String,
 }
 

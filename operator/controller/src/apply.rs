@@ -7,7 +7,7 @@ use kube::{Resource, ResourceExt as _};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// The one field manager for everything the operator writes.
 pub const FIELD_MANAGER: &str = "nsh-operator";
@@ -132,8 +132,4 @@ where
         serde_json::json!({ "conditions": [ready], "observedGeneration": generation }),
     )
     .await
-}
-
-pub fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<serde_json::Value> {
-    serde_json::to_value(value).map_err(|source| Error::Encode { what, source })
 }

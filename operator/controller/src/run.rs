@@ -10,7 +10,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt as _};
 use nsh_operator_api::{Agent, MeshServer, Team};
@@ -52,6 +52,22 @@ async fn report<K: Resource<DynamicType = ()>>(ctx: &Context, object: &K, error:
     if let Err(err) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
         tracing::debug!(%err, "could not publish event");
     }
+}
+
+/// The cached objects that reference `target` (same namespace, `reference` names it): what
+/// to reconcile again when `target` changes.
+fn referrers<K, T>(store: &Store<K>, target: &T, reference: fn(&K) -> &str) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+    T: Resource,
+{
+    let (name, namespace) = (target.name_any(), target.namespace());
+    store
+        .state()
+        .into_iter()
+        .filter(|k| reference(k) == name && k.namespace() == namespace)
+        .map(|k| ObjectRef::from_obj(k.as_ref()))
+        .collect()
 }
 
 /// What an instrumented reconcile returns.
@@ -101,15 +117,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .watches(
             Api::<MeshServer>::all(client.clone()),
             watcher::Config::default(),
-            move |mesh| {
-                let (name, namespace) = (mesh.name_any(), mesh.namespace());
-                team_store
-                    .state()
-                    .into_iter()
-                    .filter(move |t| t.spec.mesh_ref.name == name && t.namespace() == namespace)
-                    .map(|t| ObjectRef::from_obj(t.as_ref()))
-                    .collect::<Vec<_>>()
-            },
+            move |mesh| referrers(&team_store, &mesh, |t: &Team| &t.spec.mesh_ref.name),
         )
         .graceful_shutdown_on(stop_signal())
         .run(
@@ -158,15 +166,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .watches(
             Api::<Team>::all(client.clone()),
             watcher::Config::default(),
-            move |team| {
-                let (name, namespace) = (team.name_any(), team.namespace());
-                agent_store
-                    .state()
-                    .into_iter()
-                    .filter(move |a| a.spec.team_ref.name == name && a.namespace() == namespace)
-                    .map(|a| ObjectRef::from_obj(a.as_ref()))
-                    .collect::<Vec<_>>()
-            },
+            move |team| referrers(&agent_store, &team, |a: &Agent| &a.spec.team_ref.name),
         )
         .graceful_shutdown_on(stop_signal())
         .run(instrumented("Agent", agent::reconcile), error_policy, ctx)

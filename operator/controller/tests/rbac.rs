@@ -138,11 +138,13 @@ async fn the_operator_reconciles_everything_with_its_generated_role_alone() {
         },
     )
     .await;
+    // Objects appear mid-reconcile; a reconcile is counted when it returns.
     for kind in ["Team", "MeshServer", "Agent"] {
-        assert!(
-            ctx.metrics.reconciles(kind) > 0,
-            "{kind} reconciles are counted"
-        );
+        wait_for(&format!("{kind} reconciles to be counted"), WAIT, || {
+            let ctx = ctx.clone();
+            async move { Ok((ctx.metrics.reconciles(kind) > 0).then_some(())) }
+        })
+        .await;
     }
     let agent = Api::<Agent>::namespaced(admin, &ns)
         .get("alice")

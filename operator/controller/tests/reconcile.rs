@@ -103,6 +103,18 @@ async fn a_team_and_its_mesh_come_up_and_go_away() {
         }
     })
     .await;
+    // Status is written at the end of a reconcile, after every owned object is applied.
+    wait_for("the mesh's first status", WAIT, || {
+        let meshes = meshes.clone();
+        async move {
+            let mesh = meshes.get("mesh").await.map_err(|e| e.to_string())?;
+            Ok(mesh
+                .status
+                .is_some_and(|s| ready_condition(&s.common.conditions).is_some())
+                .then_some(()))
+        }
+    })
+    .await;
     for owned in [
         Api::<Deployment>::namespaced(client.clone(), &ns)
             .get("mesh")

@@ -3,6 +3,7 @@
 
 mod cli;
 mod mesh;
+mod mesh_client;
 mod operator;
 mod up;
 

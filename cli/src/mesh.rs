@@ -19,6 +19,10 @@ pub(crate) enum MeshVerb {
     Token(TokenArgs),
     /// Make a new random team key.
     Keygen(KeygenArgs),
+    /// Run the agent's MCP stdio server: joins the mesh, delivers messages into the conversation.
+    Client(crate::mesh_client::ClientArgs),
+    /// Claude Code hooks that inject unread mesh messages (and `hook install` to add them).
+    Hook(crate::mesh_client::HookArgs),
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +92,8 @@ pub(crate) async fn run(verb: MeshVerb) -> anyhow::Result<()> {
         MeshVerb::Server(args) => server(args).await,
         MeshVerb::Token(args) => mint_token(&args),
         MeshVerb::Keygen(args) => keygen(&args),
+        MeshVerb::Client(args) => crate::mesh_client::client(args).await,
+        MeshVerb::Hook(args) => crate::mesh_client::hook(args),
     }
 }
 

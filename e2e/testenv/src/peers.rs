@@ -1,6 +1,6 @@
-//! Peers no one here wrote, for interop tests and benchmarks: the official Node `socket.io` and
-//! `socket.io-client` (npm, in `mesh/interop/node_modules`) and `python-socketio` (PyPI, in a
-//! virtualenv under the cache). `scripts/test.sh` installs them; a missing one fails with that fix.
+//! Peers no one here wrote, for interop tests and benchmarks: the official Node `socket.io`,
+//! `socket.io-client` and MCP SDK `@modelcontextprotocol/sdk` (npm, in
+//! `mesh/interop/node_modules`) and `python-socketio` (PyPI, in a virtualenv under the cache). `scripts/test.sh` installs them; a missing one fails with that fix.
 
 use std::path::{Path, PathBuf};
 
@@ -17,10 +17,10 @@ pub fn interop_dir() -> PathBuf {
 /// `node`, with the official packages installed beside the interop scripts.
 pub fn node() -> Result<PathBuf> {
     let modules = interop_dir().join("node_modules");
-    for package in ["socket.io", "socket.io-client"] {
+    for package in ["socket.io", "socket.io-client", "@modelcontextprotocol/sdk"] {
         if !modules.join(package).join("package.json").is_file() {
             return Err(Error::MissingBinary {
-                name: "npm package socket.io / socket.io-client",
+                name: "npm package socket.io / socket.io-client / @modelcontextprotocol/sdk",
                 path: modules.join(package),
                 fix: INSTALL,
             });

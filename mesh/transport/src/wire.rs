@@ -305,11 +305,13 @@ pub fn now_rfc3339() -> String {
 }
 
 pub fn rfc3339(at: time::OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    let at = at
-        .replace_nanosecond(at.millisecond() as u32 * 1_000_000)
-        .unwrap_or(at);
-    at.format(&time::format_description::well_known::Rfc3339)
+    // Always three fractional digits (the well-known Rfc3339 format trims trailing zeros, and
+    // fixed-width stamps sort as text).
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&format)
         .unwrap_or_default()
 }
 
@@ -380,5 +382,7 @@ mod tests {
     fn timestamps_are_utc_with_milliseconds() {
         let at = time::macros::datetime!(2026-11-29 18:00:01.123456 +02:00);
         assert_eq!(rfc3339(at), "2026-11-29T16:00:01.123Z");
+        let round = time::macros::datetime!(2026-11-29 18:00:01.190 UTC);
+        assert_eq!(rfc3339(round), "2026-11-29T18:00:01.190Z");
     }
 }

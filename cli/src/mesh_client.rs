@@ -1,0 +1,231 @@
+//! `nsh mesh client` (the agent's MCP stdio server) and `nsh mesh hook` (Claude Code hooks).
+
+use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+use nsh_mesh_client::hook_install::{self, Scope};
+use nsh_mesh_client::hooks::{self, HookEvent, HookLimits};
+use nsh_mesh_client::inbox::Inbox;
+use nsh_mesh_client::link::TokenSource;
+use nsh_mesh_client::push::PushMode;
+use nsh_mesh_client::{ClientOptions, serve};
+
+#[derive(Debug, Args)]
+pub(crate) struct ClientArgs {
+    /// The mesh server, e.g. ws://127.0.0.1:3456 or ws://mesh.team.svc:3456.
+    #[arg(long, env = "NSH_MESH_SERVER", default_value = "ws://127.0.0.1:3456")]
+    server: String,
+    /// File holding the agent's JWT (re-read on every reconnect, so rotation is picked up).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "NSH_MESH_TOKEN_FILE",
+        conflicts_with = "token"
+    )]
+    token_file: Option<PathBuf>,
+    /// The agent's JWT itself.
+    #[arg(long, env = "NSH_MESH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    inbox: InboxDirArg,
+    /// How new messages reach the conversation: `auto` sends Claude Code channel events to
+    /// clients that advertise `claude/channel` (or are Claude Code) and logging notifications
+    /// to others.
+    #[arg(long, value_enum, default_value_t = Push::Auto)]
+    push: Push,
+    /// Messages held for push while the MCP client is busy; beyond it the oldest notification
+    /// is dropped (the message stays unread in the inbox).
+    #[arg(long, default_value_t = 1024)]
+    push_buffer: usize,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Push {
+    Auto,
+    Channel,
+    Logging,
+    Off,
+}
+
+#[derive(Debug, Args)]
+struct InboxDirArg {
+    /// Folder of the inbox files (`<agent>.jsonl`, `<agent>.trigger`); default ~/.claude/mesh.
+    #[arg(long, value_name = "DIR", env = "NSH_MESH_INBOX_DIR")]
+    inbox_dir: Option<PathBuf>,
+}
+
+impl InboxDirArg {
+    fn resolve(&self) -> anyhow::Result<PathBuf> {
+        match &self.inbox_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => Ok(home()?.join(".claude/mesh")),
+        }
+    }
+}
+
+fn home() -> anyhow::Result<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .context("HOME is not set: pass --inbox-dir")
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HookArgs {
+    #[command(subcommand)]
+    verb: HookVerb,
+}
+
+#[derive(Debug, Subcommand)]
+enum HookVerb {
+    /// Claude Code SessionStart hook: unread mail as additional context.
+    #[command(name = "SessionStart")]
+    SessionStart(HookRunArgs),
+    /// Claude Code UserPromptSubmit hook: unread mail as additional context.
+    #[command(name = "UserPromptSubmit")]
+    UserPromptSubmit(HookRunArgs),
+    /// Claude Code PostToolUse hook: unread mail as additional context.
+    #[command(name = "PostToolUse")]
+    PostToolUse(HookRunArgs),
+    /// Claude Code Stop hook: keeps Claude working while there is unread mail.
+    #[command(name = "Stop")]
+    Stop(HookRunArgs),
+    /// Add the four hooks to a Claude Code settings file (atomically, with a backup).
+    Install(InstallArgs),
+}
+
+#[derive(Debug, Args)]
+struct HookRunArgs {
+    #[command(flatten)]
+    inbox: InboxDirArg,
+    /// Agent whose inbox to read; default: every inbox in the folder.
+    #[arg(long, env = "NSH_MESH_AGENT")]
+    agent: Option<String>,
+    /// Most messages one injection carries.
+    #[arg(long, default_value_t = HookLimits::default().max_messages)]
+    max_messages: usize,
+    /// Most characters one injection carries (at least one message always goes).
+    #[arg(long, default_value_t = HookLimits::default().max_chars)]
+    max_chars: usize,
+}
+
+#[derive(Debug, Args)]
+struct InstallArgs {
+    /// `user`: ~/.claude/settings.json; `project`: .claude/settings.json; `local`:
+    /// .claude/settings.local.json.
+    #[arg(long, value_enum, default_value_t = InstallScope::User)]
+    scope: InstallScope,
+    /// Project folder for the project and local scopes.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    project_dir: PathBuf,
+    /// Inbox folder the hooks read, when not the default.
+    #[arg(long, value_name = "DIR")]
+    inbox_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum InstallScope {
+    User,
+    Project,
+    Local,
+}
+
+pub(crate) async fn client(args: ClientArgs) -> anyhow::Result<()> {
+    let token = match (args.token_file, args.token) {
+        (Some(path), _) => TokenSource::File(path),
+        (None, Some(token)) => TokenSource::Inline(token),
+        (None, None) => anyhow::bail!(
+            "no token: pass --token-file FILE, --token JWT, or set NSH_MESH_TOKEN (mint one with `nsh mesh token`)"
+        ),
+    };
+    let options = ClientOptions {
+        server: args.server,
+        token,
+        inbox_dir: args.inbox.resolve()?,
+        push: match args.push {
+            Push::Auto => PushMode::Auto,
+            Push::Channel => PushMode::Channel,
+            Push::Logging => PushMode::Logging,
+            Push::Off => PushMode::Off,
+        },
+        push_buffer: args.push_buffer,
+    };
+    serve(options).await?;
+    Ok(())
+}
+
+pub(crate) fn hook(args: HookArgs) -> anyhow::Result<()> {
+    let (event, run) = match args.verb {
+        HookVerb::SessionStart(run) => (HookEvent::SessionStart, run),
+        HookVerb::UserPromptSubmit(run) => (HookEvent::UserPromptSubmit, run),
+        HookVerb::PostToolUse(run) => (HookEvent::PostToolUse, run),
+        HookVerb::Stop(run) => (HookEvent::Stop, run),
+        HookVerb::Install(install) => return install_hooks(&install),
+    };
+    let dir = run.inbox.resolve()?;
+    let inboxes = match &run.agent {
+        Some(agent) => vec![Inbox::open(&dir, agent)?],
+        None => Inbox::all_in(&dir)?,
+    };
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("cannot read the hook input on stdin")?;
+    let limits = HookLimits {
+        max_messages: run.max_messages.max(1),
+        max_chars: run.max_chars,
+    };
+    let delivered = hooks::run(
+        event,
+        &input,
+        &inboxes,
+        limits,
+        &mut std::io::stdout().lock(),
+    )?;
+    tracing::debug!(event = event.name(), delivered, "hook done");
+    Ok(())
+}
+
+fn install_hooks(args: &InstallArgs) -> anyhow::Result<()> {
+    let scope = match args.scope {
+        InstallScope::User => Scope::User,
+        InstallScope::Project => Scope::Project,
+        InstallScope::Local => Scope::Local,
+    };
+    let settings = scope.settings_path(&home()?, &args.project_dir);
+    let exe = std::env::current_exe().context("cannot find the nsh binary's path")?;
+    let exe = exe.display().to_string();
+    let extra = args
+        .inbox_dir
+        .as_ref()
+        .map(|dir| format!(" --inbox-dir {}", shell_quote(&dir.display().to_string())))
+        .unwrap_or_default();
+    let edit = hook_install::install(&settings, |event| {
+        format!("{} mesh hook {}{extra}", shell_quote(&exe), event.name())
+    })?;
+    let mut out = std::io::stdout().lock();
+    if edit.changed {
+        writeln!(
+            out,
+            "installed the nsh-mesh hooks in {}",
+            settings.display()
+        )?;
+        if let Some(backup) = edit.backup {
+            writeln!(out, "previous settings saved to {}", backup.display())?;
+        }
+    } else {
+        writeln!(
+            out,
+            "the nsh-mesh hooks are already in {}",
+            settings.display()
+        )?;
+    }
+    Ok(())
+}
+
+/// Quotes `text` for the POSIX shell Claude Code runs hook commands in.
+fn shell_quote(text: &str) -> String {
+    shlex::try_quote(text).map_or_else(|_| text.to_owned(), std::borrow::Cow::into_owned)
+}

@@ -1,0 +1,136 @@
+//! A real `nsh mesh server` process on a free port, a team key, and tokens, for the tests that
+//! drive `nsh mesh client` the way an agent's MCP client does.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use nsh_mesh_transport::token::{self, TeamKey, TokenRequest};
+use nsh_testenv::process::ManagedProcess;
+
+pub const TEAM: &str = "alpha";
+
+pub fn nsh_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nsh"))
+}
+
+pub struct MeshProcess {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    process: Option<ManagedProcess>,
+}
+
+impl MeshProcess {
+    /// Starts `nsh mesh server` with one team key and waits until it is ready.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        std::fs::write(dir.path().join("keys").join(TEAM), TeamKey::generate_text()).unwrap();
+        let mut mesh = Self {
+            dir,
+            port: nsh_testenv::free_port().unwrap(),
+            process: None,
+        };
+        mesh.start_again().await;
+        mesh
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// (Re)starts the server on the same port.
+    pub async fn start_again(&mut self) {
+        let mut command = Command::new(nsh_path());
+        command
+            .args(["mesh", "server", "--listen"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--team-keys-dir")
+            .arg(self.path("keys"));
+        self.process = Some(
+            ManagedProcess::spawn("nsh mesh server", command, &self.path("server.log")).unwrap(),
+        );
+        let port = self.port;
+        nsh_testenv::wait_for(
+            "the mesh server's /readyz",
+            Duration::from_secs(20),
+            || async move { Ok(ready(port).then_some(())) },
+        )
+        .await;
+    }
+
+    /// Kills the server outright (no goodbye to its clients).
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("server.log")).unwrap_or_default()
+    }
+
+    /// A token for `agent`, valid for `ttl` (negative: already expired).
+    pub fn token(&self, agent: &str, groups: &[&str], ttl_secs: i64) -> String {
+        let key =
+            TeamKey::from_file_contents(&std::fs::read(self.path("keys").join(TEAM)).unwrap())
+                .unwrap();
+        let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+        let request = TokenRequest {
+            team: TEAM,
+            agent,
+            groups: &groups,
+            ttl: Duration::from_secs(ttl_secs.unsigned_abs()),
+        };
+        let now = token::now_unix();
+        let issued = if ttl_secs < 0 {
+            now - 2 * ttl_secs.unsigned_abs()
+        } else {
+            now
+        };
+        token::mint(&request, &key, issued).unwrap()
+    }
+
+    /// Writes a token for `agent` to `<dir>/<agent>.jwt` and returns the path.
+    pub fn token_file(&self, agent: &str, groups: &[&str]) -> PathBuf {
+        let path = self.path(&format!("{agent}.jwt"));
+        std::fs::write(&path, self.token(agent, groups, 3600)).unwrap();
+        path
+    }
+}
+
+fn ready(port: u16) -> bool {
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
+}
+
+/// `nsh mesh client` arguments for `token_file`, with the inbox in `inbox`.
+pub fn client_args(url: &str, token_file: &Path, inbox: &Path) -> Vec<String> {
+    vec![
+        "mesh".into(),
+        "client".into(),
+        "--server".into(),
+        url.into(),
+        "--token-file".into(),
+        token_file.display().to_string(),
+        "--inbox-dir".into(),
+        inbox.display().to_string(),
+    ]
+}

@@ -1,7 +1,7 @@
 //! `nsh operator …`: the Kubernetes operator and its CRDs.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -114,21 +114,11 @@ fn crds(args: &CrdsArgs) -> anyhow::Result<()> {
         Some(dir) => {
             for crd in &crds {
                 let path = dir.join(nsh_operator_api::file_name(crd));
-                write_atomically(&path, &nsh_operator_api::to_yaml(crd)?).with_context(|| {
-                    format!("--out {}: cannot write {}", dir.display(), path.display())
-                })?;
+                // Atomic, and creates the folder: readers never see half a file.
+                nsh_config_files::write_atomic(&path, nsh_operator_api::to_yaml(crd)?.as_bytes())
+                    .with_context(|| format!("--out {}", dir.display()))?;
             }
         }
     }
-    Ok(())
-}
-
-/// Temp file in the same folder, then rename: readers never see half a file.
-fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    file.write_all(contents.as_bytes())?;
-    file.as_file().sync_all()?;
-    file.persist(path).map_err(|e| e.error)?;
     Ok(())
 }

@@ -134,3 +134,50 @@ pub fn client_args(url: &str, token_file: &Path, inbox: &Path) -> Vec<String> {
         inbox.display().to_string(),
     ]
 }
+
+/// An MCP client (the official Rust SDK) running `nsh mesh client` as its stdio server.
+pub type McpClient = rmcp::service::RunningService<rmcp::RoleClient, rmcp::model::ClientConfig>;
+
+/// Spawns `nsh <args>` as an MCP stdio server, its stderr in `log`, and completes the
+/// `initialize` handshake the way today's clients do (protocol 2025-11-25).
+pub async fn mcp_client(args: &[String], log: &Path) -> McpClient {
+    use rmcp::ServiceExt as _;
+    let mut command = tokio::process::Command::new(nsh_path());
+    command
+        .args(args)
+        .env("NSH_LOG", "info,nsh_mesh_client=debug");
+    let stderr = std::fs::File::create(log).unwrap();
+    let (transport, _) = rmcp::transport::TokioChildProcess::builder(command)
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    rmcp::model::ClientConfig::default()
+        .with_protocol_version(rmcp::model::ProtocolVersion::LATEST_WITH_INITIALIZE)
+        .serve(transport)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "MCP handshake with nsh mesh client failed: {e}\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        })
+}
+
+/// Calls `tool` with `arguments`; returns whether it was a tool error, and its structured result.
+pub async fn call(
+    client: &McpClient,
+    tool: &'static str,
+    arguments: serde_json::Value,
+) -> (bool, serde_json::Value) {
+    let serde_json::Value::Object(arguments) = arguments else {
+        panic!("tool arguments must be an object");
+    };
+    let result = client
+        .call_tool(rmcp::model::CallToolRequestParams::new(tool).with_arguments(arguments))
+        .await
+        .unwrap();
+    (
+        result.is_error == Some(true),
+        result.structured_content.unwrap_or_default(),
+    )
+}

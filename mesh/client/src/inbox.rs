@@ -338,7 +338,7 @@ struct Line {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use nsh_mesh_transport::wire::MessageKind;
 
     use super::*;

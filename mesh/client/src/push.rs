@@ -296,6 +296,30 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_full_queue_evicts_the_oldest_and_counts_it_but_the_inbox_keeps_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::open(dir.path(), "me").unwrap();
+        let notifier = Notifier::new(inbox.clone(), PushMode::Channel, 2);
+        for id in ["1", "2", "3", "4", "5"] {
+            let entry = crate::inbox::tests::message(id, "bob", None);
+            inbox.append(&entry).unwrap();
+            // No MCP client yet: nothing can be pushed, the queue fills.
+            notifier.message_stored(entry);
+        }
+        assert_eq!(notifier.evicted(), 3);
+        let queued: Vec<String> = notifier
+            .queue
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.message.id.clone())
+            .collect();
+        assert_eq!(queued, ["4", "5"]);
+        let unread = inbox.unread(&crate::inbox::Filter::default(), 10).unwrap();
+        assert_eq!(unread.messages.len(), 5);
+    }
+
     #[test]
     fn channel_events_carry_text_and_string_meta() {
         let entry = InboxEntry::received_now(Envelope {

@@ -1,0 +1,246 @@
+//! `nsh mesh hook <event>` as Claude Code runs it: recorded hook inputs on stdin, the exact JSON
+//! on stdout, a cursor so nothing is injected twice, and a killed hook re-delivers.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nsh_mesh_client::inbox::{Inbox, InboxEntry};
+use nsh_mesh_transport::wire::{Envelope, MessageKind};
+use serde_json::Value;
+
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/claude-hooks")
+        .join(name);
+    std::fs::read_to_string(path).unwrap()
+}
+
+fn message(id: usize, text: &str) -> InboxEntry {
+    InboxEntry::received_now(Envelope {
+        id: format!("m{id}"),
+        kind: MessageKind::Direct,
+        from: "bob".into(),
+        to: Some("alice".into()),
+        group: None,
+        text: text.into(),
+        metadata: None,
+        timestamp: nsh_mesh_transport::wire::now_rfc3339(),
+        ttl: None,
+    })
+}
+
+/// Runs the hook with `input` on stdin; returns stdout (empty when there was nothing to say).
+fn hook(dir: &Path, event: &str, input: &str, extra: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nsh"))
+        .args(["mesh", "hook", event, "--inbox-dir"])
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn each_event_prints_what_claude_code_expects_and_delivers_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = Inbox::open(dir.path(), "alice").unwrap();
+    for (event, fixture_name) in [
+        ("SessionStart", "SessionStart.json"),
+        ("UserPromptSubmit", "UserPromptSubmit.json"),
+        ("PostToolUse", "PostToolUse.json"),
+    ] {
+        inbox
+            .append(&message(0, &format!("news for {event}")))
+            .unwrap();
+        // Same id each time would be one message; give each event its own.
+        let input = fixture(fixture_name);
+        let printed: Value = serde_json::from_str(&hook(dir.path(), event, &input, &[])).unwrap();
+        let output = &printed["hookSpecificOutput"];
+        assert_eq!(output["hookEventName"], event);
+        let context = output["additionalContext"].as_str().unwrap();
+        assert!(
+            context.contains(&format!("bob -> you (id m0): news for {event}")),
+            "{context}"
+        );
+        assert_eq!(
+            printed.as_object().unwrap().len(),
+            1,
+            "nothing but hookSpecificOutput"
+        );
+        // Delivered: the next hook has nothing to add and prints nothing at all.
+        assert_eq!(hook(dir.path(), event, &input, &[]), "");
+        // The cursor moved past everything.
+        std::fs::remove_file(inbox.log_path()).unwrap();
+        std::fs::remove_file(dir.path().join("alice.cursor")).unwrap();
+    }
+
+    inbox.append(&message(1, "before you stop")).unwrap();
+    assert_eq!(
+        hook(dir.path(), "Stop", &fixture("Stop-active.json"), &[]),
+        "",
+        "never block twice"
+    );
+    let printed: Value =
+        serde_json::from_str(&hook(dir.path(), "Stop", &fixture("Stop.json"), &[])).unwrap();
+    assert_eq!(printed["decision"], "block");
+    assert!(
+        printed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("before you stop")
+    );
+    assert_eq!(hook(dir.path(), "Stop", &fixture("Stop.json"), &[]), "");
+}
+
+#[test]
+fn injections_are_capped_and_say_how_many_remain() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = Inbox::open(dir.path(), "alice").unwrap();
+    for id in 0..5 {
+        inbox.append(&message(id, "x")).unwrap();
+    }
+    let input = fixture("UserPromptSubmit.json");
+    let first: Value = serde_json::from_str(&hook(
+        dir.path(),
+        "UserPromptSubmit",
+        &input,
+        &["--max-messages", "2"],
+    ))
+    .unwrap();
+    let context = first["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .unwrap();
+    assert!(
+        context.contains("(id m0)") && context.contains("(id m1)") && !context.contains("(id m2)")
+    );
+    assert!(context.contains("(3 more unread"), "{context}");
+    let rest: Value = serde_json::from_str(&hook(
+        dir.path(),
+        "UserPromptSubmit",
+        &input,
+        &["--max-messages", "10"],
+    ))
+    .unwrap();
+    let context = rest["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .unwrap();
+    assert!(
+        context.contains("(id m2)") && context.contains("(id m4)") && !context.contains("(id m0)")
+    );
+    assert!(!context.contains("more unread"));
+}
+
+#[test]
+fn a_hook_killed_before_claude_code_read_it_delivers_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = Inbox::open(dir.path(), "alice").unwrap();
+    // More than a pipe holds (64 KiB), so the hook blocks writing until it is killed.
+    let text = "y".repeat(1024);
+    for id in 0..200 {
+        inbox.append(&message(id, &text)).unwrap();
+    }
+    let huge = ["--max-messages", "1000", "--max-chars", "100000000"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nsh"))
+        .args(["mesh", "hook", "PostToolUse", "--inbox-dir"])
+        .arg(dir.path())
+        .args(huge)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(fixture("PostToolUse.json").as_bytes())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the hook is blocked on its full stdout"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let printed: Value = serde_json::from_str(&hook(
+        dir.path(),
+        "PostToolUse",
+        &fixture("PostToolUse.json"),
+        &huge,
+    ))
+    .unwrap();
+    let context = printed["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        context.matches("bob -> you (id m").count(),
+        200,
+        "every message, once"
+    );
+    assert_eq!(
+        hook(
+            dir.path(),
+            "PostToolUse",
+            &fixture("PostToolUse.json"),
+            &huge
+        ),
+        ""
+    );
+}
+
+#[test]
+fn hook_install_edits_the_user_settings_once() {
+    let home = tempfile::tempdir().unwrap();
+    let settings = home.path().join(".claude/settings.json");
+    std::fs::create_dir_all(settings.parent().unwrap()).unwrap();
+    std::fs::write(&settings, "{\n  \"theme\": \"dark\"\n}\n").unwrap();
+    let install = || {
+        Command::new(env!("CARGO_BIN_EXE_nsh"))
+            .args(["mesh", "hook", "install"])
+            .env("HOME", home.path())
+            .output()
+            .unwrap()
+    };
+    let first = install();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let said = String::from_utf8(first.stdout).unwrap();
+    assert!(
+        said.contains("installed the nsh-mesh hooks") && said.contains("saved to"),
+        "{said}"
+    );
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(&settings).unwrap()).unwrap();
+    assert_eq!(written["theme"], "dark");
+    let command = written["hooks"]["Stop"][0]["hooks"][0]["command"]
+        .as_str()
+        .unwrap();
+    assert!(command.ends_with("nsh mesh hook Stop"), "{command}");
+    assert!(
+        Path::new(command.split(' ').next().unwrap()).is_absolute(),
+        "{command}"
+    );
+    let again = String::from_utf8(install().stdout).unwrap();
+    assert!(again.contains("already"), "{again}");
+}

@@ -28,7 +28,7 @@ fi
 
 need node "Install Node.js 20 or newer."
 need python3 "Install Python 3.11 or newer."
-say "installing interop peers: socket.io + socket.io-client (npm), python-socketio (PyPI)"
+say "installing interop peers: socket.io, socket.io-client, @modelcontextprotocol/sdk (npm), python-socketio, jsonschema (PyPI)"
 (cd mesh/interop && npm ci --no-audit --no-fund --loglevel=error)
 venv="$NSH_CACHE_DIR/interop-venv"
 if [ ! -x "$venv/bin/python" ]; then

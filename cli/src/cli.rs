@@ -37,7 +37,7 @@ pub(crate) enum Command {
     /// MCP servers installed across MCP clients.
     Mcp(Group<McpVerb>),
     /// Launch and configure coding agents.
-    Agent(Group<AgentVerb>),
+    Agent(Group<crate::agent::AgentVerb>),
     /// The Kubernetes operator and its CRDs.
     Operator(Group<crate::operator::OperatorVerb>),
     /// Commands that target a remote cluster.
@@ -56,8 +56,6 @@ pub(crate) struct Group<V: Subcommand> {
 pub(crate) enum GatewayVerb {}
 #[derive(Debug, Subcommand)]
 pub(crate) enum McpVerb {}
-#[derive(Debug, Subcommand)]
-pub(crate) enum AgentVerb {}
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterVerb {}
 

@@ -1,6 +1,7 @@
 //! `nsh`: one binary for the whole of nsh-mesh. Parsing lives in [`cli`], each verb in its module.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod cli;
 mod mesh;
 mod mesh_client;
@@ -36,7 +37,7 @@ async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Mesh(group) => mesh::run(group.verb).await,
         cli::Command::Gateway(group) => match group.verb {},
         cli::Command::Mcp(group) => match group.verb {},
-        cli::Command::Agent(group) => match group.verb {},
+        cli::Command::Agent(group) => agent::run(group.verb),
         cli::Command::Operator(group) => operator::run(group.verb).await,
         cli::Command::Cluster(group) => match group.verb {},
     }

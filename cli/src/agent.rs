@@ -9,7 +9,7 @@ use nsh_agent_config::catalog::{self, CatalogContext};
 use nsh_agent_config::files;
 use nsh_agent_config::launch::{self, Launch};
 use nsh_agent_config::layers::{self, ConfigFile, Inputs, Resolved};
-use nsh_agent_config::settings::{McpSettings, PermissionMode, Settings};
+use nsh_agent_config::settings::{McpServer, McpSettings, PermissionMode, Settings};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AgentVerb {
@@ -23,7 +23,7 @@ pub(crate) enum AgentVerb {
     Presets,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub(crate) struct Layering {
     /// Profile to start from (built-in: solo-developer, team-member).
     #[arg(long)]
@@ -142,6 +142,25 @@ fn load(layering: &Layering) -> anyhow::Result<Loaded> {
     Ok(Loaded {
         resolved: layers::resolve(&inputs)?,
         project_dir,
+    })
+}
+
+/// The server `name` stands for, for `nsh mcp install`: one the user's agent settings define
+/// (presets included), else a catalogue preset filled in from those settings.
+pub(crate) fn catalog_server(name: &str) -> anyhow::Result<McpServer> {
+    let loaded = load(&Layering::default())?;
+    if let Some(server) = loaded.resolved.servers.get(name) {
+        return Ok(server.clone());
+    }
+    let settings = &loaded.resolved.settings;
+    let context = CatalogContext {
+        project_dir: loaded.project_dir.clone(),
+        nsh: nsh_path()?,
+        mesh: settings.mesh.clone().unwrap_or_default(),
+        gateway: settings.mcp.as_ref().and_then(|m| m.gateway.clone()),
+    };
+    catalog::preset(name, &context).map_err(|e| {
+        anyhow::anyhow!("{e}; or give the server with --command CMD -- ARGS, or --url URL")
     })
 }
 

@@ -35,7 +35,7 @@ pub(crate) enum Command {
     /// The MCP gateway in front of MCP servers.
     Gateway(Group<GatewayVerb>),
     /// MCP servers installed across MCP clients.
-    Mcp(Group<McpVerb>),
+    Mcp(Group<crate::mcp::McpVerb>),
     /// Launch and configure coding agents.
     Agent(Group<crate::agent::AgentVerb>),
     /// The Kubernetes operator and its CRDs.
@@ -54,8 +54,6 @@ pub(crate) struct Group<V: Subcommand> {
 // Verbs arrive with the issues that build them; an empty enum is a group with no verbs.
 #[derive(Debug, Subcommand)]
 pub(crate) enum GatewayVerb {}
-#[derive(Debug, Subcommand)]
-pub(crate) enum McpVerb {}
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterVerb {}
 

@@ -3,6 +3,8 @@
 
 mod agent;
 mod cli;
+mod mcp;
+mod mcp_doctor;
 mod mesh;
 mod mesh_client;
 mod operator;
@@ -36,7 +38,7 @@ async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Up(args) => up::run(&args).await,
         cli::Command::Mesh(group) => mesh::run(group.verb).await,
         cli::Command::Gateway(group) => match group.verb {},
-        cli::Command::Mcp(group) => match group.verb {},
+        cli::Command::Mcp(group) => mcp::run(group.verb).await,
         cli::Command::Agent(group) => agent::run(group.verb),
         cli::Command::Operator(group) => operator::run(group.verb).await,
         cli::Command::Cluster(group) => match group.verb {},
@@ -46,7 +48,8 @@ async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
 /// Logs go to stderr, always: several verbs (the MCP stdio servers) own stdout.
 fn init_tracing(format: cli::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NSH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // rmcp narrates every session at info; its warnings are what a user needs.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -1,0 +1,348 @@
+//! `nsh mcp …`: MCP servers across MCP clients (list, install, uninstall, doctor).
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use nsh_agent_config::settings::McpServer;
+use nsh_mcp_clients::clients::{self, Client, Env, Scope};
+use serde_json::json;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum McpVerb {
+    /// Every MCP server in every detected MCP client's config.
+    ListInstalled(ListArgs),
+    /// Add a server (a preset, or --command/--url) to an MCP client's config.
+    Install(InstallArgs),
+    /// Remove a server from an MCP client's config.
+    Uninstall(UninstallArgs),
+    /// Start (or connect to) every installed server and check the MCP handshake and tools/list.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Only this client.
+    #[arg(long, value_parser = client_id)]
+    client: Option<&'static Client>,
+    /// JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InstallArgs {
+    /// Name of the server: a preset (`nsh agent presets`), a server defined in your
+    /// .agent.yaml, or any name with --command or --url.
+    server: String,
+    /// The MCP client to install into.
+    #[arg(long, value_parser = client_id)]
+    client: &'static Client,
+    #[arg(long, value_enum, default_value_t = ScopeArg::User)]
+    scope: ScopeArg,
+    /// Run this command as a stdio server (its arguments after `--`).
+    #[arg(long, conflicts_with = "url")]
+    command: Option<String>,
+    /// Connect to this URL (streamable HTTP).
+    #[arg(long)]
+    url: Option<String>,
+    /// Environment for a stdio server, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = key_value)]
+    env: Vec<(String, String)>,
+    /// HTTP header for a URL server, KEY=VALUE (repeatable).
+    #[arg(long = "header", value_name = "KEY=VALUE", value_parser = key_value)]
+    headers: Vec<(String, String)>,
+    /// Arguments of --command.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UninstallArgs {
+    server: String,
+    #[arg(long, value_parser = client_id)]
+    client: &'static Client,
+    /// The scope to remove it from [default: wherever it is installed].
+    #[arg(long, value_enum)]
+    scope: Option<ScopeArg>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DoctorArgs {
+    /// Only this client.
+    #[arg(long, value_parser = client_id)]
+    client: Option<&'static Client>,
+    /// How long each server has to answer initialize and tools/list.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ScopeArg {
+    User,
+    Project,
+    Local,
+}
+
+impl From<ScopeArg> for Scope {
+    fn from(scope: ScopeArg) -> Self {
+        match scope {
+            ScopeArg::User => Self::User,
+            ScopeArg::Project => Self::Project,
+            ScopeArg::Local => Self::Local,
+        }
+    }
+}
+
+fn client_id(id: &str) -> Result<&'static Client, String> {
+    clients::client(id)
+        .ok_or_else(|| format!("unknown client; known: {}", clients::ids().join(", ")))
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| "expected KEY=VALUE".to_owned())
+}
+
+fn env() -> anyhow::Result<Env> {
+    Ok(Env::current(
+        crate::mesh_client::home()?,
+        std::env::current_dir().context("cannot read the current folder")?,
+    ))
+}
+
+pub(crate) async fn run(verb: McpVerb) -> anyhow::Result<()> {
+    match verb {
+        McpVerb::ListInstalled(args) => list(&args),
+        McpVerb::Install(args) => install(args),
+        McpVerb::Uninstall(args) => uninstall(&args),
+        McpVerb::Doctor(args) => doctor(&args).await,
+    }
+}
+
+/// Where a server runs: its command line, or its URL.
+fn target(server: &McpServer) -> String {
+    match (&server.command, &server.url) {
+        (Some(command), _) => std::iter::once(command.clone())
+            .chain(server.args.clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(" "),
+        (None, Some(url)) => url.clone(),
+        (None, None) => "(neither command nor url)".into(),
+    }
+}
+
+fn transport(server: &McpServer) -> &'static str {
+    use nsh_agent_config::settings::Transport;
+    match (server.command.is_some(), server.transport) {
+        (true, _) => "stdio",
+        (false, Some(Transport::Sse)) => "sse",
+        (false, _) => "http",
+    }
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    table
+}
+
+fn list(args: &ListArgs) -> anyhow::Result<()> {
+    let (installed, problems) = nsh_mcp_clients::list_installed(&env()?, args.client);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let servers: Vec<_> = installed
+            .iter()
+            .map(|i| {
+                json!({
+                    "client": i.client.id, "scope": i.scope, "name": i.name,
+                    "transport": transport(&i.server), "server": i.server, "file": i.path,
+                })
+            })
+            .collect();
+        let problems: Vec<_> = problems
+            .iter()
+            .map(|p| json!({ "client": p.client.id, "scope": p.scope, "file": p.path, "error": p.error.to_string() }))
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&json!({ "servers": servers, "problems": problems }))?
+        )?;
+        return Ok(());
+    }
+    let mut rows = table(&[
+        "CLIENT",
+        "SCOPE",
+        "SERVER",
+        "TRANSPORT",
+        "COMMAND / URL",
+        "FILE",
+    ]);
+    for i in &installed {
+        rows.add_row(vec![
+            i.client.id.to_owned(),
+            i.scope.as_str().to_owned(),
+            i.name.clone(),
+            transport(&i.server).to_owned(),
+            target(&i.server),
+            i.path.display().to_string(),
+        ]);
+    }
+    if installed.is_empty() {
+        writeln!(out, "no MCP servers found in any client's config")?;
+    } else {
+        writeln!(out, "{rows}")?;
+    }
+    for problem in &problems {
+        tracing::warn!(client = problem.client.id, "{}", problem.error);
+    }
+    Ok(())
+}
+
+fn install(args: InstallArgs) -> anyhow::Result<()> {
+    let mut server = match (&args.command, &args.url) {
+        (Some(command), _) => McpServer {
+            command: Some(command.clone()),
+            args: Some(args.args.clone()),
+            ..McpServer::default()
+        },
+        (None, Some(url)) => McpServer {
+            url: Some(url.clone()),
+            ..McpServer::default()
+        },
+        (None, None) => crate::agent::catalog_server(&args.server)?,
+    };
+    if !args.env.is_empty() {
+        anyhow::ensure!(
+            server.command.is_some(),
+            "--env applies to stdio servers; this one is a URL (use --header)"
+        );
+        server
+            .env
+            .get_or_insert_with(BTreeMap::new)
+            .extend(args.env.iter().cloned());
+    }
+    if !args.headers.is_empty() {
+        anyhow::ensure!(
+            server.url.is_some(),
+            "--header applies to URL servers; this one runs a command (use --env)"
+        );
+        server
+            .headers
+            .get_or_insert_with(BTreeMap::new)
+            .extend(args.headers.iter().cloned());
+    }
+    let change = nsh_mcp_clients::install(
+        args.client,
+        &env()?,
+        args.scope.into(),
+        &args.server,
+        &server,
+    )?;
+    let mut out = std::io::stdout().lock();
+    if change.changed {
+        writeln!(
+            out,
+            "installed `{}` in {} ({}): {}",
+            args.server,
+            args.client.name,
+            change.scope.as_str(),
+            change.path.display()
+        )?;
+        if let Some(backup) = change.backup {
+            writeln!(out, "previous file saved to {}", backup.display())?;
+        }
+    } else {
+        writeln!(
+            out,
+            "`{}` is already installed in {} as given: {}",
+            args.server,
+            args.client.name,
+            change.path.display()
+        )?;
+    }
+    Ok(())
+}
+
+fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {
+    let change = nsh_mcp_clients::uninstall(
+        args.client,
+        &env()?,
+        args.scope.map(Into::into),
+        &args.server,
+    )?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "removed `{}` from {} ({}): {}",
+        args.server,
+        args.client.name,
+        change.scope.as_str(),
+        change.path.display()
+    )?;
+    if let Some(backup) = change.backup {
+        writeln!(out, "previous file saved to {}", backup.display())?;
+    }
+    Ok(())
+}
+
+async fn doctor(args: &DoctorArgs) -> anyhow::Result<()> {
+    let (installed, problems) = nsh_mcp_clients::list_installed(&env()?, args.client);
+    let probes = futures_util::future::join_all(
+        installed
+            .iter()
+            .map(|i| crate::mcp_doctor::probe(&i.server, args.timeout)),
+    )
+    .await;
+    let mut results = Vec::new();
+    for problem in &problems {
+        results.push(json!({
+            "client": problem.client.id, "scope": problem.scope, "server": null,
+            "ok": false, "detail": format!("config file: {}", problem.error), "file": problem.path,
+        }));
+    }
+    for (i, probe) in installed.iter().zip(probes) {
+        let (ok, detail) = match probe {
+            Ok(found) => (true, found.to_string()),
+            Err(why) => (false, why),
+        };
+        results.push(json!({
+            "client": i.client.id, "scope": i.scope, "server": i.name, "ok": ok,
+            "detail": detail, "file": i.path,
+        }));
+    }
+    let failed = results.iter().filter(|r| r["ok"] == false).count();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&results)?)?;
+    } else if results.is_empty() {
+        writeln!(out, "no MCP servers found in any client's config")?;
+    } else {
+        let mut rows = table(&["CLIENT", "SCOPE", "SERVER", "STATUS", "DETAIL"]);
+        for r in &results {
+            rows.add_row(vec![
+                r["client"].as_str().unwrap_or_default().to_owned(),
+                r["scope"].as_str().unwrap_or_default().to_owned(),
+                r["server"].as_str().unwrap_or("(config file)").to_owned(),
+                if r["ok"] == true { "OK" } else { "FAILED" }.to_owned(),
+                r["detail"].as_str().unwrap_or_default().to_owned(),
+            ]);
+        }
+        writeln!(out, "{rows}")?;
+    }
+    drop(out);
+    anyhow::ensure!(failed == 0, "{failed} of {} checks failed", results.len());
+    Ok(())
+}

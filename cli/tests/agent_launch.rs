@@ -269,3 +269,35 @@ fn the_published_schema_matches_the_code() {
         "docs/agent-config.schema.json is stale: run `nsh agent schema > docs/agent-config.schema.json`"
     );
 }
+
+#[test]
+fn the_team_member_dry_run_prints_an_mcp_config_claude_code_accepts() {
+    let ws = Workspace::new();
+    ws.write(
+        "home/.config/nsh/agent.yaml",
+        "mesh:\n  tokenFile: /run/nsh/alice.jwt\n",
+    );
+    let out = stdout(&ws.nsh(&["agent", "launch", "--profile", "team-member", "--dry-run"]));
+    // Each generated file is printed after a `# purpose: path` line.
+    let block = |title: &str| {
+        out.lines()
+            .skip_while(|l| !l.starts_with(title))
+            .skip(1)
+            .take_while(|l| !l.starts_with('#') && !l.starts_with("claude "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    validate(
+        "claude-code-mcp-config.schema.json",
+        &block("# MCP servers (--mcp-config): "),
+    );
+    validate(
+        "claude-code-hooks-settings.schema.json",
+        &block("# Claude Code settings with the mesh hooks (--settings): "),
+    );
+    let command = out.lines().last().unwrap();
+    assert!(
+        command.contains("--settings ") && command.contains("--append-system-prompt "),
+        "{command}"
+    );
+}

@@ -36,6 +36,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, FileError> {
     Ok(ConfigFile {
         path: path.to_owned(),
         settings,
+        text: text.to_owned(),
     })
 }
 

@@ -40,6 +40,8 @@ impl fmt::Display for Source {
 pub struct ConfigFile {
     pub path: PathBuf,
     pub settings: Settings,
+    /// The file's text, to point at the line of a value that fails later checks.
+    pub text: String,
 }
 
 /// Everything that goes into the merge.
@@ -76,8 +78,12 @@ pub enum LayerError {
         "{origin}: `profiles` cannot be nested inside profile `{name}`; define every profile at the top level"
     )]
     NestedProfiles { name: String, origin: Source },
-    #[error("{origin}: mcp.presets: {error}")]
-    Preset { origin: Source, error: PresetError },
+    #[error("{origin}{}: mcp.presets: {error}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    Preset {
+        origin: Source,
+        line: Option<usize>,
+        error: PresetError,
+    },
     #[error(
         "{origin}: mcp.servers.{name}: {why} (give `command` for a stdio server or `url` for an http/sse one)"
     )]
@@ -148,6 +154,7 @@ pub fn resolve(inputs: &Inputs) -> Result<Resolved, LayerError> {
             .cloned()
             .unwrap_or(Source::Defaults);
         let server = catalog::preset(&name, &context).map_err(|error| LayerError::Preset {
+            line: line_in(inputs, &source, &name),
             origin: source,
             error,
         })?;
@@ -187,6 +194,28 @@ pub fn resolve(inputs: &Inputs) -> Result<Resolved, LayerError> {
         servers,
         provenance,
     })
+}
+
+/// The line of `word` in the file `source` names, if it is one of the inputs' files.
+fn line_in(inputs: &Inputs, source: &Source, word: &str) -> Option<usize> {
+    let Source::File(path) = source else {
+        return None;
+    };
+    let file = [inputs.project.as_ref(), inputs.user.as_ref()]
+        .into_iter()
+        .flatten()
+        .find(|f| &f.path == path)?;
+    let is_word = |c: char| c.is_alphanumeric() || c == '-' || c == '_';
+    file.text
+        .lines()
+        .position(|line| {
+            line.match_indices(word).any(|(at, _)| {
+                let before = line[..at].chars().next_back();
+                let after = line[at + word.len()..].chars().next();
+                !before.is_some_and(is_word) && !after.is_some_and(is_word)
+            })
+        })
+        .map(|index| index + 1)
 }
 
 fn file_profile(file: Option<&ConfigFile>) -> Option<(String, Source)> {

@@ -198,7 +198,10 @@ fn errors_name_the_layer_at_fault() {
             "mcp:\n  presets: [gopher]\n",
             "",
             "",
-            &[PROJECT, "there is no preset `gopher`"],
+            &[
+                &format!("{PROJECT} line 2: mcp.presets"),
+                "there is no preset `gopher`",
+            ],
         ),
         (
             "mcp:\n  servers:\n    x:\n      command: a\n      url: http://b\n",

@@ -10,7 +10,7 @@ use nsh_mesh_client::hooks::{self, HookEvent, HookLimits};
 use nsh_mesh_client::inbox::Inbox;
 use nsh_mesh_client::link::TokenSource;
 use nsh_mesh_client::push::PushMode;
-use nsh_mesh_client::{ClientOptions, serve};
+use nsh_mesh_client::{ClientOptions, McpTransport, serve};
 
 #[derive(Debug, Args)]
 pub(crate) struct ClientArgs {
@@ -39,6 +39,13 @@ pub(crate) struct ClientArgs {
     /// is dropped (the message stays unread in the inbox).
     #[arg(long, default_value_t = 1024)]
     push_buffer: usize,
+    /// Serve MCP over streamable HTTP at http://ADDR/mcp (a long-running sidecar, with
+    /// /healthz and /readyz) instead of stdio.
+    #[arg(long, value_name = "ADDR", env = "NSH_MESH_CLIENT_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// With --listen: serve /healthz, /readyz and /metrics here instead of beside /mcp.
+    #[arg(long, value_name = "ADDR", requires = "listen")]
+    admin_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -151,8 +158,15 @@ pub(crate) async fn client(args: ClientArgs) -> anyhow::Result<()> {
             Push::Off => PushMode::Off,
         },
         push_buffer: args.push_buffer,
+        mcp: match args.listen {
+            Some(listen) => McpTransport::Http {
+                listen,
+                admin: args.admin_listen,
+            },
+            None => McpTransport::Stdio,
+        },
     };
-    serve(options).await?;
+    serve(options, crate::mesh::shutdown_signal()).await?;
     Ok(())
 }
 

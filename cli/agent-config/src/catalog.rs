@@ -38,7 +38,7 @@ pub const PRESETS: &[Preset] = &[
     },
     Preset {
         name: "mesh",
-        description: "the nsh mesh-client: messages with the rest of the team (needs mesh.tokenFile)",
+        description: "the nsh mesh-client: messages with the rest of the team (needs mesh.tokenFile, or mesh.clientUrl of a running one)",
     },
     Preset {
         name: "gateway",
@@ -111,6 +111,9 @@ pub fn preset(name: &str, context: &CatalogContext) -> Result<McpServer, PresetE
         }
         "fetch" => stdio("uvx", &["mcp-server-fetch"]),
         "memory" => stdio("npx", &["-y", "@modelcontextprotocol/server-memory"]),
+        "mesh" if context.mesh.client_url.is_some() => {
+            http(context.mesh.client_url.as_deref().unwrap_or_default())
+        }
         "mesh" => {
             let token_file = context
                 .mesh
@@ -252,6 +255,14 @@ mod tests {
                 "--token-file",
                 "/var/run/nsh/token"
             ]
+        );
+        // In a pod, the sidecar already runs it: connect instead of starting another.
+        let mut sidecar = context.clone();
+        sidecar.mesh.client_url = Some("http://127.0.0.1:8765/mcp".into());
+        let server = preset("mesh", &sidecar).unwrap();
+        assert_eq!(
+            (server.command, server.url.as_deref()),
+            (None, Some("http://127.0.0.1:8765/mcp"))
         );
     }
 }

@@ -83,6 +83,10 @@ pub struct MeshSettings {
     /// Add the Claude Code hooks that inject unread mesh messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<bool>,
+    /// URL of a running mesh-client (`nsh mesh client --listen`, the sidecar in an agent
+    /// pod): the `mesh` preset connects to it instead of starting its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

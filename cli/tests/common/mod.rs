@@ -181,3 +181,30 @@ pub async fn call(
         result.structured_content.unwrap_or_default(),
     )
 }
+
+/// An MCP client (the official Rust SDK) on a mesh-client sidecar's streamable HTTP endpoint.
+pub async fn mcp_http_client(url: &str) -> McpClient {
+    use rmcp::ServiceExt as _;
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_owned());
+    rmcp::model::ClientConfig::default()
+        .with_protocol_version(rmcp::model::ProtocolVersion::LATEST_WITH_INITIALIZE)
+        .serve(transport)
+        .await
+        .unwrap_or_else(|e| panic!("MCP handshake with {url} failed: {e}"))
+}
+
+/// GETs `path` on 127.0.0.1:`port`; the status code and body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let code = answer.split(' ').nth(1)?.parse().ok()?;
+    let body = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    Some((code, body))
+}

@@ -15,6 +15,7 @@ pub mod mcp;
 pub mod push;
 
 use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -35,6 +36,23 @@ pub struct ClientOptions {
     pub push: PushMode,
     /// Messages waiting to be pushed while the MCP side is busy; older ones are evicted.
     pub push_buffer: usize,
+    pub mcp: McpTransport,
+}
+
+/// How the MCP client reaches the mesh-client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McpTransport {
+    /// Started by the MCP client, speaking on stdin/stdout.
+    Stdio,
+    /// A long-running sidecar: streamable HTTP at `http://LISTEN/mcp`, plus `/healthz`,
+    /// `/readyz` (ready once connected to the mesh) and `/metrics`. The connection to the mesh
+    /// and the inbox outlive the agent's sessions.
+    Http {
+        listen: SocketAddr,
+        /// Where the admin endpoints go, when not beside `/mcp` (a pod probes them on its IP
+        /// while MCP stays on loopback).
+        admin: Option<SocketAddr>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +65,11 @@ pub enum ServeError {
     Inbox(#[from] InboxError),
     #[error("MCP session failed: {0}")]
     Mcp(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// How many recent message ids are remembered to drop a message the mesh sends twice.
@@ -119,8 +142,12 @@ impl Events for Receiver {
     }
 }
 
-/// Runs `nsh mesh client` on stdin/stdout until the MCP client closes the session.
-pub async fn serve(options: ClientOptions) -> Result<(), ServeError> {
+/// Runs `nsh mesh client`: on stdin/stdout until the MCP client closes the session, or as an
+/// HTTP sidecar until `shutdown` resolves.
+pub async fn serve(
+    options: ClientOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let (_, claims) = options.token.load()?;
     nsh_mesh_transport::client::websocket_url(&options.server).map_err(ServeError::Server)?;
     let inbox = Inbox::open(&options.inbox_dir, &claims.sub)?;
@@ -152,14 +179,107 @@ pub async fn serve(options: ClientOptions) -> Result<(), ServeError> {
         agent: claims.sub,
         team: claims.team,
     };
-    let service = MeshMcp::new(link, inbox, identity, notifier)
-        .serve(rmcp::transport::stdio())
+    let mcp = MeshMcp::new(link.clone(), inbox, identity, notifier);
+    match options.mcp {
+        McpTransport::Stdio => {
+            let service = mcp
+                .serve(rmcp::transport::stdio())
+                .await
+                .map_err(|e| ServeError::Mcp(e.to_string()))?;
+            service
+                .waiting()
+                .await
+                .map_err(|e| ServeError::Mcp(e.to_string()))?;
+            tracing::info!("MCP session closed; mesh-client exiting");
+            Ok(())
+        }
+        McpTransport::Http { listen, admin } => {
+            serve_http(listen, admin, mcp, &link, shutdown).await
+        }
+    }
+}
+
+/// Serves MCP over streamable HTTP at `/mcp`, every session sharing one mesh connection and
+/// inbox, beside the admin endpoints.
+async fn serve_http(
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    mcp: MeshMcp,
+    link: &Link,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    let readiness = nsh_admin::ReadinessHandle::new("connecting to the mesh");
+    tokio::spawn(follow_connection(link.watch_state(), readiness.clone()));
+    let mut config = StreamableHttpServerConfig::default();
+    // Sessions, so pushed messages reach an agent over its open event stream.
+    config.legacy_session_mode = true;
+    let service = StreamableHttpService::new(
+        move || Ok(mcp.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let registry = Arc::new(prometheus_client::registry::Registry::default());
+    let admin_routes = nsh_admin::router(registry, readiness);
+    let mut router = axum::Router::new().nest_service("/mcp", service);
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    match admin {
+        None => router = router.merge(admin_routes),
+        Some(admin_addr) => {
+            let listener = tokio::net::TcpListener::bind(admin_addr)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    addr: admin_addr,
+                    source,
+                })?;
+            tracing::info!(%admin_addr, "admin endpoints listening");
+            tokio::spawn(async move {
+                let stopped = async {
+                    let _ = admin_stopped.await;
+                };
+                if let Err(err) = axum::serve(listener, admin_routes)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                {
+                    tracing::warn!(%err, "admin endpoints stopped");
+                }
+            });
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| ServeError::Mcp(e.to_string()))?;
-    service
-        .waiting()
+        .map_err(|source| ServeError::Listen { addr, source })?;
+    let local = listener.local_addr().unwrap_or(addr);
+    tracing::info!(mcp = %format!("http://{local}/mcp"), "mesh-client serving MCP over HTTP");
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|e| ServeError::Mcp(e.to_string()))?;
-    tracing::info!("MCP session closed; mesh-client exiting");
-    Ok(())
+        .map_err(|source| ServeError::Listen { addr, source });
+    let _ = stop_admin.send(());
+    served
+}
+
+/// `/readyz`: ready once connected to the mesh; degraded (still serving) while it is away.
+async fn follow_connection(
+    mut states: tokio::sync::watch::Receiver<ConnectionState>,
+    readiness: nsh_admin::ReadinessHandle,
+) {
+    let mut connected_once = false;
+    loop {
+        let state = states.borrow_and_update().clone();
+        readiness.set(match &state {
+            ConnectionState::Connected { .. } => {
+                connected_once = true;
+                nsh_admin::Readiness::Ready
+            }
+            other if connected_once => nsh_admin::Readiness::Degraded(link::describe(other)),
+            other => nsh_admin::Readiness::NotReady(link::describe(other)),
+        });
+        if states.changed().await.is_err() {
+            return;
+        }
+    }
 }

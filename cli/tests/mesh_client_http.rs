@@ -56,7 +56,13 @@ async fn a_sidecar_keeps_the_mesh_and_the_inbox_between_agent_sessions() {
         &mesh.path("bob.log"),
     )
     .await;
-    common::call(&bob, "mesh_group_join", json!({ "group": "ops" })).await;
+    // bob's mesh-client connects in the background: join once it is up.
+    nsh_testenv::wait_for("bob to join ops", WAIT, || async {
+        let (failed, value) =
+            common::call(&bob, "mesh_group_join", json!({ "group": "ops" })).await;
+        Ok((!failed).then_some(value))
+    })
+    .await;
     let (failed, sent) = common::call(
         &bob,
         "mesh_send",

@@ -22,6 +22,9 @@ pub(crate) struct RunArgs {
     /// Image for mesh pods when a MeshServer does not name one.
     #[arg(long, env = "NSH_OPERATOR_DEFAULT_IMAGE", default_value = concat!("ghcr.io/nsh-dev/nsh:", env!("CARGO_PKG_VERSION")))]
     default_image: String,
+    /// Image for agent containers when an Agent does not name one.
+    #[arg(long, env = "NSH_OPERATOR_DEFAULT_AGENT_IMAGE", default_value = concat!("ghcr.io/nsh-dev/nsh-agent:", env!("CARGO_PKG_VERSION")))]
+    default_agent_image: String,
     /// Namespace of the leader-election Lease `nsh-operator`.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
@@ -58,10 +61,10 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes config: set KUBECONFIG or run in a cluster")?;
-    let ctx = std::sync::Arc::new(nsh_operator::Context::new(
-        client.clone(),
-        args.default_image,
-    ));
+    let ctx = std::sync::Arc::new(
+        nsh_operator::Context::new(client.clone(), args.default_image)
+            .with_agent_image(args.default_agent_image),
+    );
     let mut registry = prometheus_client::registry::Registry::default();
     ctx.metrics.register(&mut registry);
     let readiness = nsh_admin::ReadinessHandle::new("starting");

@@ -1,25 +1,42 @@
 //! Agent: the agent's mesh token (a JWT per the mesh wire contract, signed with its Team's key)
-//! in a Secret the Agent owns, re-minted before it expires or when its claims change.
-//!
-//! The agent's workload (StatefulSet with the `nsh mesh client` sidecar and the `agent launch`
-//! ConfigMap) is not built by this version: the status says so rather than claiming Ready.
+//! in a Secret the Agent owns, re-minted before it expires or when its claims change; then its
+//! workload ([`agent_workload`](crate::agent_workload)): the `agent launch` ConfigMap and a
+//! one-pod StatefulSet with the `nsh mesh client` native sidecar. `Ready` follows the pod.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt as _;
 use kube::api::{Api, ObjectMeta};
 use kube::runtime::controller::Action;
 use nsh_mesh_transport::token::{self, ANY_GROUP, Claims, TeamKey, TokenRequest};
 use nsh_operator_api::conditions::{self, reason};
-use nsh_operator_api::{Agent, HasConditions as _, Team};
+use nsh_operator_api::{Agent, HasConditions as _, McpGateway, MeshServer, Team};
 
 use crate::apply::{self, condition, labels, owner_reference};
-use crate::{Context, Error, Result, team};
+use crate::{Context, Error, Result, agent_workload, team};
+
+/// Port of an McpGateway's Service (`http://<gateway>.<namespace>.svc:8080/mcp`).
+pub const GATEWAY_PORT: u16 = 8080;
+
+/// The MCP URL agents use for `gateway` in `namespace`: its status once it reports one.
+fn gateway_url(gateway: &McpGateway, namespace: &str) -> String {
+    gateway
+        .status
+        .as_ref()
+        .and_then(|s| s.url.clone())
+        .unwrap_or_else(|| {
+            format!(
+                "http://{}.{namespace}.svc:{GATEWAY_PORT}/mcp",
+                gateway.name_any()
+            )
+        })
+}
 
 /// Key of the token inside the agent's Secret.
 pub const TOKEN_FIELD: &str = "token";
@@ -200,21 +217,108 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
         ),
         generation,
     );
-    let ready = condition(
-        previous,
-        conditions::READY,
-        false,
-        reason::WAITING_FOR_PODS,
-        "token issued; this operator version does not build the agent's workload (StatefulSet with the mesh-client sidecar) yet",
-        generation,
+    let status = |ready: Condition, phase: &str, pod: Option<String>| {
+        serde_json::json!({
+            "conditions": [ready, credentials.clone()],
+            "observedGeneration": generation,
+            "tokenExpiry": Time(expires),
+            "phase": phase,
+            "pod": pod,
+        })
+    };
+    let not_ready = |why: &str, message: String| {
+        status(
+            condition(previous, conditions::READY, false, why, message, generation),
+            "Pending",
+            None,
+        )
+    };
+
+    // Dereference the team's mesh (its in-cluster URL) and the namespace's gateways.
+    let mesh_name = &team.spec.mesh_ref.name;
+    let Some(mesh) = Api::<MeshServer>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(mesh_name)
+        .await?
+    else {
+        let message = format!(
+            "MeshServer `{mesh_name}` of team `{team_name}` does not exist; the token is issued, the pod waits for the mesh"
+        );
+        apply::apply_status(
+            &ctx.client,
+            agent.as_ref(),
+            not_ready(reason::REFERENCE_MISSING, message.clone()),
+        )
+        .await?;
+        return Err(Error::Waiting(message));
+    };
+    let mesh_url = format!(
+        "ws://{mesh_name}.{namespace}.svc:{}",
+        mesh.spec.service.port
     );
-    let status = serde_json::json!({
-        "conditions": [ready, credentials],
-        "observedGeneration": generation,
-        "tokenExpiry": Time(expires),
-        "phase": "Pending",
-    });
-    apply::apply_status(&ctx.client, agent.as_ref(), status).await?;
+    let gateways = Api::<McpGateway>::namespaced(ctx.client.clone(), &namespace)
+        .list(&kube::api::ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|g| (g.name_any(), gateway_url(g, &namespace)))
+        .collect();
+    let settings = match agent_workload::launch_settings(&agent, &mesh_url, &gateways) {
+        Ok(settings) => settings,
+        Err(err) => {
+            let why = match err {
+                Error::Waiting(_) => reason::REFERENCE_MISSING,
+                _ => reason::INVALID_SPEC,
+            };
+            apply::apply_status(&ctx.client, agent.as_ref(), not_ready(why, err.to_string()))
+                .await?;
+            return Err(err);
+        }
+    };
+
+    // Build and apply the workload.
+    let workload = agent_workload::build(
+        &agent,
+        &settings,
+        &mesh_url,
+        &ctx.default_image,
+        &ctx.agent_image,
+    );
+    apply::apply(&ctx.client, &namespace, &workload.config_map).await?;
+    apply::apply(&ctx.client, &namespace, &workload.stateful_set).await?;
+
+    // Status: Ready follows the pod, through the StatefulSet's status.
+    let ready_replicas = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(&name)
+        .await?
+        .and_then(|s| s.status)
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let pod = agent_workload::pod_name(&name);
+    let ready = if ready_replicas >= 1 {
+        condition(
+            previous,
+            conditions::READY,
+            true,
+            reason::RECONCILED,
+            format!("pod `{pod}` is ready (agent and mesh-client sidecar)"),
+            generation,
+        )
+    } else {
+        condition(
+            previous,
+            conditions::READY,
+            false,
+            reason::WAITING_FOR_PODS,
+            format!("pod `{pod}` is not ready yet"),
+            generation,
+        )
+    };
+    let phase = if ready_replicas >= 1 {
+        "Running"
+    } else {
+        "Pending"
+    };
+    apply::apply_status(&ctx.client, agent.as_ref(), status(ready, phase, Some(pod))).await?;
     // Come back when the token should be renewed.
     let renew_in = claims.exp.saturating_sub(now) as f64 * (1.0 - RENEW_AT_REMAINING);
     Ok(Action::requeue(Duration::from_secs_f64(renew_in.max(1.0))))

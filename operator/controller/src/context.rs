@@ -6,14 +6,18 @@ pub struct Context {
     pub client: kube::Client,
     pub recorder: Recorder,
     pub metrics: crate::metrics::Metrics,
-    /// Image for mesh and gateway pods when a spec does not name one.
+    /// Image for mesh and gateway pods, and agents' mesh-client sidecars, when a spec does not
+    /// name one.
     pub default_image: String,
+    /// Image for agent containers when an Agent does not name one.
+    pub agent_image: String,
 }
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
             .field("default_image", &self.default_image)
+            .field("agent_image", &self.agent_image)
             .finish_non_exhaustive()
     }
 }
@@ -29,6 +33,14 @@ impl Context {
             client,
             metrics: crate::metrics::Metrics::default(),
             default_image: default_image.into(),
+            agent_image: concat!("ghcr.io/nsh-dev/nsh-agent:", env!("CARGO_PKG_VERSION")).into(),
         }
+    }
+
+    /// Sets the default agent container image.
+    #[must_use]
+    pub fn with_agent_image(mut self, image: impl Into<String>) -> Self {
+        self.agent_image = image.into();
+        self
     }
 }

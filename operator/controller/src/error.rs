@@ -8,7 +8,7 @@ pub enum Error {
     /// The spec cannot work as written; nothing changes until the user edits it.
     #[error("{field}: {problem}; {fix}")]
     InvalidSpec {
-        field: &'static str,
+        field: std::borrow::Cow<'static, str>,
         problem: String,
         fix: String,
     },
@@ -28,12 +28,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn invalid(
-        field: &'static str,
+        field: impl Into<std::borrow::Cow<'static, str>>,
         problem: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
         Self::InvalidSpec {
-            field,
+            field: field.into(),
             problem: problem.into(),
             fix: fix.into(),
         }

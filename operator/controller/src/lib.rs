@@ -4,10 +4,12 @@
 //!
 //! Reconciled so far: [`team`] (signing key Secret, status), [`mesh_server`] (Deployment,
 //! Service, ConfigMap, team keys Secret, PodDisruptionBudget, status) and [`agent`] (mesh
-//! token Secret with rotation, status; not yet its workload).
+//! token Secret with rotation, and [`agent_workload`]: the `agent launch` ConfigMap and a
+//! one-pod StatefulSet with the `nsh mesh client` native sidecar; status follows the pod).
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod agent_workload;
 pub mod apply;
 pub mod context;
 pub mod error;

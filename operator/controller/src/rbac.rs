@@ -35,7 +35,7 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
     ),
     (
         "apps",
-        &["deployments"],
+        &["deployments", "statefulsets"],
         &["get", "list", "watch", "create", "patch"],
     ),
     (

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
@@ -162,6 +162,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let agent_store = agents.store();
     let agents = agents
         .owns(Api::<Secret>::all(client.clone()), owned())
+        .owns(Api::<ConfigMap>::all(client.clone()), owned())
+        // The pod's readiness reaches the Agent through its StatefulSet's status.
+        .owns(Api::<StatefulSet>::all(client.clone()), owned())
         // A Team's key or groups decide its agents' tokens.
         .watches(
             Api::<Team>::all(client.clone()),

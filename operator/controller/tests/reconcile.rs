@@ -395,15 +395,13 @@ async fn an_agent_gets_a_verifiable_mesh_token_renewed_when_its_claims_change() 
         .find(|c| c.type_ == "CredentialsReady")
         .unwrap();
     assert_eq!(credentials.status, "True");
-    let (ready, _, message) = ready_condition(&status.common.conditions).unwrap();
+    let (ready, reason, message) = ready_condition(&status.common.conditions).unwrap();
     assert_eq!(
-        ready, "False",
-        "no workload is built yet, so the agent is not Ready"
+        (ready.as_str(), reason.as_str()),
+        ("False", "ReferenceMissing"),
+        "the token is issued, but the team's mesh does not exist for the pod to join"
     );
-    assert!(
-        message.contains("does not build the agent's workload"),
-        "{message}"
-    );
+    assert!(message.contains("MeshServer `m`"), "{message}");
 
     // New groups, new token.
     agents
@@ -473,4 +471,245 @@ async fn an_agent_gets_a_verifiable_mesh_token_renewed_when_its_claims_change() 
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn an_agent_runs_in_one_pod_with_the_mesh_client_sidecar_and_ready_follows_it() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use nsh_operator_api::Agent;
+
+    let plane = ControlPlane::shared().await.unwrap();
+    let _operator = start_operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("op-pod").await.unwrap();
+    let agents = Api::<Agent>::namespaced(client.clone(), &ns);
+    Api::<MeshServer>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &object(json!({ "metadata": { "name": "mesh" }, "spec": {} })),
+        )
+        .await
+        .unwrap();
+    Api::<Team>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &object(json!({ "metadata": { "name": "alpha" }, "spec": { "meshRef": { "name": "mesh" }, "groups": ["ops"] } })))
+        .await
+        .unwrap();
+    Api::<nsh_operator_api::McpGateway>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &object(json!({ "metadata": { "name": "tools" }, "spec": { "upstreams": [{ "name": "fs", "url": "http://fs.example/mcp" }] } })))
+        .await
+        .unwrap();
+    agents
+        .create(&PostParams::default(), &object(json!({ "metadata": { "name": "alice" }, "spec": {
+            "teamRef": { "name": "alpha" }, "groups": ["ops"],
+            "mcpServers": [{ "name": "gh", "preset": "github" }, { "name": "shared", "gatewayRef": { "name": "tools" } }],
+            "env": [{ "name": "GIT_AUTHOR_NAME", "value": "alice" }],
+        } })))
+        .await
+        .unwrap();
+
+    let sets = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+    let set = wait_for("alice's StatefulSet", WAIT, || {
+        let sets = sets.clone();
+        async move { sets.get_opt("alice").await.map_err(|e| e.to_string()) }
+    })
+    .await;
+    assert_eq!(
+        set.metadata.owner_references.as_ref().unwrap()[0].kind,
+        "Agent"
+    );
+    let pod_spec = set.spec.as_ref().unwrap().template.spec.clone().unwrap();
+    let sidecar = &pod_spec.init_containers.as_ref().unwrap()[0];
+    assert_eq!(
+        (sidecar.name.as_str(), sidecar.restart_policy.as_deref()),
+        ("mesh-client", Some("Always")),
+        "a native sidecar"
+    );
+    assert!(
+        sidecar
+            .args
+            .as_ref()
+            .unwrap()
+            .join(" ")
+            .contains(&format!("--server ws://mesh.{ns}.svc:3456")),
+        "{:?}",
+        sidecar.args
+    );
+    let volumes: Vec<String> = pod_spec
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|v| v.name.clone())
+        .collect();
+    assert!(
+        volumes.contains(&"mesh-token".to_owned()) && volumes.contains(&"launch-config".to_owned())
+    );
+
+    // The launch settings: the mesh preset points at the sidecar, the gateway at its Service.
+    let launch = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .get("alice-launch")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["agent.yaml"]
+        .clone();
+    assert!(
+        launch.contains("clientUrl: http://127.0.0.1:8765/mcp"),
+        "{launch}"
+    );
+    assert!(
+        launch.contains(&format!("url: http://tools.{ns}.svc:8080/mcp")),
+        "{launch}"
+    );
+    assert!(launch.contains("- github"), "{launch}");
+
+    // The StatefulSet controller makes the pod; it stays Pending (no kubelet) until marked.
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    wait_for("the pod alice-0", WAIT, || {
+        let pods = pods.clone();
+        async move { pods.get_opt("alice-0").await.map_err(|e| e.to_string()) }
+    })
+    .await;
+    let waiting = wait_for("alice WaitingForPods", WAIT, || {
+        let agents = agents.clone();
+        async move {
+            let agent = agents.get("alice").await.map_err(|e| e.to_string())?;
+            Ok(agent
+                .status
+                .and_then(|s| ready_condition(&s.common.conditions))
+                .filter(|(_, reason, _)| reason == "WaitingForPods"))
+        }
+    })
+    .await;
+    assert!(waiting.2.contains("alice-0"), "{waiting:?}");
+    kubelet::mark_pod_ready(&client, &ns, "alice-0")
+        .await
+        .unwrap();
+    let agent = wait_for("alice Ready", WAIT, || {
+        let agents = agents.clone();
+        async move {
+            let agent = agents.get("alice").await.map_err(|e| e.to_string())?;
+            let ready = agent
+                .status
+                .as_ref()
+                .and_then(|s| ready_condition(&s.common.conditions))
+                .is_some_and(|c| c.0 == "True");
+            Ok(ready.then_some(agent))
+        }
+    })
+    .await;
+    let status = agent.status.unwrap();
+    assert_eq!(
+        (status.phase.as_deref(), status.pod.as_deref()),
+        (Some("Running"), Some("alice-0"))
+    );
+
+    // An unknown preset: InvalidSpec naming the entry, and the pod is left as it was.
+    agents
+        .patch(
+            "alice",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({ "spec": { "mcpServers": [{ "name": "x", "preset": "gopher" }] } }),
+            ),
+        )
+        .await
+        .unwrap();
+    let (_, reason, message) = wait_for("alice's InvalidSpec", WAIT, || {
+        let agents = agents.clone();
+        async move {
+            Ok(agents
+                .get("alice")
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .and_then(|s| ready_condition(&s.common.conditions))
+                .filter(|c| c.1 == "InvalidSpec"))
+        }
+    })
+    .await;
+    assert_eq!(reason, "InvalidSpec");
+    assert!(
+        message.starts_with("spec.mcpServers[0].preset:"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn the_example_team_applied_with_kubectl_comes_up() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use nsh_operator_api::Agent;
+
+    let plane = ControlPlane::shared().await.unwrap();
+    let _operator = start_operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("op-example").await.unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/examples/team.yaml");
+    let output = plane
+        .kubectl()
+        .args(["apply", "-n", &ns, "-f"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // Every agent gets its token, launch settings and pod; the mesh its Deployment.
+    let sets = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+    for agent in ["alice", "bob"] {
+        wait_for(&format!("{agent}'s StatefulSet"), WAIT, || {
+            let sets = sets.clone();
+            async move { sets.get_opt(agent).await.map_err(|e| e.to_string()) }
+        })
+        .await;
+        assert!(
+            Api::<Secret>::namespaced(client.clone(), &ns)
+                .get_opt(&format!("{agent}-mesh-token"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                .get_opt(&format!("{agent}-launch"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    for pod in ["alice-0", "bob-0"] {
+        wait_for(pod, WAIT, || {
+            let pods = pods.clone();
+            async move { pods.get_opt(pod).await.map_err(|e| e.to_string()) }
+        })
+        .await;
+        kubelet::mark_pod_ready(&client, &ns, pod).await.unwrap();
+    }
+    let agents = Api::<Agent>::namespaced(client.clone(), &ns);
+    for agent in ["alice", "bob"] {
+        wait_for(&format!("{agent} Ready"), WAIT, || {
+            let agents = agents.clone();
+            async move {
+                Ok(agents
+                    .get(agent)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .status
+                    .and_then(|s| ready_condition(&s.common.conditions))
+                    .filter(|c| c.0 == "True"))
+            }
+        })
+        .await;
+    }
+    assert!(
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get_opt("mesh")
+            .await
+            .unwrap()
+            .is_some()
+    );
 }

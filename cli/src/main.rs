@@ -14,6 +14,9 @@ use clap::FromArgMatches as _;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // HTTPS clients (kube, reqwest for `nsh mcp doctor`) share ring as rustls' provider; a
+    // second provider would only add a C build and a choice to make at runtime.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let matches = cli::command().get_matches();
     let cli = match cli::Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

@@ -59,6 +59,18 @@ pub(crate) struct ServerArgs {
     /// How often the team keys folder is re-read.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     key_reload_interval: Duration,
+    /// Redis for the message store, e.g. redis://127.0.0.1:6379/0.
+    #[arg(long, value_name = "URL", env = "NSH_MESH_REDIS")]
+    redis: Option<String>,
+    /// Keep every message in Redis Streams before acking it: offline delivery, `history`.
+    #[arg(long, env = "NSH_MESH_PERSISTENCE", requires = "redis")]
+    persistence: bool,
+    /// With --persistence: how long messages are kept.
+    #[arg(long, default_value = "7d", env = "NSH_MESH_RETENTION", value_parser = humantime::parse_duration)]
+    retention: Duration,
+    /// With --persistence: most messages kept per inbox or conversation.
+    #[arg(long, default_value_t = 10_000, env = "NSH_MESH_MAX_LEN")]
+    max_len: usize,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +124,17 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             max_connections_per_agent: args.max_connections,
             ack_timeout: args.ack_timeout,
             ..Limits::default()
+        },
+        store: match (args.persistence, args.redis) {
+            (true, Some(url)) => Some(nsh_mesh_server::store::StoreConfig {
+                url,
+                retention: args.retention,
+                max_len: args.max_len,
+            }),
+            (false, Some(_)) => anyhow::bail!(
+                "--redis without --persistence: replicas over Redis are not supported yet; add --persistence to keep messages in Redis"
+            ),
+            _ => None,
         },
     };
     let server = Server::bind(config).await?;

@@ -130,7 +130,7 @@ async fn the_official_sdk_sends_and_receives_through_mesh_clients() {
         ("badArgs", "invalid", "text: invalid type"),
         ("bothTargets", "invalid", "to/group"),
         ("forbidden", "forbidden", "secret"),
-        ("history", "unsupported", "no message history"),
+        ("history", "unavailable", "keeps no history"),
         ("badLimit", "invalid", "limit"),
     ] {
         let result = &report[case];

@@ -20,11 +20,17 @@ pub struct MeshProcess {
     pub dir: tempfile::TempDir,
     pub port: u16,
     process: Option<ManagedProcess>,
+    extra: Vec<String>,
 }
 
 impl MeshProcess {
     /// Starts `nsh mesh server` with one team key and waits until it is ready.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`start`](Self::start), with extra server flags (e.g. `--redis URL --persistence`).
+    pub async fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("keys")).unwrap();
         std::fs::write(dir.path().join("keys").join(TEAM), TeamKey::generate_text()).unwrap();
@@ -32,6 +38,7 @@ impl MeshProcess {
             dir,
             port: nsh_testenv::free_port().unwrap(),
             process: None,
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         mesh.start_again().await;
         mesh
@@ -52,7 +59,8 @@ impl MeshProcess {
             .args(["mesh", "server", "--listen"])
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--team-keys-dir")
-            .arg(self.path("keys"));
+            .arg(self.path("keys"))
+            .args(&self.extra);
         self.process = Some(
             ManagedProcess::spawn("nsh mesh server", command, &self.path("server.log")).unwrap(),
         );

@@ -19,11 +19,24 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     process: Option<ManagedProcess>,
+    /// Append-only file, fsynced on every write: what was acked survives a crash.
+    durable: bool,
 }
 
 impl RedisServer {
-    /// Starts a new server and waits until it answers `PING`.
+    /// Starts a new in-memory server (a restart loses its data) and waits for `PING`.
     pub fn start() -> Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// Starts a server that keeps its data across [`stop`](Self::stop) and
+    /// [`start_again`](Self::start_again) (AOF, `appendfsync always`), as a production
+    /// message store is configured.
+    pub fn start_durable() -> Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<Self> {
         let binary = binaries::redis_server()?;
         let mut dir = tempfile::Builder::new()
             .prefix("nsh-redis-")
@@ -37,6 +50,7 @@ impl RedisServer {
                 port: free_port()?,
                 dir,
                 process: None,
+                durable,
             };
             match server.start_again() {
                 Ok(()) => return Ok(server),
@@ -78,14 +92,12 @@ impl RedisServer {
         command
             .args(["--bind", "127.0.0.1", "--port"])
             .arg(self.port.to_string())
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
+            .args(["--save", "", "--protected-mode", "yes"])
+            .args(if self.durable {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .args(["--daemonize", "no", "--loglevel", "warning", "--dir"])
             .arg(self.dir.path());
         let log = self.dir.path().join("redis.log");

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nsh_mesh_transport::wire::{
-    ErrorCode, GroupAck, GroupList, GroupRequest, PresenceList, SendAck, SendRequest, event,
+    ErrorCode, GroupAck, GroupList, GroupRequest, HistoryRequest, PresenceList, SendAck,
+    SendRequest, WireError, event,
 };
 use rmcp::handler::server::common::FromContextPart;
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -135,10 +136,10 @@ pub struct HistoryArgs {
     /// The direct conversation with this agent.
     #[serde(default)]
     pub with: Option<String>,
-    /// Most messages to return.
+    /// Most messages to return (default 50, at most 200).
     #[serde(default)]
     pub limit: Option<u32>,
-    /// Only messages before this message id (paging backwards).
+    /// Only messages before this `seq` (the oldest one you have), to page backwards.
     #[serde(default)]
     pub before: Option<String>,
 }
@@ -174,6 +175,9 @@ fn hint_for(code: ErrorCode) -> &'static str {
         ErrorCode::RateLimited => "slow down: wait a second, then retry with the same id",
         ErrorCode::Invalid => "fix the field named in the message and call again",
         ErrorCode::TooLarge => "shorten text and metadata (the mesh's limit is 64 KiB by default)",
+        ErrorCode::Unavailable => {
+            "the mesh's message store is down; retry in a moment (it recovers by itself)"
+        }
     }
 }
 
@@ -197,7 +201,7 @@ fn link_error(err: &LinkError) -> CallToolResult {
     }
 }
 
-fn wire_failure(error: &nsh_mesh_transport::wire::WireError) -> CallToolResult {
+fn wire_failure(error: &WireError) -> CallToolResult {
     tool_error(error.code.as_str(), &error.message, hint_for(error.code))
 }
 
@@ -402,17 +406,26 @@ impl MeshMcp {
     }
 
     #[tool(
-        description = "Recent messages of a group (`group`) or of your direct conversation with an agent (`with`). Needs a mesh server with message persistence."
+        description = "Recent messages of a group (`group`) or of your direct conversation with an agent (`with`), oldest first; page back with `before` = the oldest message's `seq`. Needs a mesh server with message persistence."
     )]
     async fn mesh_history(&self, Parameters(args): Parameters<HistoryArgs>) -> CallToolResult {
-        if args.group.is_some() == args.with.is_some() {
-            return invalid("group/with: give exactly one");
+        let request = HistoryRequest {
+            group: args.group,
+            with: args.with,
+            limit: args.limit.map(|l| l as usize),
+            before: args.before,
+        };
+        if let Err(error) = request.validate() {
+            return wire_failure(&error);
         }
-        tool_error(
-            "unsupported",
-            "this mesh server keeps no message history (it has no message store)",
-            "use mesh_inbox for the messages this agent received; history arrives with mesh persistence",
-        )
+        // The answer is `{ ok, messages }` or the error ack `{ ok: false, error }`.
+        match self.request::<Value>(event::HISTORY, &request).await {
+            Ok(answer) => match answer.get("error").cloned().map(serde_json::from_value::<WireError>) {
+                Some(Ok(error)) => wire_failure(&error),
+                _ => CallToolResult::structured(answer),
+            },
+            Err(failure) => failure,
+        }
     }
 }
 

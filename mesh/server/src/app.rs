@@ -30,6 +30,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("--redis: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("invalid limit: {0}")]
     Limit(String),
     #[error("server failed: {0}")]
@@ -66,6 +68,12 @@ impl Server {
         let mesh = Arc::new(Mesh {
             dedup: Dedup::new(limits.dedup_ids_per_sender, limits.dedup_window),
             limiter: RateLimiter::keyed(quota),
+            store: config
+                .store
+                .clone()
+                .map(crate::store::Store::new)
+                .transpose()?,
+            deliverers: crate::durable::Deliverers::default(),
             registry: Registry::default(),
             keys,
             metrics,
@@ -116,6 +124,9 @@ impl Server {
     ) -> Result<(), ServerError> {
         let addr = self.local_addr();
         let upkeep = tokio::spawn(upkeep(self.mesh.clone(), self.key_reload_interval));
+        let store_health = self.mesh.store.clone().map(|store| {
+            tokio::spawn(watch_store(store, self.readiness.clone()))
+        });
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
         // Small frames (an envelope, then an ack) must not wait for Nagle's algorithm: without
         // TCP_NODELAY they meet the peer's delayed ACK and every hop costs ~40 ms.
@@ -128,13 +139,18 @@ impl Server {
             let _ = stopped.await;
         });
         let mut serving = tokio::spawn(async move { serve.await });
-        self.readiness.set(Readiness::Ready);
-        tracing::info!(%addr, teams = ?self.mesh.keys.teams(), "mesh server listening");
+        if self.mesh.store.is_none() {
+            self.readiness.set(Readiness::Ready);
+        }
+        tracing::info!(%addr, teams = ?self.mesh.keys.teams(), persistence = self.mesh.store.is_some(), "mesh server listening");
 
         tokio::select! {
             () = shutdown => {}
             result = &mut serving => {
                 upkeep.abort();
+        if let Some(task) = &store_health {
+            task.abort();
+        }
                 return result.map_err(|e| ServerError::Serve(std::io::Error::other(e)))?.map_err(ServerError::Serve);
             }
         }
@@ -148,6 +164,9 @@ impl Server {
         self.io.close().await;
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, serving).await;
         upkeep.abort();
+        if let Some(task) = &store_health {
+            task.abort();
+        }
         match drained {
             Ok(result) => result
                 .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?
@@ -183,5 +202,42 @@ async fn upkeep(mesh: Arc<Mesh>, key_reload_interval: Duration) {
         }
         mesh.dedup.prune(Instant::now());
         mesh.limiter.retain_recent();
+    }
+}
+
+/// How often the message store is checked, and (every `SWEEP_EVERY` checks) trimmed.
+const STORE_CHECK: Duration = Duration::from_secs(2);
+const SWEEP_EVERY: u32 = 30;
+
+/// `/readyz` follows the message store: ready while Redis answers, degraded (still serving
+/// live traffic) while it does not. Also applies the retention age.
+async fn watch_store(store: crate::store::Store, readiness: ReadinessHandle) {
+    let mut ticker = tokio::time::interval(STORE_CHECK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u32;
+    let mut was_up = None;
+    loop {
+        ticker.tick().await;
+        let up = store.ping().await;
+        match (&up, was_up) {
+            (Ok(()), Some(false) | None) => {
+                tracing::info!("message store (Redis) reachable");
+                readiness.set(Readiness::Ready);
+            }
+            (Err(err), Some(true) | None) => {
+                tracing::warn!(%err, "message store (Redis) unreachable: live traffic only");
+                readiness.set(Readiness::Degraded(err.to_string()));
+            }
+            _ => {}
+        }
+        was_up = Some(up.is_ok());
+        ticks = ticks.wrapping_add(1);
+        if up.is_ok() && ticks % SWEEP_EVERY == 0 {
+            match store.sweep().await {
+                Ok(0) => {}
+                Ok(trimmed) => tracing::info!(trimmed, "retention: old messages trimmed"),
+                Err(err) => tracing::debug!(%err, "retention sweep failed"),
+            }
+        }
     }
 }

@@ -13,6 +13,8 @@ pub struct ServerConfig {
     /// How often the key directory is re-read.
     pub key_reload_interval: Duration,
     pub limits: Limits,
+    /// Persistence: every message is kept in Redis Streams before it is acked.
+    pub store: Option<crate::store::StoreConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +54,7 @@ impl ServerConfig {
             team_keys_dir: team_keys_dir.into(),
             key_reload_interval: Duration::from_secs(2),
             limits: Limits::default(),
+            store: None,
         }
     }
 }

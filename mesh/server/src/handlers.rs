@@ -7,8 +7,9 @@ use std::time::Instant;
 use futures_util::StreamExt as _;
 use nsh_mesh_transport::token::{self, Claims, TokenError};
 use nsh_mesh_transport::wire::{
-    self, Envelope, ErrorCode, GroupAck, GroupList, GroupRequest, MessageKind, PresenceChange,
-    PresenceList, SendAck, SendRequest, Target, WireError, event,
+    self, Envelope, ErrorCode, GroupAck, GroupList, GroupRequest, HistoryAnswer, HistoryEntry,
+    HistoryRequest, MessageKind, PresenceChange, PresenceList, SendAck, SendRequest, SendStatus,
+    Target, WireError, event,
 };
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
@@ -117,6 +118,7 @@ async fn on_connect<A: Adapter>(
     socket.on(event::GROUP_LEAVE, on_group_leave::<A>);
     socket.on(event::GROUP_LIST, on_group_list::<A>);
     socket.on(event::GROUP_MEMBERS, on_group_members::<A>);
+    socket.on(event::HISTORY, on_history::<A>);
     let now = wire::now_rfc3339();
     let connected = match mesh.registry.connect(
         &team,
@@ -146,6 +148,10 @@ async fn on_connect<A: Adapter>(
         .connections
         .set(mesh.registry.connection_count() as i64);
     tracing::info!(sid = %socket.id, %team, %agent, first = connected.first, "agent connected");
+    // Stored mail first: the deliverer hands it over in order, then keeps up with new mail.
+    if let Some(store) = &mesh.store {
+        mesh.deliverers.wake(&io, &mesh, store, &team, &agent);
+    }
     if connected.first {
         let change = PresenceChange {
             agent: agent.clone(),
@@ -252,7 +258,7 @@ async fn on_message<A: Adapter>(
     let result = send(&io, &mesh, &session, data, started).await;
     let outcome = match &result {
         Ok(ack) => match ack.status {
-            Some(wire::SendStatus::Duplicate) => "duplicate",
+            Some(SendStatus::Duplicate) => "duplicate",
             _ => "delivered",
         },
         Err(error) => error.code.as_str(),
@@ -269,7 +275,7 @@ async fn on_message<A: Adapter>(
 
 async fn send<A: Adapter>(
     io: &SocketIo<A>,
-    mesh: &Mesh,
+    mesh: &Arc<Mesh>,
     session: &Session,
     data: Result<Value, socketioxide::ParserError>,
     now: Instant,
@@ -320,7 +326,10 @@ async fn send<A: Adapter>(
         timestamp: wire::now_rfc3339(),
         ttl: request.ttl,
     };
-    let result = deliver(io, mesh, team, from, &target, &envelope).await;
+    let result = match &mesh.store {
+        Some(store) => deliver_stored(io, mesh, store, team, from, &target, &envelope).await,
+        None => deliver(io, mesh, team, from, &target, &envelope).await,
+    };
     if result.is_err() {
         // Not delivered: a retry with the same id must be tried again, not called a duplicate.
         mesh.dedup.forget(team, from, &request.id);
@@ -381,6 +390,121 @@ async fn deliver<A: Adapter>(
         envelope.id.clone(),
         matches!(target, Target::Group(_)).then_some(delivered_to),
     ))
+}
+
+/// Persistence on: keep the message, then deliver it. A direct message goes through the
+/// recipient's deliverer (in order after anything stored before it) and is `delivered` once
+/// acked, `stored` when the recipient is away; a group message is kept for `history` and
+/// delivered live. With the store down, live delivery still works; what cannot be kept or
+/// delivered is `unavailable`.
+async fn deliver_stored<A: Adapter>(
+    io: &SocketIo<A>,
+    mesh: &Arc<Mesh>,
+    store: &crate::store::Store,
+    team: &str,
+    from: &str,
+    target: &Target,
+    envelope: &Envelope,
+) -> Result<SendAck, WireError> {
+    let unavailable = |err: &crate::store::StoreError, live: &WireError| {
+        WireError::new(
+            ErrorCode::Unavailable,
+            format!("{err}, and live delivery failed ({}); retry with the same id", live.message),
+        )
+    };
+    match target {
+        Target::Agent(to) => match store.append_direct(team, to, envelope).await {
+            Ok(entry) => {
+                if !mesh.registry.is_online(team, to) {
+                    return Ok(stored(envelope));
+                }
+                let acked = mesh.deliverers.wake(io, mesh, store, team, to);
+                Ok(
+                    if crate::durable::Deliverers::acked(acked, &entry, mesh.limits.ack_timeout)
+                        .await
+                    {
+                        SendAck::delivered(envelope.id.clone(), None)
+                    } else {
+                        stored(envelope)
+                    },
+                )
+            }
+            Err(err) => deliver(io, mesh, team, from, target, envelope)
+                .await
+                .map_err(|live| unavailable(&err, &live)),
+        },
+        Target::Group(group) => {
+            let kept = store.append_group(team, group, envelope).await;
+            match (deliver(io, mesh, team, from, target, envelope).await, kept) {
+                (Ok(ack), _) => Ok(ack),
+                (Err(_), Ok(_)) => Ok(stored(envelope)),
+                (Err(live), Err(err)) => Err(unavailable(&err, &live)),
+            }
+        }
+    }
+}
+
+fn stored(envelope: &Envelope) -> SendAck {
+    SendAck {
+        status: Some(SendStatus::Stored),
+        ..SendAck::delivered(envelope.id.clone(), None)
+    }
+}
+
+async fn on_history<A: Adapter>(
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+    State(mesh): State<Arc<Mesh>>,
+    Extension(session): Extension<Session>,
+) {
+    let correlation = Correlation::of(&data);
+    let result = history(&mesh, &session, data).await;
+    answer(ack, correlation, result);
+}
+
+async fn history(
+    mesh: &Mesh,
+    session: &Session,
+    data: Result<Value, socketioxide::ParserError>,
+) -> Result<HistoryAnswer, WireError> {
+    check_rate(mesh, session)?;
+    let request: HistoryRequest = wire::parse(payload(data)?)?;
+    let (target, limit) = request.validate()?;
+    let Some(store) = &mesh.store else {
+        return Err(WireError::new(
+            ErrorCode::Unavailable,
+            "this mesh keeps no history: it runs without persistence (--redis and --persistence)",
+        ));
+    };
+    let conversation = match target {
+        // Only what the caller may see: a group its token allows, its own conversations.
+        Target::Group(group) => {
+            if !session.0.may_join(&group) {
+                return Err(WireError::new(
+                    ErrorCode::Forbidden,
+                    format!("this agent's token does not allow group `{group}`"),
+                ));
+            }
+            crate::store::Conversation::Group(group)
+        }
+        Target::Agent(with) => {
+            crate::store::Conversation::Direct(session.agent().to_owned(), with)
+        }
+    };
+    let messages = store
+        .history(session.team(), &conversation, limit, request.before.as_deref())
+        .await
+        .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))?;
+    Ok(HistoryAnswer {
+        ok: true,
+        messages: messages
+            .into_iter()
+            .map(|m| HistoryEntry {
+                envelope: m.envelope,
+                seq: m.entry,
+            })
+            .collect(),
+    })
 }
 
 /// Answers a request: the value, or the error ack naming the request.

@@ -2,16 +2,20 @@
 //!
 //! [`Server::bind`] then [`Server::run`]; the wire contract is in `nsh-mesh-transport` and
 //! `docs/mesh-protocol.md`. Layers: [`config`] and [`keys`] (input), [`registry`] and [`dedup`]
-//! (pure state), `handlers` (Socket.io events), `app` (HTTP, admin endpoints, shutdown).
+//! (pure state), [`store`] (Redis Streams, when persistence is on) and `durable` (in-order
+//! delivery of stored messages), `handlers` (Socket.io events), `app` (HTTP, admin endpoints,
+//! shutdown).
 #![forbid(unsafe_code)]
 
 mod app;
 pub mod config;
 pub mod dedup;
+mod durable;
 mod handlers;
 pub mod keys;
 mod metrics;
 pub mod registry;
+pub mod store;
 
 use std::sync::Arc;
 
@@ -27,4 +31,7 @@ pub(crate) struct Mesh {
     dedup: dedup::Dedup,
     limiter: governor::DefaultKeyedRateLimiter<String>,
     metrics: metrics::Metrics,
+    /// The message store, when persistence is on.
+    store: Option<store::Store>,
+    deliverers: durable::Deliverers,
 }

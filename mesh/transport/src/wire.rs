@@ -12,6 +12,7 @@ pub mod event {
     pub const GROUP_LEAVE: &str = "group:leave";
     pub const GROUP_LIST: &str = "group:list";
     pub const GROUP_MEMBERS: &str = "group:members";
+    pub const HISTORY: &str = "history";
 }
 
 /// Prefix of every `connect_error` message caused by authentication.
@@ -81,6 +82,8 @@ pub enum ErrorCode {
     RateLimited,
     Invalid,
     TooLarge,
+    /// The message store is down (persistence on): the message could not be kept.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -91,6 +94,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::Invalid => "invalid",
             Self::TooLarge => "too_large",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -118,6 +122,9 @@ pub enum SendStatus {
     Delivered,
     /// The id was seen from this sender recently; not delivered again.
     Duplicate,
+    /// Kept in the message store (persistence on), not acknowledged by a recipient yet: it is
+    /// delivered when the recipient connects.
+    Stored,
 }
 
 /// The ack of a `message` event: `{ ok: true, id, status }` or `{ ok: false, id, error }`.
@@ -241,6 +248,60 @@ pub struct GroupSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupList {
     pub groups: Vec<GroupSummary>,
+}
+
+/// `history` request: a group's conversation or the direct one with an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Only messages before this `seq` (paging backwards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+}
+
+/// Most messages one `history` answer carries.
+pub const MAX_HISTORY: usize = 200;
+
+/// One message of a `history` answer: the envelope and its place in the conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    #[serde(flatten)]
+    pub envelope: Envelope,
+    /// Position in the conversation; pass the oldest as `before` for the page before it.
+    pub seq: String,
+}
+
+/// `history` answer: oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryAnswer {
+    pub ok: bool,
+    pub messages: Vec<HistoryEntry>,
+}
+
+impl HistoryRequest {
+    /// Exactly one of `group`/`with`, valid names, a limit within bounds (default 50).
+    pub fn validate(&self) -> Result<(Target, usize), WireError> {
+        let invalid = |message: String| WireError::new(ErrorCode::Invalid, message);
+        let target = match (&self.group, &self.with) {
+            (Some(group), None) => ("group", Target::Group(group.clone())),
+            (None, Some(with)) => ("with", Target::Agent(with.clone())),
+            _ => return Err(invalid("group/with: give exactly one".into())),
+        };
+        let (field, Target::Agent(name) | Target::Group(name)) = &target;
+        if let Some(why) = crate::names::check(name) {
+            return Err(invalid(format!("{field}: {why}")));
+        }
+        let limit = self.limit.unwrap_or(50);
+        if limit == 0 || limit > MAX_HISTORY {
+            return Err(invalid(format!("limit: must be 1 to {MAX_HISTORY}")));
+        }
+        Ok((target.1, limit))
+    }
 }
 
 /// Parses `value` as `T`, naming the offending field on failure (`text: invalid type: ...`).

@@ -9,8 +9,8 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
+    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar,
+    EnvVarSource, HTTPGetAction, SecretKeySelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
     SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -30,19 +30,38 @@ const COMPONENT: &str = "mesh-server";
 
 /// What the schema cannot check, and what this operator version cannot run yet.
 pub fn validate(mesh: &MeshServer) -> Result<()> {
-    if mesh.spec.persistence.enabled {
+    let spec = &mesh.spec;
+    if spec.replicas > 1 {
         return Err(Error::invalid(
-            "spec.persistence.enabled",
-            "persistence is not supported by this operator version yet",
-            "set it to false",
+            "spec.replicas",
+            "several replicas over Redis are not supported by this version yet",
+            "run replicas: 1 (persistence keeps messages across restarts)",
         ));
     }
-    if mesh.spec.redis.is_some() {
-        return Err(Error::invalid(
-            "spec.redis",
-            "several replicas over Redis are not supported by this operator version yet",
-            "remove spec.redis and run replicas: 1",
-        ));
+    if let Some(redis) = &spec.redis {
+        if redis.managed == Some(true) {
+            return Err(Error::invalid(
+                "spec.redis.managed",
+                "an operator-run Redis is not supported by this version yet",
+                "run Redis yourself and give spec.redis.url or spec.redis.secretRef",
+            ));
+        }
+        if !spec.persistence.enabled {
+            return Err(Error::invalid(
+                "spec.redis",
+                "Redis is only used for persistence in this version",
+                "set spec.persistence.enabled: true, or remove spec.redis",
+            ));
+        }
+    }
+    if let Some(retention) = &spec.persistence.retention {
+        humantime::parse_duration(retention).map_err(|e| {
+            Error::invalid(
+                "spec.persistence.retention",
+                format!("`{retention}`: {e}"),
+                "use a duration such as 168h or 7d",
+            )
+        })?;
     }
     Ok(())
 }
@@ -98,6 +117,38 @@ pub fn build(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    let mut settings = settings;
+    let persistence = &spec.persistence;
+    if persistence.enabled {
+        settings.insert("NSH_MESH_PERSISTENCE".into(), "true".into());
+        if let Some(retention) = &persistence.retention {
+            settings.insert("NSH_MESH_RETENTION".into(), retention.clone());
+        }
+        if let Some(max) = persistence.max_length {
+            settings.insert("NSH_MESH_MAX_LEN".into(), max.to_string());
+        }
+        if let Some(url) = spec.redis.as_ref().and_then(|r| r.url.clone()) {
+            settings.insert("NSH_MESH_REDIS".into(), url);
+        }
+    }
+    // A Redis URL with a password stays in its Secret: the pod reads it from there.
+    let redis_from_secret = spec
+        .redis
+        .as_ref()
+        .filter(|_| persistence.enabled)
+        .and_then(|r| r.secret_ref.clone())
+        .map(|secret| EnvVar {
+            name: "NSH_MESH_REDIS".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.name,
+                    key: secret.key,
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
     // Settings reach the pods as environment variables, which only apply on restart: the hash
     // in the pod template rolls the pods when they change. Keys need no restart (hot reload).
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -138,6 +189,7 @@ pub fn build(
                 .unwrap_or_else(|| default_image.to_owned()),
         ),
         args: Some(vec!["mesh".into(), "server".into()]),
+        env: redis_from_secret.map(|env| vec![env]),
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource {
                 name: format!("{name}-config"),
@@ -427,19 +479,46 @@ mod tests {
 
     #[test]
     fn unsupported_features_are_refused_naming_the_field() {
-        let err = validate(&mesh(
+        let refused = |spec: serde_json::Value, field: &str| {
+            let err = validate(&mesh(spec)).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{field}:")), "{err}");
+        };
+        refused(
             serde_json::json!({ "persistence": { "enabled": true }, "redis": { "managed": true } }),
-        ))
-        .unwrap_err();
-        assert!(
-            err.to_string().starts_with("spec.persistence.enabled:"),
-            "{err}"
+            "spec.redis.managed",
         );
-        let err = validate(&mesh(
-            serde_json::json!({ "redis": { "url": "redis://r" } }),
-        ))
-        .unwrap_err();
-        assert!(err.to_string().starts_with("spec.redis:"), "{err}");
+        refused(serde_json::json!({ "redis": { "url": "redis://r" } }), "spec.redis");
+        refused(
+            serde_json::json!({ "replicas": 2, "redis": { "url": "redis://r" }, "persistence": { "enabled": true } }),
+            "spec.replicas",
+        );
+        refused(
+            serde_json::json!({ "redis": { "url": "redis://r" }, "persistence": { "enabled": true, "retention": "1 fortnight" } }),
+            "spec.persistence.retention",
+        );
         assert!(validate(&mesh(serde_json::json!({}))).is_ok());
+    }
+
+    #[test]
+    fn persistence_reaches_the_server_and_a_secret_url_stays_in_its_secret() {
+        let with_url = build(
+            &mesh(serde_json::json!({ "redis": { "url": "redis://r:6379/0" }, "persistence": { "enabled": true, "retention": "24h", "maxLength": 500 } })),
+            &BTreeMap::new(),
+            "nsh:test",
+        );
+        let data = with_url.config_map.data.unwrap();
+        assert_eq!(data["NSH_MESH_PERSISTENCE"], "true");
+        assert_eq!(data["NSH_MESH_REDIS"], "redis://r:6379/0");
+        assert_eq!((data["NSH_MESH_RETENTION"].as_str(), data["NSH_MESH_MAX_LEN"].as_str()), ("24h", "500"));
+        let with_secret = build(
+            &mesh(serde_json::json!({ "redis": { "secretRef": { "name": "redis", "key": "url" } }, "persistence": { "enabled": true } })),
+            &BTreeMap::new(),
+            "nsh:test",
+        );
+        assert!(!with_secret.config_map.data.unwrap().contains_key("NSH_MESH_REDIS"));
+        let pod = with_secret.deployment.spec.unwrap().template.spec.unwrap();
+        let env = &pod.containers[0].env.as_ref().unwrap()[0];
+        assert_eq!(env.name, "NSH_MESH_REDIS");
+        assert_eq!(env.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().key, "url");
     }
 }

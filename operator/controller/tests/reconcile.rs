@@ -271,7 +271,7 @@ async fn an_unsupported_spec_gets_a_condition_and_an_event_not_a_crash_loop() {
     let ns = plane.namespace("op-invalid").await.unwrap();
     let meshes = Api::<MeshServer>::namespaced(client.clone(), &ns);
     meshes
-        .create(&PostParams::default(), &object(json!({ "metadata": { "name": "m" }, "spec": { "redis": { "url": "redis://r:6379" }, "persistence": { "enabled": true } } })))
+        .create(&PostParams::default(), &object(json!({ "metadata": { "name": "m" }, "spec": { "redis": { "managed": true }, "persistence": { "enabled": true } } })))
         .await
         .unwrap();
     let (status, reason, message) = wait_for("an InvalidSpec condition", WAIT, || {
@@ -288,7 +288,7 @@ async fn an_unsupported_spec_gets_a_condition_and_an_event_not_a_crash_loop() {
     .await;
     assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"));
     assert!(
-        message.starts_with("spec.persistence.enabled:") && message.contains("set it to false"),
+        message.starts_with("spec.redis.managed:") && message.contains("spec.redis.url"),
         "{message}"
     );
     let events = Api::<Event>::namespaced(client.clone(), &ns);

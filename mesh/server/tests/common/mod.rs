@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use nsh_mesh_server::store::StoreConfig;
 use nsh_mesh_server::{Limits, Server, ServerConfig};
 use nsh_mesh_transport::client::{Client, ClientConfig, ClientError, Incoming};
 use nsh_mesh_transport::token::{self, TeamKey, TokenRequest};
@@ -25,12 +26,22 @@ impl TestMesh {
     }
 
     pub async fn with_limits(limits: Limits) -> Self {
+        Self::with_config(limits, None).await
+    }
+
+    /// A mesh with persistence in the Redis at `redis_url`.
+    pub async fn with_store(redis_url: &str) -> Self {
+        Self::with_config(Limits::default(), Some(store_config(redis_url))).await
+    }
+
+    pub async fn with_config(limits: Limits, store: Option<StoreConfig>) -> Self {
         let keys = tempfile::tempdir().unwrap();
         for team in TEAMS {
             std::fs::write(keys.path().join(team), key_text(team)).unwrap();
         }
         let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), keys.path());
         config.limits = limits;
+        config.store = store;
         config.key_reload_interval = Duration::from_millis(100);
         let server = Server::bind(config).await.unwrap();
         let url = format!("ws://{}", server.local_addr());
@@ -84,6 +95,14 @@ impl TestMesh {
         let config = ClientConfig::new(&self.url).with_token(token_for(team, agent, &[]));
         let (client, incoming) = Client::connect(config).await.unwrap();
         Agent::new(client, incoming, false)
+    }
+}
+
+pub fn store_config(redis_url: &str) -> StoreConfig {
+    StoreConfig {
+        url: redis_url.to_owned(),
+        retention: Duration::from_secs(3600),
+        max_len: 1000,
     }
 }
 

@@ -20,7 +20,12 @@ async fn mail_waits_for_an_agent_that_is_not_running_and_history_reads_it_back()
     )
     .await;
     let sent = nsh_testenv::wait_for("alice's message to be stored", WAIT, || async {
-        let (failed, sent) = common::call(&alice, "mesh_send", json!({ "to": "bob", "text": "while you were out" })).await;
+        let (failed, sent) = common::call(
+            &alice,
+            "mesh_send",
+            json!({ "to": "bob", "text": "while you were out" }),
+        )
+        .await;
         Ok((!failed).then_some(sent))
     })
     .await;
@@ -33,7 +38,10 @@ async fn mail_waits_for_an_agent_that_is_not_running_and_history_reads_it_back()
     .await;
     let mail = nsh_testenv::wait_for("bob's stored mail", WAIT, || async {
         let (_, inbox) = common::call(&bob, "mesh_inbox", json!({})).await;
-        Ok(inbox["messages"].as_array().filter(|m| !m.is_empty()).cloned())
+        Ok(inbox["messages"]
+            .as_array()
+            .filter(|m| !m.is_empty())
+            .cloned())
     })
     .await;
     assert_eq!(mail[0]["text"], "while you were out");
@@ -42,7 +50,12 @@ async fn mail_waits_for_an_agent_that_is_not_running_and_history_reads_it_back()
     assert!(!failed, "{history}");
     assert_eq!(history["messages"][0]["text"], "while you were out");
     assert!(history["messages"][0]["seq"].is_string());
-    let (failed, error) = common::call(&bob, "mesh_history", json!({ "group": "ops", "with": "alice" })).await;
+    let (failed, error) = common::call(
+        &bob,
+        "mesh_history",
+        json!({ "group": "ops", "with": "alice" }),
+    )
+    .await;
     assert!(failed);
     assert_eq!(error["error"]["code"], "invalid", "{error}");
     alice.cancel().await.unwrap();

@@ -420,7 +420,11 @@ impl MeshMcp {
         }
         // The answer is `{ ok, messages }` or the error ack `{ ok: false, error }`.
         match self.request::<Value>(event::HISTORY, &request).await {
-            Ok(answer) => match answer.get("error").cloned().map(serde_json::from_value::<WireError>) {
+            Ok(answer) => match answer
+                .get("error")
+                .cloned()
+                .map(serde_json::from_value::<WireError>)
+            {
                 Some(Ok(error)) => wire_failure(&error),
                 _ => CallToolResult::structured(answer),
             },

@@ -124,9 +124,11 @@ impl Server {
     ) -> Result<(), ServerError> {
         let addr = self.local_addr();
         let upkeep = tokio::spawn(upkeep(self.mesh.clone(), self.key_reload_interval));
-        let store_health = self.mesh.store.clone().map(|store| {
-            tokio::spawn(watch_store(store, self.readiness.clone()))
-        });
+        let store_health = self
+            .mesh
+            .store
+            .clone()
+            .map(|store| tokio::spawn(watch_store(store, self.readiness.clone())));
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
         // Small frames (an envelope, then an ack) must not wait for Nagle's algorithm: without
         // TCP_NODELAY they meet the peer's delayed ACK and every hop costs ~40 ms.

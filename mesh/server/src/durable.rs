@@ -117,7 +117,13 @@ async fn run<A: Adapter>(
                 .emit_with_ack::<_, Value>(event::MESSAGE, &stored.envelope)
                 .await;
             let acked = match acks {
-                Ok(stream) => stream.filter(|(_, r)| futures_util::future::ready(r.is_ok())).count().await > 0,
+                Ok(stream) => {
+                    stream
+                        .filter(|(_, r)| futures_util::future::ready(r.is_ok()))
+                        .count()
+                        .await
+                        > 0
+                }
                 Err(_) => false,
             };
             if !acked {

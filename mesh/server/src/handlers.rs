@@ -409,7 +409,10 @@ async fn deliver_stored<A: Adapter>(
     let unavailable = |err: &crate::store::StoreError, live: &WireError| {
         WireError::new(
             ErrorCode::Unavailable,
-            format!("{err}, and live delivery failed ({}); retry with the same id", live.message),
+            format!(
+                "{err}, and live delivery failed ({}); retry with the same id",
+                live.message
+            ),
         )
     };
     match target {
@@ -487,12 +490,15 @@ async fn history(
             }
             crate::store::Conversation::Group(group)
         }
-        Target::Agent(with) => {
-            crate::store::Conversation::Direct(session.agent().to_owned(), with)
-        }
+        Target::Agent(with) => crate::store::Conversation::Direct(session.agent().to_owned(), with),
     };
     let messages = store
-        .history(session.team(), &conversation, limit, request.before.as_deref())
+        .history(
+            session.team(),
+            &conversation,
+            limit,
+            request.before.as_deref(),
+        )
         .await
         .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))?;
     Ok(HistoryAnswer {

@@ -305,9 +305,8 @@ impl Store {
             .query_async(&mut conn)
             .await
             .map_err(StoreError::Unavailable)?;
-        let oldest = now_ms().saturating_sub(
-            u64::try_from(self.config.retention.as_millis()).unwrap_or(u64::MAX),
-        );
+        let oldest = now_ms()
+            .saturating_sub(u64::try_from(self.config.retention.as_millis()).unwrap_or(u64::MAX));
         let mut trimmed = 0usize;
         for key in keys {
             let removed: usize = redis::cmd("XTRIM")

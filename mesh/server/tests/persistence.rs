@@ -67,7 +67,10 @@ async fn redis_going_away_degrades_then_recovers_without_losing_what_was_stored(
     let mesh = TestMesh::with_store(&redis.url()).await;
     let alice = mesh.connect("alpha", "alice", &[]).await;
     let mut bob = mesh.connect("alpha", "bob", &[]).await;
-    assert_eq!(send_to(&alice, "carol", "kept before").await["status"], "stored");
+    assert_eq!(
+        send_to(&alice, "carol", "kept before").await["status"],
+        "stored"
+    );
 
     redis.stop();
     // Live traffic keeps working; what would need the store gets a clear error, fast.
@@ -77,7 +80,11 @@ async fn redis_going_away_degrades_then_recovers_without_losing_what_was_stored(
     assert_eq!(bob.next_message().await.text, "live while down");
     let ack = send_to(&alice, "carol", "lost?").await;
     assert_eq!(ack["error"]["code"], "unavailable", "{ack}");
-    assert!(started.elapsed() < Duration::from_secs(10), "no hang: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "no hang: {:?}",
+        started.elapsed()
+    );
     let degraded = nsh_testenv::wait_for("/readyz degraded", Duration::from_secs(15), || async {
         let body = reqwest::get(format!("{}/readyz", mesh.http()))
             .await
@@ -101,7 +108,10 @@ async fn redis_going_away_degrades_then_recovers_without_losing_what_was_stored(
         Ok((body == "ok").then_some(()))
     })
     .await;
-    assert_eq!(send_to(&alice, "carol", "kept after").await["status"], "stored");
+    assert_eq!(
+        send_to(&alice, "carol", "kept after").await["status"],
+        "stored"
+    );
     let mut carol = mesh.connect("alpha", "carol", &[]).await;
     assert_eq!(carol.next_message().await.text, "kept before");
     assert_eq!(carol.next_message().await.text, "kept after");
@@ -131,7 +141,9 @@ async fn history_pages_back_respects_permissions_and_drops_expired_messages() {
         .send(json!({ "id": new_id(), "to": "bob", "text": "durable" }))
         .await;
 
-    let page = bob.call("history", json!({ "group": "ops", "limit": 3 })).await;
+    let page = bob
+        .call("history", json!({ "group": "ops", "limit": 3 }))
+        .await;
     let texts = |page: &Value| -> Vec<String> {
         page["messages"]
             .as_array()
@@ -140,10 +152,17 @@ async fn history_pages_back_respects_permissions_and_drops_expired_messages() {
             .map(|m| m["text"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(texts(&page), ["g2", "g3", "g4"], "the newest 3, oldest first");
+    assert_eq!(
+        texts(&page),
+        ["g2", "g3", "g4"],
+        "the newest 3, oldest first"
+    );
     let oldest = page["messages"][0]["seq"].as_str().unwrap().to_owned();
     let before = bob
-        .call("history", json!({ "group": "ops", "limit": 3, "before": oldest }))
+        .call(
+            "history",
+            json!({ "group": "ops", "limit": 3, "before": oldest }),
+        )
         .await;
     assert_eq!(texts(&before), ["g0", "g1"]);
 
@@ -152,13 +171,21 @@ async fn history_pages_back_respects_permissions_and_drops_expired_messages() {
     assert_eq!(texts(&direct), ["durable"]);
 
     // Only what the caller may see: another team, a group its token does not allow.
-    let mallory = Agent::connect(&mesh.url, &token_for("beta", "mallory", &["*"])).await.unwrap();
+    let mallory = Agent::connect(&mesh.url, &token_for("beta", "mallory", &["*"]))
+        .await
+        .unwrap();
     let theirs = mallory.call("history", json!({ "with": "alice" })).await;
-    assert_eq!(texts(&theirs), Vec::<String>::new(), "team beta sees nothing of alpha");
+    assert_eq!(
+        texts(&theirs),
+        Vec::<String>::new(),
+        "team beta sees nothing of alpha"
+    );
     let carol = mesh.connect("alpha", "carol", &["dev"]).await;
     let refused = carol.call("history", json!({ "group": "ops" })).await;
     assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
-    let bad = carol.call("history", json!({ "group": "ops", "with": "bob" })).await;
+    let bad = carol
+        .call("history", json!({ "group": "ops", "with": "bob" }))
+        .await;
     assert_eq!(bad["error"]["code"], "invalid", "{bad}");
     mesh.shutdown().await;
 }
@@ -169,6 +196,11 @@ async fn without_persistence_history_says_why() {
     let alice = mesh.connect("alpha", "alice", &["ops"]).await;
     let answer = alice.call("history", json!({ "group": "ops" })).await;
     assert_eq!(answer["error"]["code"], "unavailable");
-    assert!(answer["error"]["message"].as_str().unwrap().contains("--persistence"));
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--persistence")
+    );
     mesh.shutdown().await;
 }

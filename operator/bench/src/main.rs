@@ -74,7 +74,13 @@ async fn main() -> anyhow::Result<()> {
     let admin = nsh_testenv::free_port()?;
     let mut command = Command::new(&args.nsh);
     command
-        .args(["operator", "run", "--lease-namespace", &ns, "--admin-listen"])
+        .args([
+            "operator",
+            "run",
+            "--lease-namespace",
+            &ns,
+            "--admin-listen",
+        ])
         .arg(format!("127.0.0.1:{admin}"))
         .env("KUBECONFIG", plane.kubeconfig_path())
         .env("NSH_LOG", "warn");
@@ -85,7 +91,10 @@ async fn main() -> anyhow::Result<()> {
     };
 
     Api::<MeshServer>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &object(serde_json::json!({ "metadata": { "name": "mesh" }, "spec": {} }))?)
+        .create(
+            &PostParams::default(),
+            &object(serde_json::json!({ "metadata": { "name": "mesh" }, "spec": {} }))?,
+        )
         .await?;
     Api::<Team>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &object(serde_json::json!({ "metadata": { "name": "alpha" }, "spec": { "meshRef": { "name": "mesh" }, "groups": ["ops"] } }))?)
@@ -131,7 +140,10 @@ async fn main() -> anyhow::Result<()> {
         done = reconciled(&agents).await?;
     }
     let all_in = start.elapsed();
-    eprintln!("all reconciled; resting {:?} before reading memory…", args.rest);
+    eprintln!(
+        "all reconciled; resting {:?} before reading memory…",
+        args.rest
+    );
     tokio::time::sleep(args.rest).await;
     let rest_rss = rss_kib(operator.pid())?;
 
@@ -139,10 +151,23 @@ async fn main() -> anyhow::Result<()> {
     println!("| measure | value | target |");
     println!("|---|---|---|");
     println!("| agents | {} | 1,000 |", args.agents);
-    println!("| creating them (client side, {} in flight) | {:.1} s | |", args.concurrency, created_in.as_secs_f64());
-    println!("| all reconciled (token Secret, launch ConfigMap, StatefulSet, status) | {:.1} s | < 60 s |", all_in.as_secs_f64());
+    println!(
+        "| creating them (client side, {} in flight) | {:.1} s | |",
+        args.concurrency,
+        created_in.as_secs_f64()
+    );
+    println!(
+        "| all reconciled (token Secret, launch ConfigMap, StatefulSet, status) | {:.1} s | < 60 s |",
+        all_in.as_secs_f64()
+    );
     println!("| reconcile rate | {rate:.0} agents/s | |");
-    println!("| operator RSS before the agents | {:.1} MiB | |", idle_rss as f64 / 1024.0);
-    println!("| operator RSS at rest with them | {:.1} MiB | < 100 MiB |", rest_rss as f64 / 1024.0);
+    println!(
+        "| operator RSS before the agents | {:.1} MiB | |",
+        idle_rss as f64 / 1024.0
+    );
+    println!(
+        "| operator RSS at rest with them | {:.1} MiB | < 100 MiB |",
+        rest_rss as f64 / 1024.0
+    );
     Ok(())
 }

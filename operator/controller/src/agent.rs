@@ -255,13 +255,19 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
         "ws://{mesh_name}.{namespace}.svc:{}",
         mesh.spec.service.port
     );
-    let gateways = Api::<McpGateway>::namespaced(ctx.client.clone(), &namespace)
-        .list(&kube::api::ListParams::default())
-        .await?
-        .items
+    // Only the gateways this agent names (most name none: no API call at all).
+    let gateway_api = Api::<McpGateway>::namespaced(ctx.client.clone(), &namespace);
+    let mut gateways = std::collections::BTreeMap::new();
+    for reference in agent
+        .spec
+        .mcp_servers
         .iter()
-        .map(|g| (g.name_any(), gateway_url(g, &namespace)))
-        .collect();
+        .filter_map(|s| s.gateway_ref.as_ref())
+    {
+        if let Some(gateway) = gateway_api.get_opt(&reference.name).await? {
+            gateways.insert(gateway.name_any(), gateway_url(&gateway, &namespace));
+        }
+    }
     let settings = match agent_workload::launch_settings(&agent, &mesh_url, &gateways) {
         Ok(settings) => settings,
         Err(err) => {

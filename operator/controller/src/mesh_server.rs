@@ -10,8 +10,9 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar,
-    EnvVarSource, HTTPGetAction, SecretKeySelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -487,7 +488,10 @@ mod tests {
             serde_json::json!({ "persistence": { "enabled": true }, "redis": { "managed": true } }),
             "spec.redis.managed",
         );
-        refused(serde_json::json!({ "redis": { "url": "redis://r" } }), "spec.redis");
+        refused(
+            serde_json::json!({ "redis": { "url": "redis://r" } }),
+            "spec.redis",
+        );
         refused(
             serde_json::json!({ "replicas": 2, "redis": { "url": "redis://r" }, "persistence": { "enabled": true } }),
             "spec.replicas",
@@ -502,23 +506,48 @@ mod tests {
     #[test]
     fn persistence_reaches_the_server_and_a_secret_url_stays_in_its_secret() {
         let with_url = build(
-            &mesh(serde_json::json!({ "redis": { "url": "redis://r:6379/0" }, "persistence": { "enabled": true, "retention": "24h", "maxLength": 500 } })),
+            &mesh(
+                serde_json::json!({ "redis": { "url": "redis://r:6379/0" }, "persistence": { "enabled": true, "retention": "24h", "maxLength": 500 } }),
+            ),
             &BTreeMap::new(),
             "nsh:test",
         );
         let data = with_url.config_map.data.unwrap();
         assert_eq!(data["NSH_MESH_PERSISTENCE"], "true");
         assert_eq!(data["NSH_MESH_REDIS"], "redis://r:6379/0");
-        assert_eq!((data["NSH_MESH_RETENTION"].as_str(), data["NSH_MESH_MAX_LEN"].as_str()), ("24h", "500"));
+        assert_eq!(
+            (
+                data["NSH_MESH_RETENTION"].as_str(),
+                data["NSH_MESH_MAX_LEN"].as_str()
+            ),
+            ("24h", "500")
+        );
         let with_secret = build(
-            &mesh(serde_json::json!({ "redis": { "secretRef": { "name": "redis", "key": "url" } }, "persistence": { "enabled": true } })),
+            &mesh(
+                serde_json::json!({ "redis": { "secretRef": { "name": "redis", "key": "url" } }, "persistence": { "enabled": true } }),
+            ),
             &BTreeMap::new(),
             "nsh:test",
         );
-        assert!(!with_secret.config_map.data.unwrap().contains_key("NSH_MESH_REDIS"));
+        assert!(
+            !with_secret
+                .config_map
+                .data
+                .unwrap()
+                .contains_key("NSH_MESH_REDIS")
+        );
         let pod = with_secret.deployment.spec.unwrap().template.spec.unwrap();
         let env = &pod.containers[0].env.as_ref().unwrap()[0];
         assert_eq!(env.name, "NSH_MESH_REDIS");
-        assert_eq!(env.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().key, "url");
+        assert_eq!(
+            env.value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap()
+                .key,
+            "url"
+        );
     }
 }

@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -16,6 +16,9 @@ use kube::{Resource, ResourceExt as _};
 use nsh_operator_api::{Agent, MeshServer, Team};
 
 use crate::{Context, Error, agent, mesh_server, team};
+
+/// How long the Agent controller lets related changes pile up before reconciling once.
+const AGENT_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn owned() -> watcher::Config {
     // Only what the operator created: never watch every Secret in the cluster.
@@ -155,10 +158,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     )
     .for_each(|_| async {});
 
+    // Agents are the many: the burst of changes one reconcile causes (its status, the Secret,
+    // ConfigMap and StatefulSet it creates, the StatefulSet's status) is folded into one
+    // follow-up reconcile instead of one each.
     let agents = Controller::new(
         Api::<Agent>::all(client.clone()),
         watcher::Config::default(),
-    );
+    )
+    .with_config(ControllerConfig::default().debounce(AGENT_DEBOUNCE));
     let agent_store = agents.store();
     let agents = agents
         .owns(Api::<Secret>::all(client.clone()), owned())

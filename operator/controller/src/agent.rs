@@ -257,7 +257,7 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
     );
     // Only the gateways this agent names (most name none: no API call at all).
     let gateway_api = Api::<McpGateway>::namespaced(ctx.client.clone(), &namespace);
-    let mut gateways = std::collections::BTreeMap::new();
+    let mut gateways = BTreeMap::new();
     for reference in agent
         .spec
         .mcp_servers

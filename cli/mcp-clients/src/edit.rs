@@ -10,29 +10,9 @@ use serde_json::Value;
 
 use crate::clients::Format;
 
-#[derive(Debug, thiserror::Error)]
-pub enum EditError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}:{column}: {why}; the file was left untouched (fix it first)")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        why: String,
-    },
-    #[error("{path}: `{key}` is not {expected}; the file was left untouched")]
-    Shape {
-        path: PathBuf,
-        key: String,
-        expected: &'static str,
-    },
-    #[error(transparent)]
-    Write(#[from] nsh_config_files::EditError),
-}
+/// The same errors as every other config-file edit: read, parse (with line and column),
+/// shape, write.
+pub use nsh_config_files::EditError;
 
 #[derive(Debug)]
 enum Tree {
@@ -107,8 +87,7 @@ impl ConfigDoc {
     fn shape(&self, key: &str, expected: &'static str) -> EditError {
         EditError::Shape {
             path: self.path.clone(),
-            key: key.to_owned(),
-            expected,
+            why: format!("`{key}` is not {expected}"),
         }
     }
 

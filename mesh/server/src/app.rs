@@ -234,7 +234,7 @@ async fn watch_store(store: crate::store::Store, readiness: ReadinessHandle) {
         }
         was_up = Some(up.is_ok());
         ticks = ticks.wrapping_add(1);
-        if up.is_ok() && ticks % SWEEP_EVERY == 0 {
+        if up.is_ok() && ticks.is_multiple_of(SWEEP_EVERY) {
             match store.sweep().await {
                 Ok(0) => {}
                 Ok(trimmed) => tracing::info!(trimmed, "retention: old messages trimmed"),

@@ -18,6 +18,24 @@ async fn send_to(from: &Agent, to: &str, text: &str) -> Value {
     .unwrap()
 }
 
+/// Polls `/readyz` until its body passes `want`; returns the body.
+async fn readyz_until(mesh: &TestMesh, what: &str, want: impl Fn(&str) -> bool) -> String {
+    nsh_testenv::wait_for(
+        &format!("/readyz {what}"),
+        Duration::from_secs(15),
+        || async {
+            let body = reqwest::get(format!("{}/readyz", mesh.http()))
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(want(&body).then_some(body))
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn an_offline_agent_gets_everything_once_in_order_when_it_connects() {
     let redis = RedisServer::start().unwrap();
@@ -85,29 +103,11 @@ async fn redis_going_away_degrades_then_recovers_without_losing_what_was_stored(
         "no hang: {:?}",
         started.elapsed()
     );
-    let degraded = nsh_testenv::wait_for("/readyz degraded", Duration::from_secs(15), || async {
-        let body = reqwest::get(format!("{}/readyz", mesh.http()))
-            .await
-            .map_err(|e| e.to_string())?
-            .text()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(body.starts_with("degraded:").then_some(body))
-    })
-    .await;
+    let degraded = readyz_until(&mesh, "degraded", |body| body.starts_with("degraded:")).await;
     assert!(degraded.contains("Redis"), "{degraded}");
 
     redis.start_again().unwrap();
-    nsh_testenv::wait_for("/readyz ok again", Duration::from_secs(15), || async {
-        let body = reqwest::get(format!("{}/readyz", mesh.http()))
-            .await
-            .map_err(|e| e.to_string())?
-            .text()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((body == "ok").then_some(()))
-    })
-    .await;
+    readyz_until(&mesh, "ok again", |body| body == "ok").await;
     assert_eq!(
         send_to(&alice, "carol", "kept after").await["status"],
         "stored"

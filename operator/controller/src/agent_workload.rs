@@ -7,16 +7,13 @@
 //! the Claude Code hooks, from a shared volume.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash as _, Hasher as _};
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretVolumeSource, Volume, VolumeMount,
+    PodSpec, PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt as _;
 use kube::api::ObjectMeta;
 use nsh_agent_config::catalog::{self, CatalogContext};
@@ -25,7 +22,7 @@ use nsh_agent_config::settings::{McpServer, McpSettings, MeshSettings, Settings}
 use nsh_operator_api::Agent;
 
 use crate::apply::{labels, owner_reference};
-use crate::mesh_server::restricted_container;
+use crate::pod::{config_hash, http_probe, restricted_container, restricted_pod};
 use crate::{Error, Result, agent};
 
 const COMPONENT: &str = "agent";
@@ -207,24 +204,14 @@ pub fn build(
     let name = agent.name_any();
     let yaml = serde_saphyr::to_string(settings).expect("settings serialize as YAML");
     // The settings apply when the agent starts: a change rolls the pod.
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    yaml.hash(&mut hasher);
-    let config_hash = format!("{:016x}", hasher.finish());
+    let config_hash = config_hash(&yaml);
     let config_map = ConfigMap {
         metadata: meta(agent, launch_config_name(&name)),
         data: Some(BTreeMap::from([(LAUNCH_FILE.to_owned(), yaml)])),
         ..ConfigMap::default()
     };
 
-    let admin_probe = |path: &str| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::String("admin".into()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(5),
-        ..Probe::default()
-    };
+    let admin_probe = |path: &str| http_probe(path, "admin");
     // A native sidecar: an init container that keeps running, started before the agent and
     // stopped after it.
     let sidecar = Container {
@@ -331,16 +318,7 @@ pub fn build(
                 spec: Some(PodSpec {
                     init_containers: Some(vec![sidecar]),
                     containers: vec![agent_container],
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        fs_group: Some(65532),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(restricted_pod()),
                     volumes: Some(vec![
                         Volume {
                             name: "mesh-token".into(),

@@ -16,6 +16,7 @@ pub mod error;
 pub mod leader;
 pub mod mesh_server;
 pub mod metrics;
+pub mod pod;
 pub mod rbac;
 pub mod run;
 pub mod team;

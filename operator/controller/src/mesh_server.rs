@@ -2,17 +2,15 @@
 //! points at this mesh contributes its key) and a PodDisruptionBudget above one replica.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash as _, Hasher as _};
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar,
-    EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
+    PodSpec, PodTemplateSpec, Secret, SecretKeySelector, SecretVolumeSource, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -24,6 +22,7 @@ use nsh_operator_api::conditions::{self, reason};
 use nsh_operator_api::{HasConditions as _, MeshServer, Team};
 
 use crate::apply::{self, condition, labels, owner_reference};
+use crate::pod::{config_hash, http_probe, restricted_container, restricted_pod};
 use crate::{Context, Error, Result, team};
 
 const KEYS_MOUNT: &str = "/etc/nsh/team-keys";
@@ -152,9 +151,7 @@ pub fn build(
         });
     // Settings reach the pods as environment variables, which only apply on restart: the hash
     // in the pod template rolls the pods when they change. Keys need no restart (hot reload).
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    settings.hash(&mut hasher);
-    let config_hash = format!("{:016x}", hasher.finish());
+    let config_hash = config_hash(&settings);
     let config_map = ConfigMap {
         metadata: meta(mesh, format!("{name}-config")),
         data: Some(settings),
@@ -173,15 +170,7 @@ pub fn build(
         ..Secret::default()
     };
 
-    let probe = |path: &str| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::String("socketio".into()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(5),
-        ..Probe::default()
-    };
+    let probe = |path: &str| http_probe(path, "socketio");
     let container = Container {
         name: "mesh".to_owned(),
         image: Some(
@@ -230,14 +219,7 @@ pub fn build(
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(restricted_pod()),
                     volumes: Some(vec![Volume {
                         name: "team-keys".into(),
                         secret: Some(SecretVolumeSource {
@@ -287,25 +269,6 @@ pub fn build(
         deployment,
         service,
         pdb,
-    }
-}
-
-/// Restricted Pod Security for a container.
-pub fn restricted_container() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        run_as_user: Some(65532),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            ..Capabilities::default()
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..SeccompProfile::default()
-        }),
-        ..SecurityContext::default()
     }
 }
 

@@ -1,0 +1,66 @@
+//! What every pod the operator builds shares: restricted Pod Security, HTTP probes, and the
+//! hash that rolls pods when their settings change.
+
+use std::hash::{Hash, Hasher as _};
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, HTTPGetAction, PodSecurityContext, Probe, SeccompProfile, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+/// The user every container runs as (the distroless `nonroot` user).
+const NONROOT: i64 = 65532;
+
+/// Restricted Pod Security for a container.
+pub fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(NONROOT),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// Restricted Pod Security for a pod: non-root, files owned by its group, default seccomp.
+pub fn restricted_pod() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(NONROOT),
+        fs_group: Some(NONROOT),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// An HTTP probe of `path` on the container port named `port`, every 5 s.
+pub fn http_probe(path: &str, port: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String(port.into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(5),
+        ..Probe::default()
+    }
+}
+
+/// A short hash of `settings` for a pod template annotation: settings that apply only at
+/// start roll the pods when they change.
+pub fn config_hash(settings: &impl Hash) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    settings.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}

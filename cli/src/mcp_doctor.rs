@@ -106,6 +106,7 @@ async fn probe_command(
             std::io::ErrorKind::PermissionDenied => format!("`{program}` is not executable"),
             _ => format!("cannot start `{program}`: {e}"),
         })?;
+    let pid = transport.id();
     let tail = Arc::new(Mutex::new(Vec::<u8>::new()));
     if let Some(mut stderr) = stderr {
         let tail = tail.clone();
@@ -141,13 +142,32 @@ async fn probe_command(
                     "no answer to initialize/tools/list within {after:?}{}",
                     quote(&said)
                 ),
-                Failure::Protocol(why) if why.contains("closed") => {
+                Failure::Protocol(why) if exited(pid) || closed_pipe(&why) => {
                     format!("exited before completing the MCP handshake{}", quote(&said))
                 }
                 Failure::Protocol(why) => format!("protocol error: {why}{}", quote(&said)),
             })
         }
     }
+}
+
+/// Whether the process is gone (or a zombie waiting to be reaped).
+fn exited(pid: Option<u32>) -> bool {
+    let Some(pid) = pid else { return false };
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses: `123 (sh) Z ...`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => cfg!(target_os = "linux"),
+    }
+}
+
+/// Errors that mean the other end of the pipe went away.
+fn closed_pipe(why: &str) -> bool {
+    ["closed", "Broken pipe", "reset by peer"]
+        .iter()
+        .any(|sign| why.contains(sign))
 }
 
 fn quote(stderr: &str) -> String {

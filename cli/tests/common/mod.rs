@@ -193,6 +193,8 @@ pub async fn call(
 /// An MCP client (the official Rust SDK) on a mesh-client sidecar's streamable HTTP endpoint.
 pub async fn mcp_http_client(url: &str) -> McpClient {
     use rmcp::ServiceExt as _;
+    // As in `nsh`'s main: reqwest brings no TLS provider of its own.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_owned());
     rmcp::model::ClientConfig::default()
         .with_protocol_version(rmcp::model::ProtocolVersion::LATEST_WITH_INITIALIZE)

@@ -19,6 +19,10 @@ use crate::{Context, Error, agent, mesh_server, team};
 
 /// How long the Agent controller lets related changes pile up before reconciling once.
 const AGENT_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(500);
+/// Agent reconciles in flight at once: unbounded, a thousand new Agents open a thousand
+/// connections to the apiserver at once, which costs memory and gains no speed on a small
+/// control plane.
+const AGENT_CONCURRENCY: u16 = 16;
 
 fn owned() -> watcher::Config {
     // Only what the operator created: never watch every Secret in the cluster.
@@ -165,7 +169,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         Api::<Agent>::all(client.clone()),
         watcher::Config::default(),
     )
-    .with_config(ControllerConfig::default().debounce(AGENT_DEBOUNCE));
+    .with_config(
+        ControllerConfig::default()
+            .debounce(AGENT_DEBOUNCE)
+            .concurrency(AGENT_CONCURRENCY),
+    );
     let agent_store = agents.store();
     let agents = agents
         .owns(Api::<Secret>::all(client.clone()), owned())

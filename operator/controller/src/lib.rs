@@ -5,7 +5,8 @@
 //! Reconciled so far: [`team`] (signing key Secret, status), [`mesh_server`] (Deployment,
 //! Service, ConfigMap, team keys Secret, PodDisruptionBudget, status) and [`agent`] (mesh
 //! token Secret with rotation, and [`agent_workload`]: the `agent launch` ConfigMap and a
-//! one-pod StatefulSet with the `nsh mesh client` native sidecar; status follows the pod).
+//! one-pod StatefulSet with the `nsh mesh client` native sidecar; status follows the pod) and
+//! [`gateway`] (settings ConfigMap, Deployment with the teams' keys, Service, status).
 #![forbid(unsafe_code)]
 
 pub mod agent;
@@ -13,6 +14,7 @@ pub mod agent_workload;
 pub mod apply;
 pub mod context;
 pub mod error;
+pub mod gateway;
 pub mod leader;
 pub mod mesh_server;
 pub mod metrics;

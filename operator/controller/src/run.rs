@@ -13,9 +13,9 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt as _};
-use nsh_operator_api::{Agent, MeshServer, Team};
+use nsh_operator_api::{Agent, McpGateway, MeshServer, Team};
 
-use crate::{Context, Error, agent, mesh_server, team};
+use crate::{Context, Error, agent, gateway, mesh_server, team};
 
 /// How long the Agent controller lets related changes pile up before reconciling once.
 const AGENT_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(500);
@@ -187,13 +187,32 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             move |team| referrers(&agent_store, &team, |a: &Agent| &a.spec.team_ref.name),
         )
         .graceful_shutdown_on(stop_signal())
-        .run(instrumented("Agent", agent::reconcile), error_policy, ctx)
+        .run(
+            instrumented("Agent", agent::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| async {});
+
+    let gateways = Controller::new(
+        Api::<McpGateway>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Deployment>::all(client.clone()), owned())
+    .owns(Api::<Service>::all(client.clone()), owned())
+    .owns(Api::<ConfigMap>::all(client.clone()), owned())
+    .graceful_shutdown_on(stop_signal())
+    .run(
+        instrumented("McpGateway", gateway::reconcile),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
 
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop.send(true);
     });
-    tokio::join!(teams, meshes, agents);
+    tokio::join!(teams, meshes, agents, gateways);
     tracing::info!("controllers stopped");
 }

@@ -712,4 +712,70 @@ async fn the_example_team_applied_with_kubectl_comes_up() {
             .unwrap()
             .is_some()
     );
+
+    // The gateway: its settings, its Deployment and Service, its URL; Ready follows its pod.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let gateway = wait_for("the gateway's Deployment", WAIT, || {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .get_opt("tools")
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    let args = gateway.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert_eq!(args[..2], ["gateway", "run"]);
+    let settings = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .get("tools-config")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["gateway.yaml"]
+        .clone();
+    assert!(settings.contains("github__delete_*"), "{settings}");
+    assert!(
+        Api::<Service>::namespaced(client.clone(), &ns)
+            .get_opt("tools")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let gateways = Api::<nsh_operator_api::McpGateway>::namespaced(client.clone(), &ns);
+    let pod = wait_for("the gateway's pod", WAIT, || {
+        let pods = pods.clone();
+        async move {
+            Ok(pods
+                .list(&ListParams::default().labels("app.kubernetes.io/instance=tools"))
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .into_iter()
+                .next())
+        }
+    })
+    .await;
+    kubelet::mark_pod_ready(&client, &ns, pod.metadata.name.as_deref().unwrap())
+        .await
+        .unwrap();
+    let status = wait_for("the gateway Ready", WAIT, || {
+        let gateways = gateways.clone();
+        async move {
+            Ok(gateways
+                .get("tools")
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .filter(|s| ready_condition(&s.common.conditions).is_some_and(|c| c.0 == "True")))
+        }
+    })
+    .await;
+    assert_eq!(
+        status.url.as_deref(),
+        Some(format!("http://tools.{ns}.svc:8080/mcp").as_str())
+    );
 }

@@ -21,7 +21,7 @@ use nsh_agent_config::layers::{ConfigFile, Inputs};
 use nsh_agent_config::settings::{McpServer, McpSettings, MeshSettings, Settings};
 use nsh_operator_api::Agent;
 
-use crate::apply::{labels, owner_reference};
+use crate::apply::{self, labels};
 use crate::pod::{config_hash, http_probe, restricted_container, restricted_pod};
 use crate::{Error, Result, agent};
 
@@ -158,13 +158,7 @@ pub fn launch_settings(
 }
 
 fn meta(agent: &Agent, name: String) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: agent.namespace(),
-        labels: Some(labels(COMPONENT, &agent.name_any())),
-        owner_references: Some(vec![owner_reference(agent)]),
-        ..ObjectMeta::default()
-    }
+    apply::owned_meta(agent, COMPONENT, name)
 }
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
@@ -290,13 +284,7 @@ pub fn build(
         tty: Some(true),
         ..Container::default()
     };
-    let selector: BTreeMap<String, String> = [
-        ("app.kubernetes.io/component", COMPONENT),
-        ("app.kubernetes.io/instance", name.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let selector = apply::selector(COMPONENT, &name);
     let stateful_set = StatefulSet {
         metadata: meta(agent, name.clone()),
         spec: Some(StatefulSetSpec {

@@ -25,6 +25,36 @@ pub fn labels(kind: &str, name: &str) -> std::collections::BTreeMap<String, Stri
     .collect()
 }
 
+/// The labels a workload's pods are selected by: its component and instance.
+pub fn selector(component: &str, instance: &str) -> std::collections::BTreeMap<String, String> {
+    [
+        ("app.kubernetes.io/component", component),
+        ("app.kubernetes.io/instance", instance),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// Metadata of an object `owner` owns: its name, the owner's namespace, our labels, and a
+/// controller owner reference so garbage collection removes it with the owner.
+pub fn owned_meta<K: Resource<DynamicType = ()>>(
+    owner: &K,
+    component: &str,
+    name: String,
+) -> kube::api::ObjectMeta {
+    kube::api::ObjectMeta {
+        name: Some(name),
+        namespace: owner.meta().namespace.clone(),
+        labels: Some(labels(
+            component,
+            owner.meta().name.as_deref().unwrap_or_default(),
+        )),
+        owner_references: Some(vec![owner_reference(owner)]),
+        ..kube::api::ObjectMeta::default()
+    }
+}
+
 /// A controller owner reference to `owner`, so deleting it deletes what it owns.
 pub fn owner_reference<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
     owner

@@ -25,7 +25,7 @@ use nsh_operator_api::conditions::{self, reason};
 use nsh_operator_api::{HasConditions as _, McpGateway, Team};
 
 use crate::agent::GATEWAY_PORT;
-use crate::apply::{self, condition, labels, owner_reference};
+use crate::apply::{self, condition, labels};
 use crate::pod::{config_hash, http_probe, restricted_container, restricted_pod};
 use crate::{Context, Error, Result, team};
 
@@ -70,13 +70,7 @@ pub struct Built {
 }
 
 fn meta(gateway: &McpGateway, name: String) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: gateway.namespace(),
-        labels: Some(labels(COMPONENT, &gateway.name_any())),
-        owner_references: Some(vec![owner_reference(gateway)]),
-        ..ObjectMeta::default()
-    }
+    apply::owned_meta(gateway, COMPONENT, name)
 }
 
 /// Builds the owned objects; `teams` are the teams whose keys the gateway verifies tokens with.
@@ -99,13 +93,7 @@ pub fn build(gateway: &McpGateway, teams: &[String], default_image: &str) -> Bui
         data: Some(BTreeMap::from([(CONFIG_FILE.to_owned(), yaml)])),
         ..ConfigMap::default()
     };
-    let selector: BTreeMap<String, String> = [
-        ("app.kubernetes.io/component", COMPONENT),
-        ("app.kubernetes.io/instance", name.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let selector = apply::selector(COMPONENT, &name);
     let keys = Volume {
         name: "team-keys".into(),
         projected: Some(ProjectedVolumeSource {

@@ -21,7 +21,7 @@ use kube::runtime::controller::Action;
 use nsh_operator_api::conditions::{self, reason};
 use nsh_operator_api::{HasConditions as _, MeshServer, Team};
 
-use crate::apply::{self, condition, labels, owner_reference};
+use crate::apply::{self, condition, labels};
 use crate::pod::{config_hash, http_probe, restricted_container, restricted_pod};
 use crate::{Context, Error, Result, team};
 
@@ -77,13 +77,7 @@ pub struct Built {
 }
 
 fn meta(mesh: &MeshServer, name: String) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: mesh.namespace(),
-        labels: Some(labels(COMPONENT, &mesh.name_any())),
-        owner_references: Some(vec![owner_reference(mesh)]),
-        ..ObjectMeta::default()
-    }
+    apply::owned_meta(mesh, COMPONENT, name)
 }
 
 pub fn keys_secret_name(mesh: &str) -> String {
@@ -99,13 +93,7 @@ pub fn build(
     let name = mesh.name_any();
     let spec = &mesh.spec;
     let port = spec.service.port;
-    let selector: BTreeMap<String, String> = [
-        ("app.kubernetes.io/component", COMPONENT),
-        ("app.kubernetes.io/instance", name.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let selector = apply::selector(COMPONENT, &name);
 
     let settings: BTreeMap<String, String> = [
         ("NSH_MESH_LISTEN", format!("0.0.0.0:{port}")),

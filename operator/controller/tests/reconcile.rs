@@ -41,6 +41,41 @@ fn ready_condition(
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
+/// Waits until `name`'s `Ready` condition is `True`; returns the object.
+async fn until_ready<K>(api: &Api<K>, name: &str) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: nsh_operator_api::HasConditions,
+{
+    wait_for(&format!("{name} Ready"), WAIT, || {
+        let (api, name) = (api.clone(), name.to_owned());
+        async move {
+            let object = api.get(&name).await.map_err(|e| e.to_string())?;
+            let ready = ready_condition(object.conditions()).is_some_and(|c| c.0 == "True");
+            Ok(ready.then_some(object))
+        }
+    })
+    .await
+}
+
+/// The first pod of the workload `instance` (created by the controller-manager).
+async fn first_pod(pods: &Api<Pod>, instance: &str) -> Pod {
+    wait_for(&format!("a pod of {instance}"), WAIT, || {
+        let pods = pods.clone();
+        let selector = format!("app.kubernetes.io/instance={instance}");
+        async move {
+            Ok(pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .into_iter()
+                .next())
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_team_and_its_mesh_come_up_and_go_away() {
     let plane = ControlPlane::shared().await.unwrap();
@@ -151,35 +186,11 @@ async fn a_team_and_its_mesh_come_up_and_go_away() {
         ("False", "WaitingForPods")
     );
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
-    let pod = wait_for("the mesh pod", WAIT, || {
-        let pods = pods.clone();
-        async move {
-            Ok(pods
-                .list(&ListParams::default().labels("app.kubernetes.io/instance=mesh"))
-                .await
-                .map_err(|e| e.to_string())?
-                .items
-                .into_iter()
-                .next())
-        }
-    })
-    .await;
+    let pod = first_pod(&pods, "mesh").await;
     kubelet::mark_pod_ready(&client, &ns, pod.metadata.name.as_deref().unwrap())
         .await
         .unwrap();
-    let mesh = wait_for("MeshServer Ready", WAIT, || {
-        let meshes = meshes.clone();
-        async move {
-            let mesh = meshes.get("mesh").await.map_err(|e| e.to_string())?;
-            let ready = mesh
-                .status
-                .as_ref()
-                .and_then(|s| ready_condition(&s.common.conditions))
-                .is_some_and(|c| c.0 == "True");
-            Ok(ready.then_some(mesh))
-        }
-    })
-    .await;
+    let mesh = until_ready(&meshes, "mesh").await;
     let status = mesh.status.unwrap();
     assert_eq!(status.ready_replicas, Some(1));
     assert_eq!(
@@ -585,19 +596,7 @@ async fn an_agent_runs_in_one_pod_with_the_mesh_client_sidecar_and_ready_follows
     kubelet::mark_pod_ready(&client, &ns, "alice-0")
         .await
         .unwrap();
-    let agent = wait_for("alice Ready", WAIT, || {
-        let agents = agents.clone();
-        async move {
-            let agent = agents.get("alice").await.map_err(|e| e.to_string())?;
-            let ready = agent
-                .status
-                .as_ref()
-                .and_then(|s| ready_condition(&s.common.conditions))
-                .is_some_and(|c| c.0 == "True");
-            Ok(ready.then_some(agent))
-        }
-    })
-    .await;
+    let agent = until_ready(&agents, "alice").await;
     let status = agent.status.unwrap();
     assert_eq!(
         (status.phase.as_deref(), status.pod.as_deref()),
@@ -691,19 +690,7 @@ async fn the_example_team_applied_with_kubectl_comes_up() {
     }
     let agents = Api::<Agent>::namespaced(client.clone(), &ns);
     for agent in ["alice", "bob"] {
-        wait_for(&format!("{agent} Ready"), WAIT, || {
-            let agents = agents.clone();
-            async move {
-                Ok(agents
-                    .get(agent)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .status
-                    .and_then(|s| ready_condition(&s.common.conditions))
-                    .filter(|c| c.0 == "True"))
-            }
-        })
-        .await;
+        until_ready(&agents, agent).await;
     }
     assert!(
         Api::<Deployment>::namespaced(client.clone(), &ns)
@@ -746,34 +733,11 @@ async fn the_example_team_applied_with_kubectl_comes_up() {
             .is_some()
     );
     let gateways = Api::<nsh_operator_api::McpGateway>::namespaced(client.clone(), &ns);
-    let pod = wait_for("the gateway's pod", WAIT, || {
-        let pods = pods.clone();
-        async move {
-            Ok(pods
-                .list(&ListParams::default().labels("app.kubernetes.io/instance=tools"))
-                .await
-                .map_err(|e| e.to_string())?
-                .items
-                .into_iter()
-                .next())
-        }
-    })
-    .await;
+    let pod = first_pod(&pods, "tools").await;
     kubelet::mark_pod_ready(&client, &ns, pod.metadata.name.as_deref().unwrap())
         .await
         .unwrap();
-    let status = wait_for("the gateway Ready", WAIT, || {
-        let gateways = gateways.clone();
-        async move {
-            Ok(gateways
-                .get("tools")
-                .await
-                .map_err(|e| e.to_string())?
-                .status
-                .filter(|s| ready_condition(&s.common.conditions).is_some_and(|c| c.0 == "True")))
-        }
-    })
-    .await;
+    let status = until_ready(&gateways, "tools").await.status.unwrap();
     assert_eq!(
         status.url.as_deref(),
         Some(format!("http://tools.{ns}.svc:8080/mcp").as_str())

@@ -21,8 +21,8 @@ use nsh_agent_config::layers::{ConfigFile, Inputs};
 use nsh_agent_config::settings::{McpServer, McpSettings, MeshSettings, Settings};
 use nsh_operator_api::Agent;
 
-use crate::apply::{self, labels};
-use crate::pod::{config_hash, http_probe, restricted_container, restricted_pod};
+use crate::apply;
+use crate::pod::{config_hash, http_probe, restricted_container, restricted_pod, template_meta};
 use crate::{Error, Result, agent};
 
 const COMPONENT: &str = "agent";
@@ -295,14 +295,7 @@ pub fn build(
                 ..LabelSelector::default()
             },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(COMPONENT, &name)),
-                    annotations: Some(BTreeMap::from([(
-                        "nsh.dev/config-hash".to_owned(),
-                        config_hash,
-                    )])),
-                    ..ObjectMeta::default()
-                }),
+                metadata: Some(template_meta(COMPONENT, &name, config_hash)),
                 spec: Some(PodSpec {
                     init_containers: Some(vec![sidecar]),
                     containers: vec![agent_container],

@@ -25,8 +25,8 @@ use nsh_operator_api::conditions::{self, reason};
 use nsh_operator_api::{HasConditions as _, McpGateway, Team};
 
 use crate::agent::GATEWAY_PORT;
-use crate::apply::{self, condition, labels};
-use crate::pod::{config_hash, http_probe, restricted_container, restricted_pod};
+use crate::apply::{self, condition};
+use crate::pod::{config_hash, http_probe, restricted_container, restricted_pod, template_meta};
 use crate::{Context, Error, Result, team};
 
 const COMPONENT: &str = "mcp-gateway";
@@ -168,11 +168,7 @@ pub fn build(gateway: &McpGateway, teams: &[String], default_image: &str) -> Bui
                 ..LabelSelector::default()
             },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(COMPONENT, &name)),
-                    annotations: Some(BTreeMap::from([("nsh.dev/config-hash".to_owned(), hash)])),
-                    ..ObjectMeta::default()
-                }),
+                metadata: Some(template_meta(COMPONENT, &name, hash)),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     security_context: Some(restricted_pod()),

@@ -21,8 +21,8 @@ use kube::runtime::controller::Action;
 use nsh_operator_api::conditions::{self, reason};
 use nsh_operator_api::{HasConditions as _, MeshServer, Team};
 
-use crate::apply::{self, condition, labels};
-use crate::pod::{config_hash, http_probe, restricted_container, restricted_pod};
+use crate::apply::{self, condition};
+use crate::pod::{config_hash, http_probe, restricted_container, restricted_pod, template_meta};
 use crate::{Context, Error, Result, team};
 
 const KEYS_MOUNT: &str = "/etc/nsh/team-keys";
@@ -200,11 +200,7 @@ pub fn build(
                 ..LabelSelector::default()
             },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(COMPONENT, &name)),
-                    annotations: Some([("nsh.dev/config-hash".to_owned(), config_hash)].into()),
-                    ..ObjectMeta::default()
-                }),
+                metadata: Some(template_meta(COMPONENT, &name, config_hash)),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     security_context: Some(restricted_pod()),

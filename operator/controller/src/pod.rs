@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{
     Capabilities, HTTPGetAction, PodSecurityContext, Probe, SeccompProfile, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::ObjectMeta;
 
 /// The user every container runs as (the distroless `nonroot` user).
 const NONROOT: i64 = 65532;
@@ -63,4 +64,17 @@ pub fn config_hash(settings: &impl Hash) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     settings.hash(&mut hasher);
     format!("{:016x}", hasher.finish())
+}
+
+/// The metadata of a pod template: our labels for `component`/`instance`, and the settings
+/// hash (see [`config_hash`]) that rolls the pods when the settings change.
+pub fn template_meta(component: &str, instance: &str, config_hash: String) -> ObjectMeta {
+    ObjectMeta {
+        labels: Some(crate::apply::labels(component, instance)),
+        annotations: Some(std::collections::BTreeMap::from([(
+            "nsh.dev/config-hash".to_owned(),
+            config_hash,
+        )])),
+        ..ObjectMeta::default()
+    }
 }

@@ -59,7 +59,8 @@ pub(crate) struct ServerArgs {
     /// How often the team keys folder is re-read.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     key_reload_interval: Duration,
-    /// Redis for the message store, e.g. redis://127.0.0.1:6379/0.
+    /// Redis through which several replicas form one mesh (and, with --persistence, where
+    /// messages are kept), e.g. redis://127.0.0.1:6379/0. Every replica must use the same one.
     #[arg(long, value_name = "URL", env = "NSH_MESH_REDIS")]
     redis: Option<String>,
     /// Keep every message in Redis Streams before acking it: offline delivery, `history`.
@@ -125,17 +126,15 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             ack_timeout: args.ack_timeout,
             ..Limits::default()
         },
-        store: match (args.persistence, args.redis) {
+        store: match (args.persistence, &args.redis) {
             (true, Some(url)) => Some(nsh_mesh_server::store::StoreConfig {
-                url,
+                url: url.clone(),
                 retention: args.retention,
                 max_len: args.max_len,
             }),
-            (false, Some(_)) => anyhow::bail!(
-                "--redis without --persistence: replicas over Redis are not supported yet; add --persistence to keep messages in Redis"
-            ),
             _ => None,
         },
+        cluster_url: args.redis,
     };
     let server = Server::bind(config).await?;
     server.run(shutdown_signal()).await?;

@@ -3,12 +3,21 @@
 // the Node baseline of the benchmark.
 //
 //   node node-server.mjs --team-keys-dir DIR [--port 0] [--ack-timeout-ms 5000]
+//                        [--redis URL --adapter pubsub|streams]
 // Prints `listening PORT` once ready.
+//
+// With --redis, several processes form one server through the official Redis adapter
+// (`@socket.io/redis-adapter`, pub/sub) or the Redis Streams adapter
+// (`@socket.io/redis-streams-adapter`): direct messages and their acks cross processes, which is
+// what the cross-replica benchmark measures. Presence and groups stay per process there.
 import { createServer } from "node:http";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Server } from "socket.io";
+import { createClient } from "redis";
+import { createAdapter as createPubSubAdapter } from "@socket.io/redis-adapter";
+import { createAdapter as createStreamsAdapter } from "@socket.io/redis-streams-adapter";
 
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -67,7 +76,24 @@ const http = createServer((req, res) => {
   res.writeHead(req.url === "/healthz" ? 200 : 404);
   res.end(req.url === "/healthz" ? "ok" : "");
 });
-const io = new Server(http, { maxHttpBufferSize: 1 << 20 });
+const redisUrl = arg("redis");
+let adapter;
+if (redisUrl) {
+  const kind = arg("adapter", "pubsub");
+  const pub = createClient({ url: redisUrl });
+  await pub.connect();
+  if (kind === "pubsub") {
+    const sub = pub.duplicate();
+    await sub.connect();
+    adapter = createPubSubAdapter(pub, sub);
+  } else if (kind === "streams") {
+    adapter = createStreamsAdapter(pub);
+  } else {
+    console.error(`--adapter: unknown \`${kind}\` (pubsub or streams)`);
+    process.exit(2);
+  }
+}
+const io = new Server(http, { maxHttpBufferSize: 1 << 20, ...(adapter && { adapter }) });
 
 io.use((socket, next) => {
   try {
@@ -102,13 +128,16 @@ io.on("connection", (socket) => {
     const target = to
       ? io.to(`agent:${team}:${to}`)
       : io.to(`group:${team}:${group}`).except(`agent:${team}:${agent}`);
-    const recipients = await target.fetchSockets();
-    if (recipients.length === 0) {
+    // A direct message's recipients are known from the acks; only a group needs their names.
+    // (With an adapter, fetchSockets is one more round trip to every process.)
+    const recipients = group || !redisUrl ? await target.fetchSockets() : null;
+    if (recipients && recipients.length === 0) {
       seen.get(`${team}/${agent}`).delete(id);
       return ack({ ok: false, id, error: error("recipient_offline", "no recipient is connected") });
     }
     try {
-      await target.timeout(ackTimeout).emitWithAck("message", envelope);
+      const acks = await target.timeout(ackTimeout).emitWithAck("message", envelope);
+      if (acks.length === 0) throw new Error("no recipient is connected");
       const deliveredTo = group ? [...new Set(recipients.map((s) => s.data.claims.sub))].sort() : undefined;
       ack({ ok: true, id, status: "delivered", ...(deliveredTo && { delivered_to: deliveredTo }) });
     } catch {

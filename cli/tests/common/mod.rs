@@ -44,6 +44,26 @@ impl MeshProcess {
         mesh
     }
 
+    /// Another replica of `first`'s mesh: same team key, its own port, flags `extra` (which
+    /// must include the shared `--redis`).
+    pub async fn replica_of(first: &Self, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        std::fs::copy(
+            first.path("keys").join(TEAM),
+            dir.path().join("keys").join(TEAM),
+        )
+        .unwrap();
+        let mut mesh = Self {
+            dir,
+            port: nsh_testenv::free_port().unwrap(),
+            process: None,
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
+        };
+        mesh.start_again().await;
+        mesh
+    }
+
     pub fn url(&self) -> String {
         format!("ws://127.0.0.1:{}", self.port)
     }

@@ -5,6 +5,7 @@
 //!   [`ControlPlane::shared`] hands every test in a test binary the same instance; tests keep
 //!   apart through [`ControlPlane::namespace`].
 //! - [`RedisServer`]: Debian's `redis-server`, persistence off, stoppable for fault tests.
+//! - [`mesh_agent::Agent`]: a mesh client that collects what it receives.
 //!
 //! Every child process is started so that it dies with the test process, even when a test
 //! panics or the shared instance is never dropped (see [`process`]).
@@ -13,6 +14,7 @@ mod binaries;
 mod control_plane;
 mod error;
 pub mod kubelet;
+pub mod mesh_agent;
 pub mod peers;
 mod pki;
 pub mod process;

@@ -7,6 +7,10 @@
 //! - latency: p50/p99 send -> ack at a fixed moderate rate;
 //! - memory: server RSS growth per idle connection with N connections.
 //!
+//! `--scenario replicas` measures two replicas on one Redis instead, senders on one and
+//! receivers on the other: `nsh mesh server --redis` (with and without `--persistence`) versus
+//! the Node server with `@socket.io/redis-adapter` and with `@socket.io/redis-streams-adapter`.
+//!
 //! `scripts/bench-mesh.sh` builds what it needs and runs it.
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -25,6 +29,8 @@ use nsh_mesh_transport::token::{self, TeamKey, TokenRequest};
 use nsh_mesh_transport::wire::{SendAck, event};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+mod replicas;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -53,6 +59,15 @@ struct Args {
     /// Measure only `nsh mesh server` (for quick tuning runs; prints no ratios).
     #[arg(long)]
     only_nsh: bool,
+    /// `single`: one server process; `replicas`: two on one Redis, traffic crossing them.
+    #[arg(long, value_enum, default_value = "single")]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    Single,
+    Replicas,
 }
 
 const TEAM: &str = "bench";
@@ -80,6 +95,9 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(keys.path().join(format!("idle-{team}")), &key_text)?;
     }
     let key = TeamKey::from_file_contents(key_text.as_bytes())?;
+    if args.scenario == Scenario::Replicas {
+        return replicas::run(&args, &key, keys.path()).await;
+    }
 
     let keys_dir = keys.path();
     let ours = measure(
@@ -205,9 +223,10 @@ async fn measure(
     server.kill().await?;
 
     let (mut server, _, url) = start(name, command()).await?;
-    let throughput = throughput(&url, args, key).await?;
+    let throughput = throughput(Route::one(&url), args, key).await?;
     eprintln!("   throughput: {throughput:.0} msg/s");
-    let (p50_ms, p99_ms, latency_sent, latency_failed) = latency(&url, args, key).await?;
+    let (p50_ms, p99_ms, latency_sent, latency_failed) =
+        latency(Route::one(&url), args, key).await?;
     eprintln!("   latency: p50 {p50_ms:.3} ms, p99 {p99_ms:.3} ms");
     server.kill().await?;
     Ok(Results {
@@ -327,23 +346,37 @@ async fn send(client: &Client, to: &str) -> bool {
     matches!(client.request::<_, SendAck>(event::MESSAGE, &payload).await, Ok(ack) if ack.ok)
 }
 
+/// Where the load goes: senders connect to `tx`, receivers to `rx` (the same server, or two
+/// replicas).
+#[derive(Debug, Clone, Copy)]
+struct Route<'a> {
+    tx: &'a str,
+    rx: &'a str,
+}
+
+impl<'a> Route<'a> {
+    fn one(url: &'a str) -> Self {
+        Self { tx: url, rx: url }
+    }
+}
+
 async fn pairs(
-    url: &str,
+    route: Route<'_>,
     key: &TeamKey,
     count: usize,
 ) -> anyhow::Result<Vec<(Client, Client, String)>> {
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
         let receiver = format!("rx-{i}");
-        let rx = connect(url, key, &receiver).await?;
-        let tx = connect(url, key, &format!("tx-{i}")).await?;
+        let rx = connect(route.rx, key, &receiver).await?;
+        let tx = connect(route.tx, key, &format!("tx-{i}")).await?;
         out.push((tx, rx, receiver));
     }
     Ok(out)
 }
 
-async fn throughput(url: &str, args: &Args, key: &TeamKey) -> anyhow::Result<f64> {
-    let pairs = pairs(url, key, args.pairs).await?;
+async fn throughput(route: Route<'_>, args: &Args, key: &TeamKey) -> anyhow::Result<f64> {
+    let pairs = pairs(route, key, args.pairs).await?;
     // Warm up, then count acked messages for the duration.
     let delivered = Arc::new(AtomicU64::new(0));
     let counting = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -375,8 +408,12 @@ async fn throughput(url: &str, args: &Args, key: &TeamKey) -> anyhow::Result<f64
     Ok(count as f64 / elapsed.as_secs_f64())
 }
 
-async fn latency(url: &str, args: &Args, key: &TeamKey) -> anyhow::Result<(f64, f64, u64, u64)> {
-    let pairs = Arc::new(pairs(url, key, args.pairs).await?);
+async fn latency(
+    route: Route<'_>,
+    args: &Args,
+    key: &TeamKey,
+) -> anyhow::Result<(f64, f64, u64, u64)> {
+    let pairs = Arc::new(pairs(route, key, args.pairs).await?);
     let histogram = Arc::new(std::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new(
         3,
     )?));

@@ -32,10 +32,48 @@ pub enum ServerError {
     },
     #[error("--redis: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error("cannot join the other replicas over Redis: {0}")]
+    Adapter(String),
     #[error("invalid limit: {0}")]
     Limit(String),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+}
+
+/// The replicas' Redis adapter, on our reconnecting driver.
+type ClusterAdapter = socketioxide_redis::CustomRedisAdapter<
+    socketioxide::adapter::Emitter,
+    crate::pubsub::ManagedDriver,
+>;
+
+/// The Socket.io server: one replica alone, or one of several over Redis.
+#[derive(Debug)]
+enum Io {
+    Alone(SocketIo),
+    Replica(SocketIo<ClusterAdapter>),
+}
+
+impl Io {
+    async fn close(&self) {
+        match self {
+            Self::Alone(io) => io.close().await,
+            Self::Replica(io) => io.close().await,
+        }
+    }
+
+    /// Background work that needs the server: the cluster directory.
+    fn spawn_directory(&self, mesh: &Arc<Mesh>) -> Option<tokio::task::JoinHandle<()>> {
+        let (Self::Replica(io), Some(cluster)) = (self, &mesh.cluster) else {
+            return None;
+        };
+        Some(tokio::spawn(crate::cluster::run(
+            io.clone(),
+            mesh.clone(),
+            cluster.clone(),
+        )))
+    }
 }
 
 /// A bound, not yet running, mesh server.
@@ -43,7 +81,7 @@ pub enum ServerError {
 pub struct Server {
     listener: TcpListener,
     mesh: Arc<Mesh>,
-    io: SocketIo,
+    io: Io,
     router: axum::Router,
     readiness: ReadinessHandle,
     key_reload_interval: Duration,
@@ -65,6 +103,13 @@ impl Server {
 
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut registry);
+        let node = uuid::Uuid::new_v4().simple().to_string();
+        let cluster = match &config.cluster_url {
+            Some(url) => Some(Arc::new(
+                crate::cluster::Cluster::connect(url, node.clone()).await?,
+            )),
+            None => None,
+        };
         let mesh = Arc::new(Mesh {
             dedup: Dedup::new(limits.dedup_ids_per_sender, limits.dedup_window),
             limiter: RateLimiter::keyed(quota),
@@ -78,21 +123,41 @@ impl Server {
             keys,
             metrics,
             limits,
+            node,
+            cluster,
         });
         // Engine.IO caps frames below our own size check would see them; leave room so an
         // oversized message gets a `too_large` answer rather than a dropped connection.
         let frame_limit = (mesh.limits.max_message_bytes * 4).max(1 << 20);
-        let (layer, io) = SocketIo::builder()
+        let builder = SocketIo::builder()
             .with_state(mesh.clone())
             .max_payload(frame_limit as u64)
-            .ws_max_message_size(frame_limit)
-            .build_layer();
-        handlers::register(&io);
-
+            .ws_max_message_size(frame_limit);
         let readiness = ReadinessHandle::new("starting");
-        let router = axum::Router::new()
-            .merge(nsh_admin::router(Arc::new(registry), readiness.clone()))
-            .layer(layer);
+        let admin: axum::Router = nsh_admin::router(Arc::new(registry), readiness.clone());
+        let (router, io) = match &mesh.cluster {
+            None => {
+                let (layer, io) = builder.build_layer();
+                handlers::register(&io);
+                (admin.layer(layer), Io::Alone(io))
+            }
+            Some(cluster) => {
+                // Cross-replica acks wait for every replica's answer; give them the ack timeout
+                // plus a margin for the round trip through Redis.
+                let adapter_config = socketioxide_redis::RedisAdapterConfig::new()
+                    .with_prefix(crate::cluster::ADAPTER_PREFIX)
+                    .with_request_timeout(mesh.limits.ack_timeout + Duration::from_secs(1));
+                let ctr = socketioxide_redis::RedisAdapterCtr::new_with_driver(
+                    cluster.driver(),
+                    adapter_config,
+                );
+                let (layer, io) = builder.with_adapter::<ClusterAdapter>(ctr).build_layer();
+                handlers::register(&io)
+                    .await
+                    .map_err(|e| ServerError::Adapter(e.to_string()))?;
+                (admin.layer(layer), Io::Replica(io))
+            }
+        };
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -124,11 +189,9 @@ impl Server {
     ) -> Result<(), ServerError> {
         let addr = self.local_addr();
         let upkeep = tokio::spawn(upkeep(self.mesh.clone(), self.key_reload_interval));
-        let store_health = self
-            .mesh
-            .store
-            .clone()
-            .map(|store| tokio::spawn(watch_store(store, self.readiness.clone())));
+        let redis_health = (self.mesh.store.is_some() || self.mesh.cluster.is_some())
+            .then(|| tokio::spawn(watch_redis(self.mesh.clone(), self.readiness.clone())));
+        let directory = self.io.spawn_directory(&self.mesh);
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
         // Small frames (an envelope, then an ack) must not wait for Nagle's algorithm: without
         // TCP_NODELAY they meet the peer's delayed ACK and every hop costs ~40 ms.
@@ -141,23 +204,27 @@ impl Server {
             let _ = stopped.await;
         });
         let mut serving = tokio::spawn(async move { serve.await });
-        if self.mesh.store.is_none() {
+        if redis_health.is_none() {
             self.readiness.set(Readiness::Ready);
         }
-        tracing::info!(%addr, teams = ?self.mesh.keys.teams(), persistence = self.mesh.store.is_some(), "mesh server listening");
+        tracing::info!(%addr, node = %self.mesh.node, teams = ?self.mesh.keys.teams(), persistence = self.mesh.store.is_some(), replicas_over_redis = self.mesh.cluster.is_some(), "mesh server listening");
+        let background = [Some(upkeep), redis_health, directory];
+        let stop_background = || {
+            background
+                .iter()
+                .flatten()
+                .for_each(tokio::task::JoinHandle::abort);
+        };
 
         tokio::select! {
             () = shutdown => {}
             result = &mut serving => {
-                upkeep.abort();
-        if let Some(task) = &store_health {
-            task.abort();
-        }
+                stop_background();
                 return result.map_err(|e| ServerError::Serve(std::io::Error::other(e)))?.map_err(ServerError::Serve);
             }
         }
         tracing::info!(
-            connections = self.mesh.registry.connection_count(),
+            connections = self.mesh.registry.connection_count(&self.mesh.node),
             "shutting down: draining"
         );
         self.readiness
@@ -165,10 +232,12 @@ impl Server {
         let _ = stop_accepting.send(());
         self.io.close().await;
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, serving).await;
-        upkeep.abort();
-        if let Some(task) = &store_health {
-            task.abort();
+        if let Some(cluster) = &self.mesh.cluster {
+            // Let the disconnects just published go out before saying goodbye.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            crate::cluster::leave(cluster).await;
         }
+        stop_background();
         match drained {
             Ok(result) => result
                 .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?
@@ -211,30 +280,38 @@ async fn upkeep(mesh: Arc<Mesh>, key_reload_interval: Duration) {
 const STORE_CHECK: Duration = Duration::from_secs(2);
 const SWEEP_EVERY: u32 = 30;
 
-/// `/readyz` follows the message store: ready while Redis answers, degraded (still serving
-/// live traffic) while it does not. Also applies the retention age.
-async fn watch_store(store: crate::store::Store, readiness: ReadinessHandle) {
+/// `/readyz` follows Redis (the message store, the other replicas): ready while it answers,
+/// degraded (still serving this replica's live traffic) while it does not. Also applies the
+/// retention age.
+async fn watch_redis(mesh: Arc<Mesh>, readiness: ReadinessHandle) {
     let mut ticker = tokio::time::interval(STORE_CHECK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u32;
     let mut was_up = None;
     loop {
         ticker.tick().await;
-        let up = store.ping().await;
+        let up = match (&mesh.store, &mesh.cluster) {
+            (Some(store), _) => store.ping().await.map_err(|e| e.to_string()),
+            (None, Some(cluster)) => cluster.ping().await,
+            (None, None) => return,
+        };
         match (&up, was_up) {
             (Ok(()), Some(false) | None) => {
-                tracing::info!("message store (Redis) reachable");
+                tracing::info!("Redis reachable");
                 readiness.set(Readiness::Ready);
             }
             (Err(err), Some(true) | None) => {
-                tracing::warn!(%err, "message store (Redis) unreachable: live traffic only");
-                readiness.set(Readiness::Degraded(err.to_string()));
+                tracing::warn!(%err, "Redis unreachable: this replica's live traffic only");
+                readiness.set(Readiness::Degraded(err.clone()));
             }
             _ => {}
         }
         was_up = Some(up.is_ok());
         ticks = ticks.wrapping_add(1);
-        if up.is_ok() && ticks.is_multiple_of(SWEEP_EVERY) {
+        if let Some(store) = &mesh.store
+            && up.is_ok()
+            && ticks.is_multiple_of(SWEEP_EVERY)
+        {
             match store.sweep().await {
                 Ok(0) => {}
                 Ok(trimmed) => tracing::info!(trimmed, "retention: old messages trimmed"),

@@ -15,6 +15,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Persistence: every message is kept in Redis Streams before it is acked.
     pub store: Option<crate::store::StoreConfig>,
+    /// Redis through which several replicas form one mesh (`--redis`).
+    pub cluster_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +57,7 @@ impl ServerConfig {
             key_reload_interval: Duration::from_secs(2),
             limits: Limits::default(),
             store: None,
+            cluster_url: None,
         }
     }
 }

@@ -92,7 +92,7 @@ async fn run<A: Adapter>(
         // reconnect either sees this task or starts a new one.
         {
             let mut running = mesh.deliverers.running.lock().expect("deliverers lock");
-            if !mesh.registry.is_online(team, agent) {
+            if !mesh.registry.has_connection_on(team, agent, &mesh.node) {
                 running.remove(&key);
                 return;
             }
@@ -111,7 +111,9 @@ async fn run<A: Adapter>(
             continue;
         }
         for stored in pending {
+            // This replica's connections only: each replica holding one runs its own deliverer.
             let acks = io
+                .local()
                 .to(agent_room(team, agent))
                 .timeout(mesh.limits.ack_timeout)
                 .emit_with_ack::<_, Value>(event::MESSAGE, &stored.envelope)
@@ -135,6 +137,9 @@ async fn run<A: Adapter>(
                 tracing::warn!(%team, %agent, %err, "could not record a delivery");
             }
             deliverer.acked.send_replace(entry_order(&stored.entry));
+            if let Some(cluster) = &mesh.cluster {
+                cluster.delivered(team, agent, &stored.entry);
+            }
         }
     }
 }

@@ -12,13 +12,14 @@ use nsh_mesh_transport::wire::{
     Target, WireError, event,
 };
 use serde_json::{Value, json};
-use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler as _;
+use socketioxide::operators::BroadcastOperators;
+use socketioxide::{BroadcastError, EmitWithAckError, SocketIo};
 
 use crate::Mesh;
-use crate::registry::TooManyConnections;
+use crate::registry::{SocketEntry, TooManyConnections};
 
 /// Who is behind a socket, from its verified token.
 #[derive(Debug, Clone)]
@@ -44,9 +45,54 @@ pub(crate) fn group_room(team: &str, group: &str) -> String {
 }
 
 /// Registers the namespace with its handshake middleware. The handlers are generic over the
-/// adapter so a clustered adapter can reuse them.
-pub(crate) fn register(io: &SocketIo) {
-    io.ns("/", on_connect.with(authenticate));
+/// adapter: one replica alone, or several over Redis (whose set-up the caller awaits).
+pub(crate) fn register<A: Adapter + socketioxide_core::adapter::DefinedAdapter>(
+    io: &SocketIo<A>,
+) -> A::InitRes {
+    io.ns("/", on_connect::<A>.with(authenticate::<A>))
+}
+
+/// Emits to the sockets `select` picks, on every replica. If the replicas' channel (Redis)
+/// fails, this replica's own sockets still get it: local traffic goes on through an outage.
+pub(crate) async fn broadcast<A: Adapter, T: serde::Serialize + ?Sized>(
+    io: &SocketIo<A>,
+    select: impl Fn(&SocketIo<A>) -> BroadcastOperators<A>,
+    event: &str,
+    data: &T,
+) {
+    match select(io).emit(event, data).await {
+        Ok(()) => {}
+        // The adapter fails before emitting locally, so nothing is sent twice.
+        Err(BroadcastError::Adapter(err)) => {
+            tracing::debug!(%err, "cross-replica broadcast failed; this replica's sockets only");
+            let _ = select(io).local().emit(event, data).await;
+        }
+        Err(err) => tracing::debug!(%err, "broadcast failed for some sockets"),
+    }
+}
+
+/// [`broadcast`] with acks: the acks of every replica's sockets, or (`true`: other replicas
+/// unreachable) of this replica's alone.
+async fn broadcast_with_ack<A: Adapter, T: serde::Serialize + ?Sized>(
+    io: &SocketIo<A>,
+    select: impl Fn(&SocketIo<A>) -> BroadcastOperators<A>,
+    timeout: std::time::Duration,
+    event: &str,
+    data: &T,
+) -> Result<(socketioxide::ack::AckStream<Value, A>, bool), EmitWithAckError> {
+    match select(io).timeout(timeout).emit_with_ack(event, data).await {
+        Ok(stream) => Ok((stream, false)),
+        Err(EmitWithAckError::Adapter(err)) => {
+            tracing::debug!(%err, "cross-replica emit failed; this replica's sockets only");
+            let stream = select(io)
+                .local()
+                .timeout(timeout)
+                .emit_with_ack(event, data)
+                .await?;
+            Ok((stream, true))
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// Why a handshake was refused; the text is what the client's `connect_error` carries.
@@ -124,6 +170,7 @@ async fn on_connect<A: Adapter>(
         &team,
         &agent,
         &sid,
+        &mesh.node,
         &now,
         mesh.limits.max_connections_per_agent,
     ) {
@@ -144,9 +191,18 @@ async fn on_connect<A: Adapter>(
     for group in &connected.groups {
         socket.join(group_room(&team, group));
     }
+    if let Some(cluster) = &mesh.cluster {
+        cluster.connected(SocketEntry {
+            team: team.clone(),
+            agent: agent.clone(),
+            sid: sid.clone(),
+            since: now,
+            groups: connected.groups.clone(),
+        });
+    }
     mesh.metrics
         .connections
-        .set(mesh.registry.connection_count() as i64);
+        .set(mesh.registry.connection_count(&mesh.node) as i64);
     tracing::info!(sid = %socket.id, %team, %agent, first = connected.first, "agent connected");
     // Stored mail first: the deliverer hands it over in order, then keeps up with new mail.
     if let Some(store) = &mesh.store {
@@ -158,11 +214,13 @@ async fn on_connect<A: Adapter>(
             online: true,
             at: wire::now_rfc3339(),
         };
-        let _ = io
-            .to(team_room(&team))
-            .except(agent_room(&team, &agent))
-            .emit(event::PRESENCE, &change)
-            .await;
+        broadcast(
+            &io,
+            |io| io.to(team_room(&team)).except(agent_room(&team, &agent)),
+            event::PRESENCE,
+            &change,
+        )
+        .await;
     }
 }
 
@@ -175,10 +233,14 @@ async fn on_disconnect<A: Adapter>(
         return;
     };
     let (team, agent) = (session.team(), session.agent());
-    mesh.metrics.connections.dec();
-    let last = mesh
-        .registry
-        .disconnect(team, agent, &socket.id.to_string());
+    let sid = socket.id.to_string();
+    let last = mesh.registry.disconnect(team, agent, &sid);
+    if let Some(cluster) = &mesh.cluster {
+        cluster.disconnected(team, agent, &sid);
+    }
+    mesh.metrics
+        .connections
+        .set(mesh.registry.connection_count(&mesh.node) as i64);
     tracing::info!(sid = %socket.id, %team, %agent, last, "agent disconnected");
     if last {
         let change = PresenceChange {
@@ -186,7 +248,7 @@ async fn on_disconnect<A: Adapter>(
             online: false,
             at: wire::now_rfc3339(),
         };
-        let _ = io.to(team_room(team)).emit(event::PRESENCE, &change).await;
+        broadcast(&io, |io| io.to(team_room(team)), event::PRESENCE, &change).await;
     }
 }
 
@@ -311,6 +373,15 @@ async fn send<A: Adapter>(
     if !mesh.dedup.first_time(team, from, &request.id, now) {
         return Ok(SendAck::duplicate(request.id));
     }
+    // Another replica may have seen it (a client that reconnected elsewhere and retried).
+    if let Some(cluster) = &mesh.cluster
+        && !cluster
+            .first_time(team, from, &request.id, mesh.limits.dedup_window)
+            .await
+    {
+        return Ok(SendAck::duplicate(request.id));
+    }
+    let envelope_id = request.id.clone();
     let envelope = Envelope {
         id: request.id.clone(),
         kind: if matches!(target, Target::Group(_)) {
@@ -333,6 +404,9 @@ async fn send<A: Adapter>(
     if result.is_err() {
         // Not delivered: a retry with the same id must be tried again, not called a duplicate.
         mesh.dedup.forget(team, from, &request.id);
+        if let Some(cluster) = &mesh.cluster {
+            cluster.forget(team, from, &envelope_id).await;
+        }
     }
     result
 }
@@ -347,12 +421,11 @@ async fn deliver<A: Adapter>(
     envelope: &Envelope,
 ) -> Result<SendAck, WireError> {
     let offline = |message: String| WireError::new(ErrorCode::RecipientOffline, message);
-    let operators = match target {
+    match target {
         Target::Agent(to) => {
             if !mesh.registry.is_online(team, to) {
                 return Err(offline(format!("agent `{to}` is not connected")));
             }
-            io.to(agent_room(team, to))
         }
         Target::Group(group) => {
             if mesh.registry.members(team, group).iter().all(|m| m == from) {
@@ -360,15 +433,23 @@ async fn deliver<A: Adapter>(
                     "no other member of `{group}` is connected"
                 )));
             }
-            io.to(group_room(team, group))
-                .except(agent_room(team, from))
         }
+    }
+    let select = |io: &SocketIo<A>| match target {
+        Target::Agent(to) => io.to(agent_room(team, to)),
+        Target::Group(group) => io
+            .to(group_room(team, group))
+            .except(agent_room(team, from)),
     };
-    let acks = operators
-        .timeout(mesh.limits.ack_timeout)
-        .emit_with_ack::<_, Value>(event::MESSAGE, envelope)
-        .await
-        .map_err(|e| offline(format!("could not emit: {e}")))?;
+    let (acks, local_only) = broadcast_with_ack(
+        io,
+        select,
+        mesh.limits.ack_timeout,
+        event::MESSAGE,
+        envelope,
+    )
+    .await
+    .map_err(|e| offline(format!("could not emit: {e}")))?;
     let mut delivered_to: Vec<String> = acks
         .filter_map(|(sid, result)| async move { result.ok().map(|_| sid.to_string()) })
         .filter_map(|sid| async move { mesh.registry.agent_of(team, &sid) })
@@ -381,6 +462,14 @@ async fn deliver<A: Adapter>(
             Target::Agent(to) => format!("agent `{to}`"),
             Target::Group(group) => format!("members of `{group}`"),
         };
+        if local_only {
+            return Err(WireError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "{who} may be on another replica, and the replicas cannot reach each other (Redis is unavailable); retry with the same id"
+                ),
+            ));
+        }
         return Err(offline(format!(
             "{who} did not acknowledge within {:?}",
             mesh.limits.ack_timeout
@@ -421,16 +510,26 @@ async fn deliver_stored<A: Adapter>(
                 if !mesh.registry.is_online(team, to) {
                     return Ok(stored(envelope));
                 }
-                let acked = mesh.deliverers.wake(io, mesh, store, team, to);
-                Ok(
-                    if crate::durable::Deliverers::acked(acked, &entry, mesh.limits.ack_timeout)
-                        .await
-                    {
-                        SendAck::delivered(envelope.id.clone(), None)
-                    } else {
-                        stored(envelope)
-                    },
-                )
+                let timeout = mesh.limits.ack_timeout;
+                // The recipient's deliverer runs where its connection is: here, or on another
+                // replica, which is woken and reports the ack back.
+                let delivered = if mesh.registry.has_connection_on(team, to, &mesh.node) {
+                    let acked = mesh.deliverers.wake(io, mesh, store, team, to);
+                    crate::durable::Deliverers::acked(acked, &entry, timeout).await
+                } else if let Some(cluster) = &mesh.cluster {
+                    let acked = cluster.watch_delivered(team, to);
+                    cluster.wake(team, to);
+                    let delivered = crate::durable::Deliverers::acked(acked, &entry, timeout).await;
+                    cluster.unwatch_delivered(team, to);
+                    delivered
+                } else {
+                    false
+                };
+                Ok(if delivered {
+                    SendAck::delivered(envelope.id.clone(), None)
+                } else {
+                    stored(envelope)
+                })
             }
             Err(err) => deliver(io, mesh, team, from, target, envelope)
                 .await
@@ -567,8 +666,14 @@ async fn on_group_join<A: Adapter>(
             .registry
             .join(team, agent, &group, mesh.limits.max_groups_per_agent)
             .map_err(|e| WireError::new(ErrorCode::Forbidden, e.to_string()))?;
-        // Every connection of the agent joins, not only this one.
-        let _ = io.to(agent_room(team, agent)).join(group_room(team, &group)).await;
+        if let Some(cluster) = &mesh.cluster {
+            cluster.joined(team, agent, &group);
+        }
+        // Every connection of the agent joins, on every replica, not only this one.
+        let room = group_room(team, &group);
+        if io.to(agent_room(team, agent)).join(room.clone()).await.is_err() {
+            let _ = io.to(agent_room(team, agent)).local().join(room).await;
+        }
         Ok(GroupAck::members(group, members))
     }
     .await;
@@ -588,10 +693,18 @@ async fn on_group_leave<A: Adapter>(
         let group = group_request(data)?;
         let (team, agent) = (session.team(), session.agent());
         let members = mesh.registry.leave(team, agent, &group);
-        let _ = io
+        if let Some(cluster) = &mesh.cluster {
+            cluster.left(team, agent, &group);
+        }
+        let room = group_room(team, &group);
+        if io
             .to(agent_room(team, agent))
-            .leave(group_room(team, &group))
-            .await;
+            .leave(room.clone())
+            .await
+            .is_err()
+        {
+            let _ = io.to(agent_room(team, agent)).local().leave(room).await;
+        }
         Ok(GroupAck::members(group, members))
     }
     .await;

@@ -3,23 +3,26 @@
 //! [`Server::bind`] then [`Server::run`]; the wire contract is in `nsh-mesh-transport` and
 //! `docs/mesh-protocol.md`. Layers: [`config`] and [`keys`] (input), [`registry`] and [`dedup`]
 //! (pure state), [`store`] (Redis Streams, when persistence is on) and `durable` (in-order
-//! delivery of stored messages), `handlers` (Socket.io events), `app` (HTTP, admin endpoints,
-//! shutdown).
+//! delivery of stored messages), `cluster` and `pubsub` (several replicas over Redis),
+//! `handlers` (Socket.io events), `app` (HTTP, admin endpoints, shutdown).
 #![forbid(unsafe_code)]
 
 mod app;
+mod cluster;
 pub mod config;
 pub mod dedup;
 mod durable;
 mod handlers;
 pub mod keys;
 mod metrics;
+mod pubsub;
 pub mod registry;
 pub mod store;
 
 use std::sync::Arc;
 
 pub use app::{Server, ServerError};
+pub use cluster::ClusterError;
 pub use config::{Limits, RateLimit, ServerConfig};
 
 /// Everything the handlers share.
@@ -34,4 +37,8 @@ pub(crate) struct Mesh {
     /// The message store, when persistence is on.
     store: Option<store::Store>,
     deliverers: durable::Deliverers,
+    /// This replica's id in the cluster directory (random per process).
+    node: String,
+    /// The other replicas, when several share a Redis (`--redis`).
+    cluster: Option<Arc<cluster::Cluster>>,
 }

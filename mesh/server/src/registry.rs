@@ -3,6 +3,10 @@
 //!
 //! Group membership belongs to the agent (all its connections), and ends when its last
 //! connection closes: clients re-join after reconnecting.
+//!
+//! With several replicas every replica keeps the whole team's view: its own connections, and
+//! the others' as the cluster directory reports them. Each connection records the replica
+//! (node) holding it, so a replica that dies can be dropped at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -18,8 +22,14 @@ pub struct Registry {
 struct Team {
     agents: BTreeMap<String, Agent>,
     groups: BTreeMap<String, BTreeSet<String>>,
-    /// Socket id -> agent, to name who acked a broadcast.
-    sockets: HashMap<String, String>,
+    /// Socket id -> its agent and the node holding it.
+    sockets: HashMap<String, Holder>,
+}
+
+#[derive(Debug, Clone)]
+struct Holder {
+    agent: String,
+    node: String,
 }
 
 #[derive(Debug)]
@@ -44,6 +54,16 @@ pub struct TooManyGroups {
     pub max: usize,
 }
 
+/// One connection as a replica reports it to the others.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SocketEntry {
+    pub team: String,
+    pub agent: String,
+    pub sid: String,
+    pub since: String,
+    pub groups: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connected {
     /// First connection of the agent: announce it online.
@@ -63,12 +83,14 @@ impl Registry {
         result
     }
 
-    /// Records a new connection `sid` of `agent`, unless it would exceed `max_connections`.
+    /// Records a new connection `sid` of `agent` on `node`, unless it would exceed
+    /// `max_connections`.
     pub fn connect(
         &self,
         team: &str,
         agent: &str,
         sid: &str,
+        node: &str,
         now: &str,
         max_connections: usize,
     ) -> Result<Connected, TooManyConnections> {
@@ -80,16 +102,73 @@ impl Registry {
                     max: max_connections,
                 });
             }
-            let entry = t.agents.entry(agent.to_owned()).or_insert_with(|| Agent {
-                sockets: BTreeSet::new(),
-                since: now.to_owned(),
-                groups: BTreeSet::new(),
-            });
-            entry.sockets.insert(sid.to_owned());
-            t.sockets.insert(sid.to_owned(), agent.to_owned());
-            Ok(Connected {
-                first: current == 0,
-                groups: entry.groups.iter().cloned().collect(),
+            Ok(t.add_socket(agent, sid, node, now))
+        })
+    }
+
+    /// Drops every connection held by `node` (a replica that died); returns the agents that
+    /// are offline now, by team.
+    pub fn drop_node(&self, node: &str) -> Vec<(String, String)> {
+        let mut teams = self.teams.lock().expect("registry lock");
+        let mut offline = Vec::new();
+        for (name, team) in teams.iter_mut() {
+            for agent in team.remove_node(node) {
+                offline.push((name.clone(), agent));
+            }
+        }
+        teams.retain(|_, t| !t.agents.is_empty());
+        offline
+    }
+
+    /// Replaces what is known of `node`'s connections with `entries` (its own report), keeping
+    /// agents' groups as reported.
+    pub fn replace_node(&self, node: &str, entries: &[SocketEntry]) {
+        let mut teams = self.teams.lock().expect("registry lock");
+        for team in teams.values_mut() {
+            team.remove_node(node);
+        }
+        for entry in entries {
+            let team = teams.entry(entry.team.clone()).or_default();
+            team.add_socket(&entry.agent, &entry.sid, node, &entry.since);
+            for group in &entry.groups {
+                team.add_member(&entry.agent, group);
+            }
+        }
+        teams.retain(|_, t| !t.agents.is_empty());
+    }
+
+    /// The connections `node` holds, with their agents' groups: what it reports to the others.
+    pub fn snapshot(&self, node: &str) -> Vec<SocketEntry> {
+        let teams = self.teams.lock().expect("registry lock");
+        let mut entries = Vec::new();
+        for (name, team) in teams.iter() {
+            for (sid, holder) in &team.sockets {
+                if holder.node != node {
+                    continue;
+                }
+                let Some(agent) = team.agents.get(&holder.agent) else {
+                    continue;
+                };
+                entries.push(SocketEntry {
+                    team: name.clone(),
+                    agent: holder.agent.clone(),
+                    sid: sid.clone(),
+                    since: agent.since.clone(),
+                    groups: agent.groups.iter().cloned().collect(),
+                });
+            }
+        }
+        entries.sort_by(|a, b| a.sid.cmp(&b.sid));
+        entries
+    }
+
+    /// Whether `agent` has a connection on `node`.
+    pub fn has_connection_on(&self, team: &str, agent: &str, node: &str) -> bool {
+        self.with_team(team, |t| {
+            t.agents.get(agent).is_some_and(|a| {
+                a.sockets
+                    .iter()
+                    .any(|sid| t.sockets.get(sid).is_some_and(|h| h.node == node))
             })
         })
     }
@@ -104,10 +183,7 @@ impl Registry {
             if !entry.sockets.remove(sid) || !entry.sockets.is_empty() {
                 return false;
             }
-            let entry = t.agents.remove(agent).expect("present above");
-            for group in entry.groups {
-                remove_member(&mut t.groups, &group, agent);
-            }
+            t.remove_agent(agent);
             true
         })
     }
@@ -136,10 +212,11 @@ impl Registry {
             if !entry.groups.contains(group) && entry.groups.len() >= max_groups {
                 return Err(TooManyGroups { max: max_groups });
             }
-            entry.groups.insert(group.to_owned());
-            let members = t.groups.entry(group.to_owned()).or_default();
-            members.insert(agent.to_owned());
-            Ok(members.iter().cloned().collect())
+            t.add_member(agent, group);
+            Ok(t.groups
+                .get(group)
+                .map(|m| m.iter().cloned().collect())
+                .unwrap_or_default())
         })
     }
 
@@ -200,17 +277,86 @@ impl Registry {
 
     /// The agent behind connection `sid`, if it is of `team`.
     pub fn agent_of(&self, team: &str, sid: &str) -> Option<String> {
-        self.with_team(team, |t| t.sockets.get(sid).cloned())
+        self.with_team(team, |t| t.sockets.get(sid).map(|h| h.agent.clone()))
     }
 
-    /// Number of open connections, all teams.
-    pub fn connection_count(&self) -> usize {
+    /// Number of open connections held by `node`, all teams.
+    pub fn connection_count(&self, node: &str) -> usize {
         self.teams
             .lock()
             .expect("registry lock")
             .values()
-            .map(|t| t.sockets.len())
+            .map(|t| t.sockets.values().filter(|h| h.node == node).count())
             .sum()
+    }
+}
+
+impl Team {
+    fn add_socket(&mut self, agent: &str, sid: &str, node: &str, since: &str) -> Connected {
+        let entry = self
+            .agents
+            .entry(agent.to_owned())
+            .or_insert_with(|| Agent {
+                sockets: BTreeSet::new(),
+                since: since.to_owned(),
+                groups: BTreeSet::new(),
+            });
+        let first = entry.sockets.is_empty();
+        entry.sockets.insert(sid.to_owned());
+        self.sockets.insert(
+            sid.to_owned(),
+            Holder {
+                agent: agent.to_owned(),
+                node: node.to_owned(),
+            },
+        );
+        Connected {
+            first,
+            groups: entry.groups.iter().cloned().collect(),
+        }
+    }
+
+    /// Adds a known agent to a group (unknown agents are ignored: membership needs a connection).
+    fn add_member(&mut self, agent: &str, group: &str) {
+        if let Some(entry) = self.agents.get_mut(agent) {
+            entry.groups.insert(group.to_owned());
+            self.groups
+                .entry(group.to_owned())
+                .or_default()
+                .insert(agent.to_owned());
+        }
+    }
+
+    fn remove_agent(&mut self, agent: &str) {
+        if let Some(entry) = self.agents.remove(agent) {
+            for group in entry.groups {
+                remove_member(&mut self.groups, &group, agent);
+            }
+        }
+    }
+
+    /// Drops the connections held by `node`; returns the agents left with none.
+    fn remove_node(&mut self, node: &str) -> Vec<String> {
+        let gone: Vec<(String, String)> = self
+            .sockets
+            .iter()
+            .filter(|(_, h)| h.node == node)
+            .map(|(sid, h)| (sid.clone(), h.agent.clone()))
+            .collect();
+        let mut offline = Vec::new();
+        for (sid, agent) in gone {
+            self.sockets.remove(&sid);
+            let Some(entry) = self.agents.get_mut(&agent) else {
+                continue;
+            };
+            entry.sockets.remove(&sid);
+            if entry.sockets.is_empty() {
+                self.remove_agent(&agent);
+                offline.push(agent);
+            }
+        }
+        offline.sort();
+        offline
     }
 }
 
@@ -228,14 +374,16 @@ mod tests {
     use super::*;
 
     const NOW: &str = "2026-11-29T00:00:00.000Z";
+    const N1: &str = "node-1";
+    const N2: &str = "node-2";
 
     #[test]
     fn first_and_last_connection_are_reported_and_limits_hold() {
         let r = Registry::default();
-        assert!(r.connect("t", "a", "s1", NOW, 2).unwrap().first);
-        assert!(!r.connect("t", "a", "s2", NOW, 2).unwrap().first);
+        assert!(r.connect("t", "a", "s1", N1, NOW, 2).unwrap().first);
+        assert!(!r.connect("t", "a", "s2", N1, NOW, 2).unwrap().first);
         assert_eq!(
-            r.connect("t", "a", "s3", NOW, 2),
+            r.connect("t", "a", "s3", N1, NOW, 2),
             Err(TooManyConnections {
                 agent: "a".into(),
                 max: 2
@@ -247,18 +395,21 @@ mod tests {
         assert!(!r.is_online("t", "a"));
         // Unknown sockets change nothing.
         assert!(!r.disconnect("t", "a", "s2"));
-        assert_eq!(r.connection_count(), 0);
+        assert_eq!(r.connection_count(N1), 0);
     }
 
     #[test]
     fn groups_follow_the_agent_and_end_with_its_last_connection() {
         let r = Registry::default();
-        r.connect("t", "a", "s1", NOW, 8).unwrap();
-        r.connect("t", "b", "s2", NOW, 8).unwrap();
+        r.connect("t", "a", "s1", N1, NOW, 8).unwrap();
+        r.connect("t", "b", "s2", N1, NOW, 8).unwrap();
         assert_eq!(r.join("t", "a", "ops", 2).unwrap(), ["a"]);
         assert_eq!(r.join("t", "b", "ops", 2).unwrap(), ["a", "b"]);
         // A second connection of `a` is told to join `ops` too.
-        assert_eq!(r.connect("t", "a", "s3", NOW, 8).unwrap().groups, ["ops"]);
+        assert_eq!(
+            r.connect("t", "a", "s3", N1, NOW, 8).unwrap().groups,
+            ["ops"]
+        );
         assert_eq!(r.groups("t")[0].members, 2);
         assert!(r.disconnect("t", "b", "s2"));
         assert_eq!(r.members("t", "ops"), ["a"]);
@@ -269,7 +420,7 @@ mod tests {
     #[test]
     fn group_limit_counts_distinct_groups() {
         let r = Registry::default();
-        r.connect("t", "a", "s1", NOW, 8).unwrap();
+        r.connect("t", "a", "s1", N1, NOW, 8).unwrap();
         r.join("t", "a", "g1", 1).unwrap();
         r.join("t", "a", "g1", 1).unwrap();
         assert_eq!(r.join("t", "a", "g2", 1), Err(TooManyGroups { max: 1 }));
@@ -278,13 +429,51 @@ mod tests {
     #[test]
     fn teams_are_isolated() {
         let r = Registry::default();
-        r.connect("red", "a", "s1", NOW, 8).unwrap();
+        r.connect("red", "a", "s1", N1, NOW, 8).unwrap();
         r.join("red", "a", "ops", 8).unwrap();
-        r.connect("blue", "b", "s2", NOW, 8).unwrap();
+        r.connect("blue", "b", "s2", N1, NOW, 8).unwrap();
         assert!(!r.is_online("blue", "a"));
         assert!(r.members("blue", "ops").is_empty());
         assert_eq!(r.presence("blue").len(), 1);
         assert_eq!(r.agent_of("blue", "s1"), None);
         assert_eq!(r.agent_of("red", "s1").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_dead_node_takes_its_connections_and_only_its_agents_go_offline() {
+        let r = Registry::default();
+        r.connect("t", "a", "s1", N1, NOW, 8).unwrap();
+        r.connect("t", "a", "s2", N2, NOW, 8).unwrap();
+        r.connect("t", "b", "s3", N2, NOW, 8).unwrap();
+        r.join("t", "b", "ops", 8).unwrap();
+        assert!(r.has_connection_on("t", "a", N2));
+        assert!(!r.has_connection_on("t", "b", N1));
+        assert_eq!(r.connection_count(N2), 2);
+        // `a` still has a connection on node-1; `b` had only node-2.
+        assert_eq!(r.drop_node(N2), [("t".to_owned(), "b".to_owned())]);
+        assert!(r.is_online("t", "a"));
+        assert!(!r.is_online("t", "b"));
+        assert!(r.members("t", "ops").is_empty());
+        assert_eq!(r.connection_count(N2), 0);
+    }
+
+    #[test]
+    fn a_snapshot_replaces_what_a_node_held() {
+        let r = Registry::default();
+        r.connect("t", "stale", "s9", N2, NOW, 8).unwrap();
+        r.connect("t", "a", "s1", N1, NOW, 8).unwrap();
+        let report = [SocketEntry {
+            team: "t".into(),
+            agent: "b".into(),
+            sid: "s2".into(),
+            since: NOW.into(),
+            groups: vec!["ops".into()],
+        }];
+        r.replace_node(N2, &report);
+        assert!(!r.is_online("t", "stale"));
+        assert_eq!(r.members("t", "ops"), ["b"]);
+        assert_eq!(r.snapshot(N2), report);
+        assert_eq!(r.snapshot(N1)[0].agent, "a");
+        assert_eq!(r.agent_of("t", "s2").as_deref(), Some("b"));
     }
 }

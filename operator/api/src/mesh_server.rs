@@ -110,9 +110,13 @@ pub struct RedisSpec {
     /// A Secret key holding the URL (when it carries a password).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
-    /// Let the operator run a single Redis for this mesh.
+    /// Let the operator run a single Redis for this mesh (one pod, data in an emptyDir: for
+    /// development and small teams; bring your own Redis for durability).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<bool>,
+    /// Image of the operator-run Redis (with `managed: true`); `redis:7.4-alpine` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

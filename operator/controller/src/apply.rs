@@ -78,6 +78,38 @@ where
         .await?)
 }
 
+/// Deletes `name` if `owner` owns it (something the spec no longer asks for); leaves objects
+/// of the same name that someone else made.
+pub async fn delete_owned<K, O>(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    owner: &O,
+) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    O: Resource<DynamicType = ()>,
+{
+    let api = Api::<K>::namespaced(client.clone(), namespace);
+    let owner_uid = owner.meta().uid.clone().unwrap_or_default();
+    let owned = api.get_opt(name).await?.is_some_and(|object| {
+        object
+            .meta()
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == owner_uid)
+    });
+    if owned {
+        api.delete(name, &kube::api::DeleteParams::default())
+            .await?;
+    }
+    Ok(())
+}
+
 /// Server-side applies `status` to the status subresource of `object`.
 pub async fn apply_status<K>(
     client: &kube::Client,

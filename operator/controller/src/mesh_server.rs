@@ -1,5 +1,6 @@
 //! MeshServer: Deployment, Service, ConfigMap (settings), the team keys Secret (every Team that
-//! points at this mesh contributes its key) and a PodDisruptionBudget above one replica.
+//! points at this mesh contributes its key), a PodDisruptionBudget above one replica, and, with
+//! `redis.managed`, a single-pod Redis (Deployment + Service) for it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt as _;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta};
+use kube::api::{Api, ListParams, ObjectMeta};
 use kube::runtime::controller::Action;
 use nsh_operator_api::conditions::{self, reason};
 use nsh_operator_api::{HasConditions as _, MeshServer, Team};
@@ -28,31 +29,38 @@ use crate::{Context, Error, Result, team};
 const KEYS_MOUNT: &str = "/etc/nsh/team-keys";
 const COMPONENT: &str = "mesh-server";
 
-/// What the schema cannot check, and what this operator version cannot run yet.
+const REDIS_COMPONENT: &str = "redis";
+const REDIS_PORT: i32 = 6379;
+pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.4-alpine";
+
+/// What the schema cannot check.
 pub fn validate(mesh: &MeshServer) -> Result<()> {
     let spec = &mesh.spec;
-    if spec.replicas > 1 {
+    if spec.replicas > 1 && spec.redis.is_none() {
         return Err(Error::invalid(
             "spec.replicas",
-            "several replicas over Redis are not supported by this version yet",
-            "run replicas: 1 (persistence keeps messages across restarts)",
+            "several replicas form one mesh through Redis, and none is configured",
+            "set spec.redis (url, secretRef, or managed: true), or run replicas: 1",
         ));
     }
-    if let Some(redis) = &spec.redis {
-        if redis.managed == Some(true) {
-            return Err(Error::invalid(
-                "spec.redis.managed",
-                "an operator-run Redis is not supported by this version yet",
-                "run Redis yourself and give spec.redis.url or spec.redis.secretRef",
-            ));
-        }
-        if !spec.persistence.enabled {
-            return Err(Error::invalid(
-                "spec.redis",
-                "Redis is only used for persistence in this version",
-                "set spec.persistence.enabled: true, or remove spec.redis",
-            ));
-        }
+    if spec.persistence.enabled && spec.redis.is_none() {
+        return Err(Error::invalid(
+            "spec.persistence.enabled",
+            "persistence keeps messages in Redis, and none is configured",
+            "set spec.redis (url, secretRef, or managed: true), or disable persistence",
+        ));
+    }
+    // The schema's pattern admits `0/s`, which the server would refuse at start-up.
+    let rate = &spec.rate_limit.rate;
+    let count = rate
+        .split_once('/')
+        .and_then(|(n, _)| n.parse::<f64>().ok());
+    if !count.is_some_and(|n| n > 0.0) {
+        return Err(Error::invalid(
+            "spec.rateLimit.rate",
+            format!("`{rate}` allows no events at all"),
+            "give a positive count, such as 50/s",
+        ));
     }
     if let Some(retention) = &spec.persistence.retention {
         humantime::parse_duration(retention).map_err(|e| {
@@ -74,6 +82,16 @@ pub struct Built {
     pub deployment: Deployment,
     pub service: Service,
     pub pdb: Option<PodDisruptionBudget>,
+    /// The operator-run Redis, with `redis.managed`.
+    pub redis: Option<(Deployment, Service)>,
+}
+
+fn is_managed(mesh: &MeshServer) -> bool {
+    mesh.spec.redis.as_ref().and_then(|r| r.managed) == Some(true)
+}
+
+pub fn redis_name(mesh: &str) -> String {
+    format!("{mesh}-redis")
 }
 
 fn meta(mesh: &MeshServer, name: String) -> ObjectMeta {
@@ -115,15 +133,21 @@ pub fn build(
         if let Some(max) = persistence.max_length {
             settings.insert("NSH_MESH_MAX_LEN".into(), max.to_string());
         }
-        if let Some(url) = spec.redis.as_ref().and_then(|r| r.url.clone()) {
-            settings.insert("NSH_MESH_REDIS".into(), url);
-        }
+    }
+    // Redis serves the replicas (adapter) and persistence alike.
+    if let Some(url) = spec.redis.as_ref().and_then(|r| r.url.clone()) {
+        settings.insert("NSH_MESH_REDIS".into(), url);
+    }
+    if is_managed(mesh) {
+        settings.insert(
+            "NSH_MESH_REDIS".into(),
+            format!("redis://{}:{REDIS_PORT}/0", redis_name(&name)),
+        );
     }
     // A Redis URL with a password stays in its Secret: the pod reads it from there.
     let redis_from_secret = spec
         .redis
         .as_ref()
-        .filter(|_| persistence.enabled)
         .and_then(|r| r.secret_ref.clone())
         .map(|secret| EnvVar {
             name: "NSH_MESH_REDIS".into(),
@@ -225,6 +249,8 @@ pub fn build(
         spec: Some(ServiceSpec {
             type_: Some(format!("{:?}", spec.service.type_)),
             selector: Some(selector.clone()),
+            // Socket.io's long-polling needs every request of a session on one replica.
+            session_affinity: (spec.replicas > 1).then(|| "ClientIP".to_owned()),
             ports: Some(vec![ServicePort {
                 name: Some("socketio".into()),
                 port,
@@ -247,13 +273,127 @@ pub fn build(
         }),
         ..PodDisruptionBudget::default()
     });
+    let redis = is_managed(mesh).then(|| build_redis(mesh));
     Built {
         config_map,
         keys,
         deployment,
         service,
         pdb,
+        redis,
     }
+}
+
+/// One Redis pod for the mesh: data in an emptyDir (kept across container restarts, not pod
+/// moves), append-only when persistence is on.
+fn build_redis(mesh: &MeshServer) -> (Deployment, Service) {
+    let name = redis_name(&mesh.name_any());
+    let selector = apply::selector(REDIS_COMPONENT, &name);
+    let appendonly = if mesh.spec.persistence.enabled {
+        "yes"
+    } else {
+        "no"
+    };
+    let tcp_probe = || k8s_openapi::api::core::v1::Probe {
+        tcp_socket: Some(k8s_openapi::api::core::v1::TCPSocketAction {
+            port: IntOrString::String("redis".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(5),
+        ..Default::default()
+    };
+    let container = Container {
+        name: "redis".into(),
+        image: Some(
+            mesh.spec
+                .redis
+                .as_ref()
+                .and_then(|r| r.image.clone())
+                .unwrap_or_else(|| DEFAULT_REDIS_IMAGE.to_owned()),
+        ),
+        command: Some(vec!["redis-server".into()]),
+        args: Some(
+            [
+                "--port",
+                &REDIS_PORT.to_string(),
+                "--dir",
+                "/data",
+                "--save",
+                "",
+                "--appendonly",
+                appendonly,
+                "--protected-mode",
+                "no",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+        ports: Some(vec![ContainerPort {
+            name: Some("redis".into()),
+            container_port: REDIS_PORT,
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(tcp_probe()),
+        liveness_probe: Some(tcp_probe()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "data".into(),
+            mount_path: "/data".into(),
+            ..VolumeMount::default()
+        }]),
+        security_context: Some(restricted_container()),
+        ..Container::default()
+    };
+    let meta = |n: String| apply::owned_meta(mesh, REDIS_COMPONENT, n);
+    let deployment = Deployment {
+        metadata: meta(name.clone()),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            // Never two Redis pods at once: they would be two meshes.
+            strategy: Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                ..Default::default()
+            }),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(template_meta(
+                    REDIS_COMPONENT,
+                    &name,
+                    config_hash(&BTreeMap::from([("appendonly", appendonly)])),
+                )),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    security_context: Some(restricted_pod()),
+                    volumes: Some(vec![Volume {
+                        name: "data".into(),
+                        empty_dir: Some(Default::default()),
+                        ..Volume::default()
+                    }]),
+                    automount_service_account_token: Some(false),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    };
+    let service = Service {
+        metadata: meta(name),
+        spec: Some(ServiceSpec {
+            selector: Some(selector),
+            ports: Some(vec![ServicePort {
+                name: Some("redis".into()),
+                port: REDIS_PORT,
+                target_port: Some(IntOrString::String("redis".into())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    (deployment, service)
 }
 
 /// The keys of every Team in the namespace that points at `mesh` and already has one.
@@ -309,14 +449,19 @@ pub async fn reconcile(mesh: Arc<MeshServer>, ctx: Arc<Context>) -> Result<Actio
             apply::apply(&ctx.client, &namespace, pdb).await?;
         }
         None => {
-            let pdbs = Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &namespace);
-            if pdbs.get_opt(&name).await?.is_some_and(|p| {
-                p.owner_references()
-                    .iter()
-                    .any(|o| o.uid == mesh.uid().unwrap_or_default())
-            }) {
-                pdbs.delete(&name, &DeleteParams::default()).await?;
-            }
+            apply::delete_owned::<PodDisruptionBudget, _>(&ctx.client, &namespace, &name, &*mesh)
+                .await?;
+        }
+    }
+    match &built.redis {
+        Some((redis, redis_service)) => {
+            apply::apply(&ctx.client, &namespace, redis_service).await?;
+            apply::apply(&ctx.client, &namespace, redis).await?;
+        }
+        None => {
+            let redis = redis_name(&name);
+            apply::delete_owned::<Deployment, _>(&ctx.client, &namespace, &redis, &*mesh).await?;
+            apply::delete_owned::<Service, _>(&ctx.client, &namespace, &redis, &*mesh).await?;
         }
     }
 
@@ -426,28 +571,93 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_features_are_refused_naming_the_field() {
+    fn specs_that_need_redis_without_one_are_refused_naming_the_field() {
         let refused = |spec: serde_json::Value, field: &str| {
             let err = validate(&mesh(spec)).unwrap_err().to_string();
             assert!(err.starts_with(&format!("{field}:")), "{err}");
+            assert!(err.contains("spec.redis"), "names the fix: {err}");
         };
+        refused(serde_json::json!({ "replicas": 3 }), "spec.replicas");
         refused(
-            serde_json::json!({ "persistence": { "enabled": true }, "redis": { "managed": true } }),
-            "spec.redis.managed",
+            serde_json::json!({ "persistence": { "enabled": true } }),
+            "spec.persistence.enabled",
         );
-        refused(
-            serde_json::json!({ "redis": { "url": "redis://r" } }),
-            "spec.redis",
-        );
-        refused(
-            serde_json::json!({ "replicas": 2, "redis": { "url": "redis://r" }, "persistence": { "enabled": true } }),
-            "spec.replicas",
-        );
-        refused(
+        let err = validate(&mesh(
             serde_json::json!({ "redis": { "url": "redis://r" }, "persistence": { "enabled": true, "retention": "1 fortnight" } }),
-            "spec.persistence.retention",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("spec.persistence.retention:"), "{err}");
+        let err = validate(&mesh(serde_json::json!({ "rateLimit": { "rate": "0/s" } })))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("spec.rateLimit.rate:"), "{err}");
+        for fine in [
+            serde_json::json!({}),
+            serde_json::json!({ "replicas": 3, "redis": { "url": "redis://r" } }),
+            serde_json::json!({ "replicas": 2, "redis": { "managed": true }, "persistence": { "enabled": true } }),
+        ] {
+            assert!(validate(&mesh(fine.clone())).is_ok(), "{fine}");
+        }
+    }
+
+    #[test]
+    fn several_replicas_get_redis_a_pdb_and_sticky_sessions() {
+        let built = build(
+            &mesh(serde_json::json!({ "replicas": 3, "redis": { "url": "redis://r:6379/1" } })),
+            &BTreeMap::new(),
+            "nsh:test",
         );
-        assert!(validate(&mesh(serde_json::json!({}))).is_ok());
+        assert_eq!(
+            built.config_map.data.unwrap()["NSH_MESH_REDIS"],
+            "redis://r:6379/1",
+            "Redis without persistence still joins the replicas"
+        );
+        assert_eq!(built.deployment.spec.unwrap().replicas, Some(3));
+        let pdb = built.pdb.expect("a PDB above one replica");
+        assert_eq!(pdb.spec.unwrap().min_available, Some(IntOrString::Int(1)));
+        assert_eq!(
+            built.service.spec.unwrap().session_affinity.as_deref(),
+            Some("ClientIP")
+        );
+        assert!(built.redis.is_none());
+    }
+
+    #[test]
+    fn a_managed_redis_is_one_restricted_pod_the_mesh_points_at() {
+        let built = build(
+            &mesh(
+                serde_json::json!({ "replicas": 2, "redis": { "managed": true }, "persistence": { "enabled": true } }),
+            ),
+            &BTreeMap::new(),
+            "nsh:test",
+        );
+        assert_eq!(
+            built.config_map.data.unwrap()["NSH_MESH_REDIS"],
+            "redis://mesh-redis:6379/0"
+        );
+        let (deployment, service) = built.redis.expect("managed Redis objects");
+        assert_eq!(deployment.metadata.name.as_deref(), Some("mesh-redis"));
+        assert_eq!(service.metadata.name.as_deref(), Some("mesh-redis"));
+        let spec = deployment.spec.unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+        let redis = &pod.containers[0];
+        assert_eq!(redis.image.as_deref(), Some(DEFAULT_REDIS_IMAGE));
+        let args = redis.args.clone().unwrap();
+        let appendonly = args.iter().position(|a| a == "--appendonly").unwrap();
+        assert_eq!(args[appendonly + 1], "yes", "persistence on: append-only");
+        assert_eq!(
+            redis
+                .security_context
+                .as_ref()
+                .unwrap()
+                .read_only_root_filesystem,
+            Some(true)
+        );
+        assert_eq!(deployment.metadata.owner_references.unwrap()[0].uid, "m1");
     }
 
     #[test]

@@ -27,15 +27,26 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
         &["get", "patch"],
     ),
     // What they own, written with server-side apply: an apply that creates the object needs
-    // `create` as well as `patch`.
+    // `create` as well as `patch`. `delete` only where the spec can stop asking for an object
+    // (a MeshServer's PDB and its managed Redis Deployment and Service).
     (
         "",
-        &["secrets", "configmaps", "services"],
+        &["secrets", "configmaps"],
         &["get", "list", "watch", "create", "patch"],
     ),
     (
+        "",
+        &["services"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    (
         "apps",
-        &["deployments", "statefulsets"],
+        &["deployments"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    (
+        "apps",
+        &["statefulsets"],
         &["get", "list", "watch", "create", "patch"],
     ),
     (

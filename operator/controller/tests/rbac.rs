@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use nsh_operator::leader::{Elector, LeaseConfig};
 use nsh_operator_api::{Agent, MeshServer, Team};
 use nsh_testenv::{ControlPlane, wait_for};
@@ -146,6 +146,43 @@ async fn the_operator_reconciles_everything_with_its_generated_role_alone() {
         })
         .await;
     }
+    // Scaling out with a managed Redis, and back: creating and deleting its objects is
+    // within the role too.
+    let meshes = Api::<MeshServer>::namespaced(admin.clone(), &ns);
+    let scale = |spec: serde_json::Value| {
+        let meshes = meshes.clone();
+        async move {
+            meshes
+                .patch(
+                    "mesh",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "spec": spec })),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let redis_exists = |want: bool| {
+        let deployments = deployments.clone();
+        async move {
+            wait_for(&format!("the managed Redis to exist: {want}"), WAIT, || {
+                let deployments = deployments.clone();
+                async move {
+                    let found = deployments
+                        .get_opt("mesh-redis")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok((found.is_some() == want).then_some(()))
+                }
+            })
+            .await;
+        }
+    };
+    scale(json!({ "replicas": 2, "redis": { "managed": true } })).await;
+    redis_exists(true).await;
+    scale(json!({ "replicas": 1, "redis": null })).await;
+    redis_exists(false).await;
+
     let agent = Api::<Agent>::namespaced(admin, &ns)
         .get("alice")
         .await

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use nsh_operator_api::{MeshServer, Team};
 use nsh_testenv::{ControlPlane, kubelet, wait_for};
 use serde_json::json;
@@ -282,7 +283,12 @@ async fn an_unsupported_spec_gets_a_condition_and_an_event_not_a_crash_loop() {
     let ns = plane.namespace("op-invalid").await.unwrap();
     let meshes = Api::<MeshServer>::namespaced(client.clone(), &ns);
     meshes
-        .create(&PostParams::default(), &object(json!({ "metadata": { "name": "m" }, "spec": { "redis": { "managed": true }, "persistence": { "enabled": true } } })))
+        .create(
+            &PostParams::default(),
+            &object(
+                json!({ "metadata": { "name": "m" }, "spec": { "rateLimit": { "rate": "0/s" } } }),
+            ),
+        )
         .await
         .unwrap();
     let (status, reason, message) = wait_for("an InvalidSpec condition", WAIT, || {
@@ -299,7 +305,7 @@ async fn an_unsupported_spec_gets_a_condition_and_an_event_not_a_crash_loop() {
     .await;
     assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"));
     assert!(
-        message.starts_with("spec.redis.managed:") && message.contains("spec.redis.url"),
+        message.starts_with("spec.rateLimit.rate:") && message.contains("50/s"),
         "{message}"
     );
     let events = Api::<Event>::namespaced(client.clone(), &ns);
@@ -326,6 +332,107 @@ async fn an_unsupported_spec_gets_a_condition_and_an_event_not_a_crash_loop() {
             .unwrap()
             .is_none()
     );
+}
+
+/// Polls until `get` returns what `want` accepts.
+async fn until<T, F, Fut>(what: &str, get: F, want: impl Fn(&T) -> bool) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    wait_for(what, WAIT, || async {
+        let value = get().await.map_err(|e| e.to_string())?;
+        Ok(want(&value).then_some(value))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn scaling_a_mesh_out_brings_redis_a_pdb_and_scaling_back_removes_them() {
+    let plane = ControlPlane::shared().await.unwrap();
+    let _operator = start_operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("op-scale").await.unwrap();
+    let meshes = Api::<MeshServer>::namespaced(client.clone(), &ns);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns);
+    let config = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    meshes
+        .create(
+            &PostParams::default(),
+            &object(json!({ "metadata": { "name": "m" }, "spec": {} })),
+        )
+        .await
+        .unwrap();
+    until(
+        "the mesh Deployment",
+        || deployments.get_opt("m"),
+        Option::is_some,
+    )
+    .await;
+
+    let patch = |spec: serde_json::Value| {
+        let meshes = meshes.clone();
+        async move {
+            meshes
+                .patch(
+                    "m",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "spec": spec })),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    patch(
+        json!({ "replicas": 3, "redis": { "managed": true }, "persistence": { "enabled": true } }),
+    )
+    .await;
+    until(
+        "three mesh replicas",
+        || deployments.get("m"),
+        |d| d.spec.as_ref().and_then(|s| s.replicas) == Some(3),
+    )
+    .await;
+    let redis = until(
+        "the managed Redis",
+        || deployments.get_opt("m-redis"),
+        Option::is_some,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        redis.metadata.owner_references.unwrap()[0].kind,
+        "MeshServer"
+    );
+    assert!(services.get_opt("m-redis").await.unwrap().is_some());
+    until("a PDB", || pdbs.get_opt("m"), Option::is_some).await;
+    let settings = config.get("m-config").await.unwrap().data.unwrap();
+    assert_eq!(settings["NSH_MESH_REDIS"], "redis://m-redis:6379/0");
+    assert_eq!(settings["NSH_MESH_PERSISTENCE"], "true");
+    // The controller-manager makes the replicas' pods (Pending: no kubelet).
+
+    // Back to one replica without Redis: the PDB and the managed Redis go.
+    meshes
+        .patch("m", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": 1, "redis": null, "persistence": { "enabled": false } } })))
+        .await
+        .unwrap();
+    until("no PDB", || pdbs.get_opt("m"), Option::is_none).await;
+    until(
+        "no managed Redis",
+        || deployments.get_opt("m-redis"),
+        Option::is_none,
+    )
+    .await;
+    until(
+        "no Redis Service",
+        || services.get_opt("m-redis"),
+        Option::is_none,
+    )
+    .await;
+    let settings = config.get("m-config").await.unwrap().data.unwrap();
+    assert!(!settings.contains_key("NSH_MESH_REDIS"), "{settings:?}");
 }
 
 #[tokio::test]
@@ -418,8 +525,8 @@ async fn an_agent_gets_a_verifiable_mesh_token_renewed_when_its_claims_change() 
     agents
         .patch(
             "alice",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({ "spec": { "groups": ["dev"] } })),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "groups": ["dev"] } })),
         )
         .await
         .unwrap();
@@ -607,8 +714,8 @@ async fn an_agent_runs_in_one_pod_with_the_mesh_client_sidecar_and_ready_follows
     agents
         .patch(
             "alice",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(
+            &PatchParams::default(),
+            &Patch::Merge(
                 json!({ "spec": { "mcpServers": [{ "name": "x", "preset": "gopher" }] } }),
             ),
         )

@@ -12,6 +12,13 @@ mod up;
 
 use clap::FromArgMatches as _;
 
+/// mimalloc rather than glibc's malloc: the mesh allocates and frees small buffers per message
+/// across threads, where glibc spent a third of a replica's CPU (profiled under the
+/// cross-replica benchmark). Built without transparent huge pages (`no_thp`), which otherwise
+/// cost idle connections about 10 KiB each in resident memory.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // HTTPS clients (kube, reqwest for `nsh mcp doctor`) share ring as rustls' provider; a

@@ -373,14 +373,6 @@ async fn send<A: Adapter>(
     if !mesh.dedup.first_time(team, from, &request.id, now) {
         return Ok(SendAck::duplicate(request.id));
     }
-    // Another replica may have seen it (a client that reconnected elsewhere and retried).
-    if let Some(cluster) = &mesh.cluster
-        && !cluster
-            .first_time(team, from, &request.id, mesh.limits.dedup_window)
-            .await
-    {
-        return Ok(SendAck::duplicate(request.id));
-    }
     let envelope_id = request.id.clone();
     let envelope = Envelope {
         id: request.id.clone(),
@@ -423,7 +415,7 @@ async fn deliver<A: Adapter>(
     let offline = |message: String| WireError::new(ErrorCode::RecipientOffline, message);
     match target {
         Target::Agent(to) => {
-            if !mesh.registry.is_online(team, to) {
+            if !mesh.registry.is_online(team, to) && !connected_anywhere(io, mesh, team, to).await {
                 return Err(offline(format!("agent `{to}` is not connected")));
             }
         }
@@ -435,11 +427,33 @@ async fn deliver<A: Adapter>(
             }
         }
     }
-    let select = |io: &SocketIo<A>| match target {
-        Target::Agent(to) => io.to(agent_room(team, to)),
-        Target::Group(group) => io
-            .to(group_room(team, group))
-            .except(agent_room(team, from)),
+    // Several replicas: a direct message goes straight to the one replica holding its
+    // recipient (whose own dedup window catches a retry through any replica), or stays here.
+    let mut here_only = mesh.cluster.is_none();
+    if let (Some(cluster), Target::Agent(to)) = (&mesh.cluster, target) {
+        match mesh.registry.holders(team, to).as_slice() {
+            [node] if *node == mesh.node => here_only = true,
+            [node] => return deliver_on_replica(mesh, cluster, node, team, to, envelope).await,
+            _ => {}
+        }
+    }
+    // Otherwise every replica may hold a recipient: a retry through another replica is caught
+    // by the ids recorded in Redis.
+    if !here_only && !first_time_in_cluster(mesh, team, from, &envelope.id).await {
+        return Ok(SendAck::duplicate(envelope.id.clone()));
+    }
+    let select = |io: &SocketIo<A>| {
+        let operators = match target {
+            Target::Agent(to) => io.to(agent_room(team, to)),
+            Target::Group(group) => io
+                .to(group_room(team, group))
+                .except(agent_room(team, from)),
+        };
+        if here_only {
+            operators.local()
+        } else {
+            operators
+        }
     };
     let (acks, local_only) = broadcast_with_ack(
         io,
@@ -450,14 +464,18 @@ async fn deliver<A: Adapter>(
     )
     .await
     .map_err(|e| offline(format!("could not emit: {e}")))?;
-    let mut delivered_to: Vec<String> = acks
+    let acked: Vec<String> = acks
         .filter_map(|(sid, result)| async move { result.ok().map(|_| sid.to_string()) })
-        .filter_map(|sid| async move { mesh.registry.agent_of(team, &sid) })
         .collect()
         .await;
+    // Who acked, by name (a connection the directory does not know yet is not named).
+    let mut delivered_to: Vec<String> = acked
+        .iter()
+        .filter_map(|sid| mesh.registry.agent_of(team, sid))
+        .collect();
     delivered_to.sort();
     delivered_to.dedup();
-    if delivered_to.is_empty() {
+    if acked.is_empty() {
         let who = match target {
             Target::Agent(to) => format!("agent `{to}`"),
             Target::Group(group) => format!("members of `{group}`"),
@@ -479,6 +497,61 @@ async fn deliver<A: Adapter>(
         envelope.id.clone(),
         matches!(target, Target::Group(_)).then_some(delivered_to),
     ))
+}
+
+/// With several replicas the directory may lag a connection made a moment ago on another
+/// replica: before calling an agent the directory does not know offline, ask every replica.
+async fn connected_anywhere<A: Adapter>(
+    io: &SocketIo<A>,
+    mesh: &Mesh,
+    team: &str,
+    agent: &str,
+) -> bool {
+    mesh.cluster.is_some()
+        && io
+            .to(agent_room(team, agent))
+            .fetch_sockets()
+            .await
+            .is_ok_and(|sockets| !sockets.is_empty())
+}
+
+/// Whether no replica saw this message id (always with one replica: the local window decided).
+async fn first_time_in_cluster(mesh: &Mesh, team: &str, from: &str, id: &str) -> bool {
+    match &mesh.cluster {
+        Some(cluster) => {
+            cluster
+                .first_time(team, from, id, mesh.limits.dedup_window)
+                .await
+        }
+        None => true,
+    }
+}
+
+/// Hands a direct message to the replica holding its recipient and waits for its answer.
+async fn deliver_on_replica(
+    mesh: &Mesh,
+    cluster: &Arc<crate::cluster::Cluster>,
+    node: &str,
+    team: &str,
+    to: &str,
+    envelope: &Envelope,
+) -> Result<SendAck, WireError> {
+    use crate::cluster::Outcome;
+    let timeout = mesh.limits.ack_timeout;
+    match cluster.deliver_on(node, team, to, envelope, timeout).await {
+        Outcome::Delivered => Ok(SendAck::delivered(envelope.id.clone(), None)),
+        Outcome::Duplicate => Ok(SendAck::duplicate(envelope.id.clone())),
+        Outcome::NotDelivered => Err(WireError::new(
+            ErrorCode::RecipientOffline,
+            format!("agent `{to}` did not acknowledge within {timeout:?}"),
+        )),
+        Outcome::Unreachable => Err(WireError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "agent `{to}` is on another replica, and the replicas cannot reach each other (Redis is unavailable); retry with the same id"
+            ),
+        )),
+    }
 }
 
 /// Persistence on: keep the message, then deliver it. A direct message goes through the
@@ -504,6 +577,11 @@ async fn deliver_stored<A: Adapter>(
             ),
         )
     };
+    // Stored mail may be delivered by any replica: a retry through another one is caught by
+    // the ids recorded in Redis.
+    if !first_time_in_cluster(mesh, team, from, &envelope.id).await {
+        return Ok(SendAck::duplicate(envelope.id.clone()));
+    }
     match target {
         Target::Agent(to) => match store.append_direct(team, to, envelope).await {
             Ok(entry) => {

@@ -162,6 +162,21 @@ impl Registry {
         entries
     }
 
+    /// The nodes holding `agent`'s connections, sorted.
+    pub fn holders(&self, team: &str, agent: &str) -> Vec<String> {
+        self.with_team(team, |t| {
+            let mut nodes: Vec<String> = t.agents.get(agent).map_or_else(Vec::new, |a| {
+                a.sockets
+                    .iter()
+                    .filter_map(|sid| t.sockets.get(sid).map(|h| h.node.clone()))
+                    .collect()
+            });
+            nodes.sort();
+            nodes.dedup();
+            nodes
+        })
+    }
+
     /// Whether `agent` has a connection on `node`.
     pub fn has_connection_on(&self, team: &str, agent: &str, node: &str) -> bool {
         self.with_team(team, |t| {
@@ -448,6 +463,9 @@ mod tests {
         r.join("t", "b", "ops", 8).unwrap();
         assert!(r.has_connection_on("t", "a", N2));
         assert!(!r.has_connection_on("t", "b", N1));
+        assert_eq!(r.holders("t", "a"), [N1, N2]);
+        assert_eq!(r.holders("t", "b"), [N2]);
+        assert!(r.holders("t", "nobody").is_empty());
         assert_eq!(r.connection_count(N2), 2);
         // `a` still has a connection on node-1; `b` had only node-2.
         assert_eq!(r.drop_node(N2), [("t".to_owned(), "b".to_owned())]);

@@ -52,8 +52,8 @@ fn stdout(output: &Output) -> String {
 /// Validates `document` against a fixture schema with the official Python `jsonschema`.
 fn validate(schema: &str, document: &str) {
     let python = nsh_testenv::peers::python().unwrap();
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
+    let schema = nsh_testenv::repo_root()
+        .join("cli/tests/fixtures")
         .join(schema);
     let mut child = Command::new(python)
         .arg(nsh_testenv::peers::interop_dir().join("validate_json.py"))
@@ -262,7 +262,7 @@ fn bad_settings_fail_with_the_file_line_and_key() {
 fn the_published_schema_matches_the_code() {
     let ws = Workspace::new();
     let generated = stdout(&ws.nsh(&["agent", "schema"]));
-    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/agent-config.schema.json");
+    let committed = nsh_testenv::repo_root().join("docs/agent-config.schema.json");
     assert_eq!(
         std::fs::read_to_string(&committed).unwrap_or_default(),
         generated,

@@ -11,8 +11,8 @@ use nsh_mesh_transport::wire::{Envelope, MessageKind};
 use serde_json::Value;
 
 fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/claude-hooks")
+    let path = nsh_testenv::repo_root()
+        .join("cli/tests/fixtures/claude-hooks")
         .join(name);
     std::fs::read_to_string(path).unwrap()
 }

@@ -1,6 +1,5 @@
 //! `nsh operator crds` and `nsh operator run` as shipped, against the harness's apiserver.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -47,7 +46,7 @@ fn rbac_prints_the_operators_cluster_role() {
 async fn run_reconciles_with_a_kubeconfig_and_stops_on_sigterm() {
     let plane = ControlPlane::shared().await.unwrap();
     plane
-        .install_crds(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds"))
+        .install_crds(&nsh_testenv::repo_root().join("crds"))
         .await
         .unwrap();
     let ns = plane.namespace("cli-op").await.unwrap();

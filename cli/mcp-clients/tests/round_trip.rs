@@ -94,7 +94,8 @@ impl Home {
 }
 
 fn fixture_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // At run time, not `env!`: the target dir is shared between checkouts.
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
         .join("tests/fixtures")
         .join(name)
 }

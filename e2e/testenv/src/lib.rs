@@ -29,6 +29,24 @@ pub use redis_server::RedisServer;
 /// Result of this crate's operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The checkout the tests run in, found at run time.
+///
+/// Not `env!("CARGO_MANIFEST_DIR")`: the target dir is shared between checkouts (see
+/// `scripts/env.sh`), and a test binary built in one would read another's files. Cargo sets
+/// `CARGO_MANIFEST_DIR` for each test process to the package under test; the workspace root is
+/// the nearest folder above it with a `Cargo.lock`.
+pub fn repo_root() -> std::path::PathBuf {
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .expect("CARGO_MANIFEST_DIR or a current directory");
+    start
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .unwrap_or(&start)
+        .to_path_buf()
+}
+
 /// A free TCP port on 127.0.0.1: the OS picks one, we release it and hand it to a child.
 ///
 /// Another process may take it in between; the callers retry start-up on a bind failure.

@@ -2,7 +2,7 @@
 //! `socket.io-client` and MCP SDK `@modelcontextprotocol/sdk` (npm, in
 //! `mesh/interop/node_modules`) and `python-socketio` (PyPI, in a virtualenv under the cache). `scripts/test.sh` installs them; a missing one fails with that fix.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::{Binaries, Error, Result};
 
@@ -11,7 +11,7 @@ const INSTALL: &str =
 
 /// `mesh/interop` in this checkout.
 pub fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../mesh/interop")
+    crate::repo_root().join("mesh/interop")
 }
 
 /// `node`, with the official packages installed beside the interop scripts.

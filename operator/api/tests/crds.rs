@@ -1,14 +1,14 @@
 //! The CRDs: committed YAML matches the code, and the real apiserver serves them, applies the
 //! example team, enforces their validation and reads back into the Rust types.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use kube::api::Api;
 use nsh_operator_api::{Agent, McpGateway, MeshServer, Team};
 use nsh_testenv::ControlPlane;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    nsh_testenv::repo_root()
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! Two operator instances on one cluster: only the Lease holder reconciles; when it shuts
 //! down and releases the Lease, the other takes over and reconciles in its place.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,7 +84,7 @@ async fn create_team_and_wait_for_its_key(client: &kube::Client, ns: &str, name:
 async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     let plane = ControlPlane::shared().await.unwrap();
     plane
-        .install_crds(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds"))
+        .install_crds(&nsh_testenv::repo_root().join("crds"))
         .await
         .unwrap();
     let client = plane.client().await.unwrap();

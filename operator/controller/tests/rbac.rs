@@ -1,7 +1,6 @@
 //! The operator works with exactly the ClusterRole `nsh operator rbac` prints, and no more:
 //! it runs here as an impersonated ServiceAccount bound to that role.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +28,7 @@ async fn the_operator_reconciles_everything_with_its_generated_role_alone() {
         .try_init();
     let plane = ControlPlane::shared().await.unwrap();
     plane
-        .install_crds(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds"))
+        .install_crds(&nsh_testenv::repo_root().join("crds"))
         .await
         .unwrap();
     let admin = plane.client().await.unwrap();

@@ -3,7 +3,6 @@
 //! would), references resolve when their target appears, invalid specs get a condition and an
 //! Event, and deleting a Team cleans up through garbage collection.
 
-use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -18,7 +17,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 async fn start_operator(plane: &ControlPlane) -> tokio::sync::oneshot::Sender<()> {
     plane
-        .install_crds(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds"))
+        .install_crds(&nsh_testenv::repo_root().join("crds"))
         .await
         .unwrap();
     let ctx = nsh_operator::Context::new(plane.client().await.unwrap(), "nsh:test");
@@ -750,7 +749,7 @@ async fn the_example_team_applied_with_kubectl_comes_up() {
     let _operator = start_operator(plane).await;
     let client = plane.client().await.unwrap();
     let ns = plane.namespace("op-example").await.unwrap();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/examples/team.yaml");
+    let example = nsh_testenv::repo_root().join("e2e/examples/team.yaml");
     let output = plane
         .kubectl()
         .args(["apply", "-n", &ns, "-f"])

@@ -31,29 +31,20 @@ impl MeshProcess {
 
     /// Like [`start`](Self::start), with extra server flags (e.g. `--redis URL --persistence`).
     pub async fn start_with(extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("keys")).unwrap();
-        std::fs::write(dir.path().join("keys").join(TEAM), TeamKey::generate_text()).unwrap();
-        let mut mesh = Self {
-            dir,
-            port: nsh_testenv::free_port().unwrap(),
-            process: None,
-            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
-        };
-        mesh.start_again().await;
-        mesh
+        Self::start_with_key(&TeamKey::generate_text(), extra).await
     }
 
     /// Another replica of `first`'s mesh: same team key, its own port, flags `extra` (which
     /// must include the shared `--redis`).
     pub async fn replica_of(first: &Self, extra: &[&str]) -> Self {
+        let key = std::fs::read_to_string(first.path("keys").join(TEAM)).unwrap();
+        Self::start_with_key(&key, extra).await
+    }
+
+    async fn start_with_key(key: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("keys")).unwrap();
-        std::fs::copy(
-            first.path("keys").join(TEAM),
-            dir.path().join("keys").join(TEAM),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("keys").join(TEAM), key).unwrap();
         let mut mesh = Self {
             dir,
             port: nsh_testenv::free_port().unwrap(),

@@ -102,29 +102,7 @@ async fn main() -> anyhow::Result<()> {
     let keys_dir = keys.path();
     let ours = measure(
         "nsh mesh server",
-        || {
-            let mut command = tokio::process::Command::new(&args.nsh);
-            command
-                .args([
-                    "mesh",
-                    "server",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--team-keys-dir",
-                ])
-                .arg(keys_dir)
-                // Node's relay has no rate limit; lift ours so both are measured alike.
-                .args([
-                    "--rate-limit",
-                    "1000000/s",
-                    "--burst",
-                    "1000000",
-                    "--max-connections",
-                    "100000",
-                ])
-                .env("NSH_LOG", "warn");
-            command
-        },
+        || nsh_server(&args, keys_dir),
         &args,
         &key,
     )
@@ -204,6 +182,31 @@ async fn main() -> anyhow::Result<()> {
         node.as_ref().map_or_else(|| "-".to_owned(), failures)
     );
     Ok(())
+}
+
+/// `nsh mesh server` on a free port with the bench's keys. Node's relay has no rate limit; ours
+/// is lifted so both are measured alike.
+fn nsh_server(args: &Args, keys_dir: &std::path::Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(&args.nsh);
+    command
+        .args([
+            "mesh",
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--team-keys-dir",
+        ])
+        .arg(keys_dir)
+        .args([
+            "--rate-limit",
+            "1000000/s",
+            "--burst",
+            "1000000",
+            "--max-connections",
+            "100000",
+        ])
+        .env("NSH_LOG", "warn");
+    command
 }
 
 /// Runs every phase against a server started by `command`: the memory phase on one fresh

@@ -7,7 +7,7 @@ use std::path::Path;
 use nsh_mesh_transport::token::TeamKey;
 use nsh_testenv::RedisServer;
 
-use crate::{Args, Route, latency, start, throughput};
+use crate::{Args, Route, latency, nsh_server, start, throughput};
 
 struct Contender {
     name: &'static str,
@@ -41,21 +41,8 @@ pub(crate) async fn run(args: &Args, key: &TeamKey, keys_dir: &Path) -> anyhow::
         let redis = RedisServer::start()?;
         let command = || match &kind {
             Kind::Nsh { persistence } => {
-                let mut command = tokio::process::Command::new(&args.nsh);
-                command
-                    .args(["mesh", "server", "--listen", "127.0.0.1:0"])
-                    .arg("--team-keys-dir")
-                    .arg(keys_dir)
-                    .args(["--redis", &redis.url()])
-                    .args([
-                        "--rate-limit",
-                        "1000000/s",
-                        "--burst",
-                        "1000000",
-                        "--max-connections",
-                        "100000",
-                    ])
-                    .env("NSH_LOG", "warn");
+                let mut command = nsh_server(args, keys_dir);
+                command.args(["--redis", &redis.url()]);
                 if *persistence {
                     command.arg("--persistence");
                 }

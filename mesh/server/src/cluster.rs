@@ -41,7 +41,7 @@ use socketioxide_redis::drivers::Driver as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Mesh;
-use crate::handlers::{agent_room, team_room};
+use crate::handlers::team_room;
 use crate::pubsub::ManagedDriver;
 use crate::registry::SocketEntry;
 
@@ -533,23 +533,8 @@ async fn deliver_here<A: Adapter>(
         .dedup
         .first_time(&team, from, &envelope.id, Instant::now())
     {
-        let acks = io
-            .local()
-            .to(agent_room(&team, &to))
-            .timeout(mesh.limits.ack_timeout)
-            .emit_with_ack::<_, serde_json::Value>(event::MESSAGE, &envelope)
-            .await;
-        let acked = match acks {
-            Ok(stream) => {
-                stream
-                    .filter(|(_, r)| futures_util::future::ready(r.is_ok()))
-                    .count()
-                    .await
-                    > 0
-            }
-            Err(_) => false,
-        };
-        if acked {
+        if crate::handlers::deliver_here(&io, &team, &to, &envelope, mesh.limits.ack_timeout).await
+        {
             Outcome::Delivered
         } else {
             // Not delivered: a retry must be tried again, not called a duplicate.

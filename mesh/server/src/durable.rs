@@ -7,15 +7,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
-use nsh_mesh_transport::wire::event;
-use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use tokio::sync::{Notify, watch};
 
 use crate::Mesh;
-use crate::handlers::agent_room;
 use crate::store::{Store, entry_order};
 
 /// Messages read from the stream per round.
@@ -112,22 +108,14 @@ async fn run<A: Adapter>(
         }
         for stored in pending {
             // This replica's connections only: each replica holding one runs its own deliverer.
-            let acks = io
-                .local()
-                .to(agent_room(team, agent))
-                .timeout(mesh.limits.ack_timeout)
-                .emit_with_ack::<_, Value>(event::MESSAGE, &stored.envelope)
-                .await;
-            let acked = match acks {
-                Ok(stream) => {
-                    stream
-                        .filter(|(_, r)| futures_util::future::ready(r.is_ok()))
-                        .count()
-                        .await
-                        > 0
-                }
-                Err(_) => false,
-            };
+            let acked = crate::handlers::deliver_here(
+                &io,
+                team,
+                agent,
+                &stored.envelope,
+                mesh.limits.ack_timeout,
+            )
+            .await;
             if !acked {
                 tokio::time::sleep(RETRY).await;
                 break;

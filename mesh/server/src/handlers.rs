@@ -499,6 +499,32 @@ async fn deliver<A: Adapter>(
     ))
 }
 
+/// Emits `envelope` to this replica's connections of `agent`; whether one acked in `timeout`.
+pub(crate) async fn deliver_here<A: Adapter>(
+    io: &SocketIo<A>,
+    team: &str,
+    agent: &str,
+    envelope: &Envelope,
+    timeout: std::time::Duration,
+) -> bool {
+    let acks = io
+        .local()
+        .to(agent_room(team, agent))
+        .timeout(timeout)
+        .emit_with_ack::<_, Value>(event::MESSAGE, envelope)
+        .await;
+    match acks {
+        Ok(stream) => {
+            stream
+                .filter(|(_, r)| futures_util::future::ready(r.is_ok()))
+                .count()
+                .await
+                > 0
+        }
+        Err(_) => false,
+    }
+}
+
 /// With several replicas the directory may lag a connection made a moment ago on another
 /// replica: before calling an agent the directory does not know offline, ask every replica.
 async fn connected_anywhere<A: Adapter>(

@@ -407,9 +407,17 @@ async fn scaling_a_mesh_out_brings_redis_a_pdb_and_scaling_back_removes_them() {
     );
     assert!(services.get_opt("m-redis").await.unwrap().is_some());
     until("a PDB", || pdbs.get_opt("m"), Option::is_some).await;
-    let settings = config.get("m-config").await.unwrap().data.unwrap();
-    assert_eq!(settings["NSH_MESH_REDIS"], "redis://m-redis:6379/0");
-    assert_eq!(settings["NSH_MESH_PERSISTENCE"], "true");
+    until(
+        "settings pointing at the managed Redis, persistence on",
+        || config.get("m-config"),
+        |c| {
+            c.data.as_ref().is_some_and(|d| {
+                d.get("NSH_MESH_REDIS").map(String::as_str) == Some("redis://m-redis:6379/0")
+                    && d.get("NSH_MESH_PERSISTENCE").map(String::as_str) == Some("true")
+            })
+        },
+    )
+    .await;
     // The controller-manager makes the replicas' pods (Pending: no kubelet).
 
     // Back to one replica without Redis: the PDB and the managed Redis go.
@@ -430,8 +438,18 @@ async fn scaling_a_mesh_out_brings_redis_a_pdb_and_scaling_back_removes_them() {
         Option::is_none,
     )
     .await;
-    let settings = config.get("m-config").await.unwrap().data.unwrap();
-    assert!(!settings.contains_key("NSH_MESH_REDIS"), "{settings:?}");
+    // Every test here runs its own operator against the shared apiserver, so one with a view a
+    // moment old may still write the previous settings: wait for them to settle.
+    until(
+        "settings without Redis",
+        || config.get("m-config"),
+        |c| {
+            c.data
+                .as_ref()
+                .is_some_and(|d| !d.contains_key("NSH_MESH_REDIS"))
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -10,13 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, KeyToPath, PodSpec,
-    PodTemplateSpec, ProjectedVolumeSource, SecretProjection, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount, VolumeProjection,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, KeyToPath, ProjectedVolumeSource,
+    SecretProjection, Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams, ObjectMeta};
@@ -26,7 +24,7 @@ use nsh_operator_api::{HasConditions as _, McpGateway, Team};
 
 use crate::agent::GATEWAY_PORT;
 use crate::apply::{self, condition};
-use crate::pod::{config_hash, http_probe, restricted_container, restricted_pod, template_meta};
+use crate::pod::{config_hash, http_probe, restricted_container, restricted_deployment};
 use crate::{Context, Error, Result, team};
 
 const COMPONENT: &str = "mcp-gateway";
@@ -159,38 +157,23 @@ pub fn build(gateway: &McpGateway, teams: &[String], default_image: &str) -> Bui
         security_context: Some(restricted_container()),
         ..Container::default()
     };
-    let deployment = Deployment {
-        metadata: meta(gateway, name.clone()),
-        spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector.clone()),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(template_meta(COMPONENT, &name, hash)),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    security_context: Some(restricted_pod()),
-                    volumes: Some(vec![
-                        Volume {
-                            name: "config".into(),
-                            config_map: Some(ConfigMapVolumeSource {
-                                name: config_map_name(&name),
-                                ..ConfigMapVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        },
-                        keys,
-                    ]),
-                    automount_service_account_token: Some(false),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
+    let config_volume = Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map_name(&name),
+            ..ConfigMapVolumeSource::default()
         }),
-        ..Deployment::default()
+        ..Volume::default()
     };
+    let deployment = restricted_deployment(
+        meta(gateway, name.clone()),
+        COMPONENT,
+        &name,
+        spec.replicas,
+        hash,
+        container,
+        vec![config_volume, keys],
+    );
     let service = Service {
         metadata: meta(gateway, name),
         spec: Some(ServiceSpec {

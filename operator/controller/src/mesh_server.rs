@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
-    PodSpec, PodTemplateSpec, Secret, SecretKeySelector, SecretVolumeSource, Service, ServicePort,
-    ServiceSpec, Volume, VolumeMount,
+    Secret, SecretKeySelector, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -23,7 +23,7 @@ use nsh_operator_api::conditions::{self, reason};
 use nsh_operator_api::{HasConditions as _, MeshServer, Team};
 
 use crate::apply::{self, condition};
-use crate::pod::{config_hash, http_probe, restricted_container, restricted_pod, template_meta};
+use crate::pod::{config_hash, http_probe, restricted_container, restricted_deployment};
 use crate::{Context, Error, Result, team};
 
 const KEYS_MOUNT: &str = "/etc/nsh/team-keys";
@@ -215,35 +215,23 @@ pub fn build(
         security_context: Some(restricted_container()),
         ..Container::default()
     };
-    let deployment = Deployment {
-        metadata: meta(mesh, name.clone()),
-        spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector.clone()),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(template_meta(COMPONENT, &name, config_hash)),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    security_context: Some(restricted_pod()),
-                    volumes: Some(vec![Volume {
-                        name: "team-keys".into(),
-                        secret: Some(SecretVolumeSource {
-                            secret_name: Some(keys_secret_name(&name)),
-                            ..SecretVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
-                    automount_service_account_token: Some(false),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
+    let keys_volume = Volume {
+        name: "team-keys".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(keys_secret_name(&name)),
+            ..SecretVolumeSource::default()
         }),
-        ..Deployment::default()
+        ..Volume::default()
     };
+    let deployment = restricted_deployment(
+        meta(mesh, name.clone()),
+        COMPONENT,
+        &name,
+        spec.replicas,
+        config_hash,
+        container,
+        vec![keys_volume],
+    );
     let service = Service {
         metadata: meta(mesh, name.clone()),
         spec: Some(ServiceSpec {
@@ -344,41 +332,27 @@ fn build_redis(mesh: &MeshServer) -> (Deployment, Service) {
         ..Container::default()
     };
     let meta = |n: String| apply::owned_meta(mesh, REDIS_COMPONENT, n);
-    let deployment = Deployment {
-        metadata: meta(name.clone()),
-        spec: Some(DeploymentSpec {
-            replicas: Some(1),
-            // Never two Redis pods at once: they would be two meshes.
-            strategy: Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
-                type_: Some("Recreate".into()),
-                ..Default::default()
-            }),
-            selector: LabelSelector {
-                match_labels: Some(selector.clone()),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(template_meta(
-                    REDIS_COMPONENT,
-                    &name,
-                    config_hash(&BTreeMap::from([("appendonly", appendonly)])),
-                )),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    security_context: Some(restricted_pod()),
-                    volumes: Some(vec![Volume {
-                        name: "data".into(),
-                        empty_dir: Some(Default::default()),
-                        ..Volume::default()
-                    }]),
-                    automount_service_account_token: Some(false),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        }),
-        ..Deployment::default()
+    let data = Volume {
+        name: "data".into(),
+        empty_dir: Some(Default::default()),
+        ..Volume::default()
     };
+    let mut deployment = restricted_deployment(
+        meta(name.clone()),
+        REDIS_COMPONENT,
+        &name,
+        1,
+        config_hash(&BTreeMap::from([("appendonly", appendonly)])),
+        container,
+        vec![data],
+    );
+    if let Some(spec) = deployment.spec.as_mut() {
+        // Never two Redis pods at once: they would be two meshes.
+        spec.strategy = Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
+            type_: Some("Recreate".into()),
+            ..Default::default()
+        });
+    }
     let service = Service {
         metadata: meta(name),
         spec: Some(ServiceSpec {

@@ -78,3 +78,41 @@ pub fn template_meta(component: &str, instance: &str, config_hash: String) -> Ob
         ..ObjectMeta::default()
     }
 }
+
+/// One Deployment of the operator's: restricted pods of `component`/`instance` running
+/// `container` with `volumes`, no service-account token, rolled when `config_hash` changes.
+pub fn restricted_deployment(
+    metadata: ObjectMeta,
+    component: &str,
+    instance: &str,
+    replicas: i32,
+    config_hash: String,
+    container: k8s_openapi::api::core::v1::Container,
+    volumes: Vec<k8s_openapi::api::core::v1::Volume>,
+) -> k8s_openapi::api::apps::v1::Deployment {
+    use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+    use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    Deployment {
+        metadata,
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(crate::apply::selector(component, instance)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(template_meta(component, instance, config_hash)),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    security_context: Some(restricted_pod()),
+                    volumes: Some(volumes),
+                    automount_service_account_token: Some(false),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}

@@ -305,3 +305,45 @@ async fn redis_going_away_keeps_each_replica_serving_its_own_agents_and_they_rej
     .await;
     assert_eq!(carol.next_message().await.text, "back");
 }
+
+/// What users run (`--redis … --persistence`): every send is recorded once in the replicas'
+/// shared dedup, so a live delivery is never called a duplicate of itself. One replica and two,
+/// direct and group.
+#[tokio::test]
+async fn with_redis_and_persistence_direct_and_group_messages_are_delivered_live() {
+    for count in [1, 2] {
+        let redis = RedisServer::start().unwrap();
+        let mesh = replicas(&redis, count, &["--persistence"]).await;
+        let alice = agent(&mesh[0], "alice", &["ops"]).await;
+        let mut bob = agent(&mesh[count - 1], "bob", &["ops"]).await;
+        for member in [&alice, &bob] {
+            let joined = member.call("group:join", json!({ "group": "ops" })).await;
+            assert_eq!(joined["ok"], true, "{joined}");
+        }
+        until_seen(&alice, "group:members", json!({ "group": "ops" }), |m| {
+            names(m, "members") == ["alice", "bob"]
+        })
+        .await;
+
+        for round in 0..3 {
+            let text = format!("group {round} on {count} replica(s)");
+            let ack = send(&alice, json!({ "id": new_id(), "group": "ops", "text": text })).await;
+            assert_eq!(ack["status"], "delivered", "{count} replica(s): {ack}");
+            assert_eq!(ack["delivered_to"], json!(["bob"]), "{ack}");
+            assert_eq!(bob.next_message().await.text, text);
+
+            let text = format!("direct {round} on {count} replica(s)");
+            let ack = send(&alice, json!({ "id": new_id(), "to": "bob", "text": text })).await;
+            assert_eq!(ack["status"], "delivered", "{count} replica(s): {ack}");
+            assert_eq!(bob.next_message().await.text, text);
+        }
+        // A retry of a delivered group message is the one thing that is a duplicate.
+        let id = new_id();
+        let first = send(&alice, json!({ "id": id, "group": "ops", "text": "once" })).await;
+        assert_eq!(first["status"], "delivered", "{first}");
+        let retry = send(&alice, json!({ "id": id, "group": "ops", "text": "once" })).await;
+        assert_eq!(retry["status"], "duplicate", "{retry}");
+        assert_eq!(bob.next_message().await.text, "once");
+        bob.assert_no_message(Duration::from_millis(500)).await;
+    }
+}

@@ -4,7 +4,12 @@
 //! - `/readyz` (alias `/ready`): 200 `ok`, 200 `degraded: WHY` (serving, with a part down), or
 //!   503 `not ready: WHY` (starting, draining).
 //! - `/metrics`: the Prometheus registry in OpenMetrics text.
+//!
+//! [`serve`] is the HTTP/1 accept loop every nsh server listens with (connection cap, header
+//! deadline, graceful drain).
 #![forbid(unsafe_code)]
+
+pub mod serve;
 
 use std::sync::{Arc, RwLock};
 

@@ -391,7 +391,7 @@ async fn send<A: Adapter>(
     };
     let result = match &mesh.store {
         Some(store) => deliver_stored(io, mesh, store, team, from, &target, &envelope).await,
-        None => deliver(io, mesh, team, from, &target, &envelope).await,
+        None => deliver(io, mesh, team, from, &target, &envelope, CrossReplicaDedup::Pending).await,
     };
     if result.is_err() {
         // Not delivered: a retry with the same id must be tried again, not called a duplicate.
@@ -403,6 +403,17 @@ async fn send<A: Adapter>(
     result
 }
 
+/// Whether the message id is already recorded in the replicas' shared dedup (Redis). Each send
+/// records it once: recording it a second time would find the first record and call the
+/// message a duplicate of itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CrossReplicaDedup {
+    /// Not recorded yet: record it if the message may reach another replica.
+    Pending,
+    /// Recorded by the caller (the stored-delivery path records every message).
+    Recorded,
+}
+
 /// Emits the envelope to its recipients and waits for their clients' acks.
 async fn deliver<A: Adapter>(
     io: &SocketIo<A>,
@@ -411,6 +422,7 @@ async fn deliver<A: Adapter>(
     from: &str,
     target: &Target,
     envelope: &Envelope,
+    dedup: CrossReplicaDedup,
 ) -> Result<SendAck, WireError> {
     let offline = |message: String| WireError::new(ErrorCode::RecipientOffline, message);
     match target {
@@ -439,7 +451,10 @@ async fn deliver<A: Adapter>(
     }
     // Otherwise every replica may hold a recipient: a retry through another replica is caught
     // by the ids recorded in Redis.
-    if !here_only && !first_time_in_cluster(mesh, team, from, &envelope.id).await {
+    if !here_only
+        && dedup == CrossReplicaDedup::Pending
+        && !first_time_in_cluster(mesh, team, from, &envelope.id).await
+    {
         return Ok(SendAck::duplicate(envelope.id.clone()));
     }
     let select = |io: &SocketIo<A>| {
@@ -635,13 +650,14 @@ async fn deliver_stored<A: Adapter>(
                     stored(envelope)
                 })
             }
-            Err(err) => deliver(io, mesh, team, from, target, envelope)
+            Err(err) => deliver(io, mesh, team, from, target, envelope, CrossReplicaDedup::Recorded)
                 .await
                 .map_err(|live| unavailable(&err, &live)),
         },
         Target::Group(group) => {
             let kept = store.append_group(team, group, envelope).await;
-            match (deliver(io, mesh, team, from, target, envelope).await, kept) {
+            let live = deliver(io, mesh, team, from, target, envelope, CrossReplicaDedup::Recorded);
+            match (live.await, kept) {
                 (Ok(ack), _) => Ok(ack),
                 (Err(_), Ok(_)) => Ok(stored(envelope)),
                 (Err(live), Err(err)) => Err(unavailable(&err, &live)),

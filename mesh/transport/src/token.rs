@@ -1,7 +1,13 @@
 //! Team-scoped mesh tokens: HS256 JWTs signed with the team's key, header `kid` = team.
 //!
 //! Claims: `sub` (agent id), `team`, `groups` (`"*"` allows any), `iss` = `aud` = `nsh-mesh`,
-//! `iat`, `exp`, `jti`. Verification pins the algorithm, requires `exp`, allows 30 s of skew.
+//! `iat`, `exp`, `jti`. Verification pins the algorithm, requires `exp` and `iat`, allows 30 s
+//! of skew, checks `nbf` when present, and refuses tokens issued in the future or living longer
+//! than the verifier's maximum lifetime ([`MAX_TTL`] unless configured).
+//!
+//! `aud` may be one string or an array (RFC 7519 §4.1.3): a token minted for the mesh and a
+//! gateway names both. `jti` is an identifier for logs and audit only: tokens are bearer
+//! credentials reused on every reconnect, so it is not tracked for single use.
 
 use std::time::Duration;
 
@@ -12,8 +18,13 @@ use serde::{Deserialize, Serialize};
 
 pub const ISSUER: &str = "nsh-mesh";
 pub const AUDIENCE: &str = "nsh-mesh";
-/// Clock skew tolerated on `exp` (and `nbf`, if present).
+/// Clock skew tolerated on `exp`, `iat` and `nbf`.
 pub const LEEWAY: Duration = Duration::from_secs(30);
+/// Longest token lifetime accepted by default (`nsh mesh server --max-token-ttl`): a stolen
+/// token must not work forever. Also the longest `nsh mesh token --ttl` and Team `tokenTtl`.
+pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How much of an untrusted name (a `kid`, a claim) an error or a log line repeats.
+const SHOWN_CHARS: usize = 64;
 /// A group-claim entry that allows every group.
 pub const ANY_GROUP: &str = "*";
 /// Shortest key accepted: HS256 is only as strong as its key.
@@ -58,10 +69,51 @@ pub struct Claims {
     #[serde(default)]
     pub groups: Vec<String>,
     pub iss: String,
-    pub aud: String,
+    pub aud: Audience,
     pub iat: u64,
     pub exp: u64,
     pub jti: String,
+}
+
+/// The `aud` claim: one audience or several. Serialized as a plain string when there is one,
+/// which is what every token minted before gateways existed carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audience(pub Vec<String>);
+
+impl Audience {
+    pub fn contains(&self, audience: &str) -> bool {
+        self.0.iter().any(|a| a == audience)
+    }
+}
+
+impl From<&str> for Audience {
+    fn from(audience: &str) -> Self {
+        Self(vec![audience.to_owned()])
+    }
+}
+
+impl Serialize for Audience {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => serializer.serialize_str(one),
+            many => many.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match OneOrMany::deserialize(deserializer)? {
+            OneOrMany::One(one) => Self(vec![one]),
+            OneOrMany::Many(many) => Self(many),
+        })
+    }
 }
 
 impl Claims {
@@ -98,8 +150,16 @@ pub enum TokenError {
     BadSignature(String),
     #[error("token expired")]
     Expired,
-    #[error("token is not valid yet")]
+    #[error("token is not valid yet (`nbf` is in the future)")]
     NotYetValid,
+    #[error("token was issued in the future (`iat`); check this machine's clock")]
+    IssuedInFuture,
+    #[error(
+        "token lives too long: it expires in {expires_in}, and this mesh accepts at most {max} (mint a shorter one, e.g. `nsh mesh token --ttl 24h`, or raise the server's --max-token-ttl)",
+        expires_in = humantime_secs(*.expires_in_secs),
+        max = humantime_secs(*.max_secs)
+    )]
+    TooLong { expires_in_secs: u64, max_secs: u64 },
     #[error("wrong issuer or audience: both must be `nsh-mesh`")]
     WrongIssuerOrAudience,
     #[error("missing claim `{0}`")]
@@ -116,8 +176,38 @@ pub enum TokenError {
     WeakKey { len: usize },
     #[error("ttl must be positive")]
     ZeroTtl,
+    #[error("ttl {} is longer than the {} a mesh accepts by default; use a shorter one (tokens are re-minted, not kept forever)", humantime_secs(*.0), humantime_secs(MAX_TTL.as_secs()))]
+    TtlTooLong(u64),
     #[error("could not sign token: {0}")]
     Signing(String),
+}
+
+fn humantime_secs(secs: u64) -> String {
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
+/// `value` made safe to repeat in an error or a log line: control characters, newlines and
+/// other invisible or reordering characters escaped, and at most [`SHOWN_CHARS`] characters.
+pub fn shown(value: &str) -> String {
+    let mut out: String = value
+        .chars()
+        .take(SHOWN_CHARS)
+        .flat_map(|c| {
+            let unsafe_char = c.is_control()
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
+            let escaped: Vec<char> = if unsafe_char {
+                c.escape_unicode().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect();
+    let total = value.chars().count();
+    if total > SHOWN_CHARS {
+        out.push_str(&format!("… ({} more characters)", total - SHOWN_CHARS));
+    }
+    out
 }
 
 /// Where the verifier finds team keys (the server's key directory, a test's map, ...).
@@ -135,7 +225,7 @@ fn check_name(field: &'static str, value: &str) -> Result<(), TokenError> {
     match crate::names::check(value) {
         Some(why) => Err(TokenError::BadName {
             field,
-            value: value.to_owned(),
+            value: shown(value),
             why,
         }),
         None => Ok(()),
@@ -156,12 +246,15 @@ pub fn mint(
     if request.ttl.is_zero() {
         return Err(TokenError::ZeroTtl);
     }
+    if request.ttl > MAX_TTL {
+        return Err(TokenError::TtlTooLong(request.ttl.as_secs()));
+    }
     let claims = Claims {
         sub: request.agent.to_owned(),
         team: request.team.to_owned(),
         groups: request.groups.to_vec(),
         iss: ISSUER.to_owned(),
-        aud: AUDIENCE.to_owned(),
+        aud: Audience::from(AUDIENCE),
         iat: now_unix,
         exp: now_unix + request.ttl.as_secs().max(1),
         jti: uuid::Uuid::new_v4().to_string(),
@@ -173,8 +266,19 @@ pub fn mint(
     jsonwebtoken::encode(&header, &claims, &key).map_err(|e| TokenError::Signing(e.to_string()))
 }
 
-/// Verifies `token` against the key of the team its `kid` names.
+/// Verifies `token` against the key of the team its `kid` names, with the default maximum
+/// lifetime ([`MAX_TTL`]).
 pub fn verify(token: &str, keys: &impl KeyLookup) -> Result<Claims, TokenError> {
+    verify_with(token, keys, MAX_TTL, now_unix())
+}
+
+/// [`verify`] with a maximum lifetime (how far in the future `exp` may be) at time `now`.
+pub fn verify_with(
+    token: &str,
+    keys: &impl KeyLookup,
+    max_ttl: Duration,
+    now: u64,
+) -> Result<Claims, TokenError> {
     let token = token.trim();
     if token.is_empty() {
         return Err(TokenError::Missing);
@@ -185,12 +289,16 @@ pub fn verify(token: &str, keys: &impl KeyLookup) -> Result<Claims, TokenError> 
         return Err(TokenError::WrongAlgorithm(format!("{:?}", header.alg)));
     }
     let team = header.kid.ok_or(TokenError::MissingKid)?;
+    // The `kid` is attacker-chosen: check it before it is looked up, logged or echoed.
+    check_name("team", &team)?;
     let key = keys
         .key(&team)
         .ok_or_else(|| TokenError::UnknownTeam(team.clone()))?;
 
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = LEEWAY.as_secs();
+    // Off by default in jsonwebtoken: a token with `nbf` in the future must not work yet.
+    validation.validate_nbf = true;
     validation.set_issuer(&[ISSUER]);
     validation.set_audience(&[AUDIENCE]);
     validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
@@ -208,10 +316,21 @@ pub fn verify(token: &str, keys: &impl KeyLookup) -> Result<Claims, TokenError> 
         other => TokenError::Malformed(format!("{other:?}")),
     })?;
     let claims = data.claims;
+    let leeway = LEEWAY.as_secs();
+    if claims.iat > now.saturating_add(leeway) {
+        return Err(TokenError::IssuedInFuture);
+    }
+    let expires_in = claims.exp.saturating_sub(now);
+    if expires_in > max_ttl.as_secs().saturating_add(leeway) {
+        return Err(TokenError::TooLong {
+            expires_in_secs: expires_in,
+            max_secs: max_ttl.as_secs(),
+        });
+    }
     if claims.team != team {
         return Err(TokenError::TeamMismatch {
             kid: team,
-            team: claims.team,
+            team: shown(&claims.team),
         });
     }
     check_name("agent", &claims.sub)?;
@@ -276,8 +395,8 @@ mod tests {
         .unwrap();
         assert_eq!((claims.sub.as_str(), claims.team.as_str()), ("a1", "alpha"));
         assert_eq!(
-            (claims.iss.as_str(), claims.aud.as_str()),
-            (ISSUER, AUDIENCE)
+            (claims.iss.as_str(), &claims.aud),
+            (ISSUER, &Audience::from(AUDIENCE))
         );
         assert_eq!(claims.exp - claims.iat, 3600);
         assert!(claims.may_join("ops") && !claims.may_join("dev"));
@@ -408,6 +527,112 @@ mod tests {
         assert_eq!(a.len(), 44);
         assert_ne!(a, b);
         assert_eq!(STANDARD.decode(&a).unwrap().len(), 32);
+    }
+
+    /// Signs arbitrary claims with alpha's key, `kid` = `kid`.
+    fn signed(kid: &str, claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header {
+                kid: Some(kid.into()),
+                ..Header::new(Algorithm::HS256)
+            },
+            claims,
+            &EncodingKey::from_secret(b"alpha-secret-0123456789").unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn claims_with(extra: serde_json::Value) -> serde_json::Value {
+        let now = now_unix();
+        let mut claims = serde_json::json!({ "sub": "a1", "team": "alpha", "iss": ISSUER,
+            "aud": AUDIENCE, "iat": now, "exp": now + 60, "jti": "x" });
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        claims
+    }
+
+    #[test]
+    fn aud_may_be_a_string_or_an_array_naming_the_mesh() {
+        let many = signed(
+            "alpha",
+            &claims_with(serde_json::json!({ "aud": ["nsh-gateway/tools", AUDIENCE] })),
+        );
+        let claims = verify(&many, &keys()).unwrap();
+        assert!(claims.aud.contains(AUDIENCE) && claims.aud.contains("nsh-gateway/tools"));
+        assert!(peek_claims(&many).unwrap().aud.contains(AUDIENCE));
+        // Serialized back in the form it came in.
+        assert_eq!(
+            serde_json::to_value(&claims.aud).unwrap(),
+            serde_json::json!(["nsh-gateway/tools", AUDIENCE])
+        );
+        let other = signed(
+            "alpha",
+            &claims_with(serde_json::json!({ "aud": ["nsh-gateway/tools"] })),
+        );
+        assert_eq!(
+            verify(&other, &keys()),
+            Err(TokenError::WrongIssuerOrAudience)
+        );
+    }
+
+    #[test]
+    fn lifetimes_are_bounded_and_nbf_and_iat_are_checked() {
+        let now = now_unix();
+        let forever = signed("alpha", &claims_with(serde_json::json!({ "exp": u64::MAX })));
+        let err = verify(&forever, &keys()).unwrap_err();
+        assert!(matches!(err, TokenError::TooLong { .. }), "{err}");
+        assert!(err.to_string().contains("--max-token-ttl"), "{err}");
+        // Just inside the default maximum is fine; a configured shorter maximum refuses it.
+        let month = signed(
+            "alpha",
+            &claims_with(serde_json::json!({ "exp": now + MAX_TTL.as_secs() })),
+        );
+        assert!(verify(&month, &keys()).is_ok());
+        assert!(matches!(
+            verify_with(&month, &keys(), Duration::from_secs(3600), now),
+            Err(TokenError::TooLong { .. })
+        ));
+        let later = signed("alpha", &claims_with(serde_json::json!({ "nbf": now + 600 })));
+        assert_eq!(verify(&later, &keys()), Err(TokenError::NotYetValid));
+        let future = signed(
+            "alpha",
+            &claims_with(serde_json::json!({ "iat": now + 600, "exp": now + 1200 })),
+        );
+        assert_eq!(verify(&future, &keys()), Err(TokenError::IssuedInFuture));
+        // Within the leeway both are accepted (clocks drift).
+        let skewed = signed(
+            "alpha",
+            &claims_with(serde_json::json!({ "iat": now + 10, "nbf": now + 10 })),
+        );
+        assert!(verify(&skewed, &keys()).is_ok());
+        let request = TokenRequest {
+            team: "alpha",
+            agent: "a",
+            groups: &[],
+            ttl: MAX_TTL + Duration::from_secs(1),
+        };
+        assert!(matches!(
+            mint(&request, &key("alpha-secret-0123456789"), now),
+            Err(TokenError::TtlTooLong(_))
+        ));
+    }
+
+    #[test]
+    fn a_hostile_kid_is_refused_without_repeating_it_raw() {
+        let forged_line = "alpha\n2026-12-03T00:00:00Z INFO agent connected team=alpha";
+        let err = verify(&signed(forged_line, &claims_with(serde_json::json!({}))), &keys())
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.contains("\\u{a}"), "{err}");
+        let huge = "k".repeat(700_000);
+        let err = verify(&signed(&huge, &claims_with(serde_json::json!({}))), &keys())
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 300, "{} bytes: the kid was echoed", err.len());
+        assert!(err.contains("more characters"), "{err}");
     }
 
     #[test]

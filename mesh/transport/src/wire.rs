@@ -300,7 +300,24 @@ impl HistoryRequest {
         if limit == 0 || limit > MAX_HISTORY {
             return Err(invalid(format!("limit: must be 1 to {MAX_HISTORY}")));
         }
+        if let Some(before) = &self.before
+            && !is_seq(before)
+        {
+            return Err(invalid(
+                "before: must be a `seq` from an earlier history answer (e.g. 1764000000000-0)"
+                    .into(),
+            ));
+        }
         Ok((target.1, limit))
+    }
+}
+
+/// A history position: `MILLISECONDS-SEQUENCE` (a Redis stream entry id), or `MILLISECONDS`.
+fn is_seq(text: &str) -> bool {
+    let digits = |part: &str| !part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit());
+    match text.split_once('-') {
+        Some((ms, seq)) => digits(ms) && digits(seq),
+        None => digits(text),
     }
 }
 
@@ -383,6 +400,23 @@ mod tests {
 
     fn request(value: Value) -> Result<Target, WireError> {
         parse::<SendRequest>(value)?.validate()
+    }
+
+    #[test]
+    fn history_before_must_be_a_seq() {
+        let history = |before: &str| {
+            parse::<HistoryRequest>(json!({ "with": "bob", "before": before }))
+                .unwrap()
+                .validate()
+        };
+        for good in ["1764000000000-0", "1764000000000"] {
+            assert!(history(good).is_ok(), "{good}");
+        }
+        for bad in ["", "x", "1-2-3", "-1", "1-", "$", "+", "99999999999999999999999-0"] {
+            let err = history(bad).unwrap_err();
+            assert_eq!(err.code, ErrorCode::Invalid, "{bad}");
+            assert!(err.message.starts_with("before:"), "{}", err.message);
+        }
     }
 
     #[test]

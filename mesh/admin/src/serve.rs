@@ -1,0 +1,343 @@
+//! HTTP/1 serving that a hostile peer cannot exhaust: a cap on open connections (an upgraded
+//! WebSocket still counts until it closes), a deadline for reading each request's headers (so a
+//! silent or drip-fed connection, or an idle keep-alive one, is closed), `TCP_NODELAY`, the
+//! peer's address in each request's extensions (`ConnectInfo<SocketAddr>`), and a graceful
+//! shutdown that waits for connections to close.
+//!
+//! `axum::serve` sets no timer, so hyper's header-read timeout never fires there; that is why
+//! this loop exists.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tower::ServiceExt as _;
+
+/// Descriptors kept free for everything else a server opens (key files, Redis, the admin
+/// listener's connections, logs) when the connection cap is derived from `RLIMIT_NOFILE`.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// Limits of one listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Most connections open at once; further ones are accepted and closed at once.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers, counted from when the server
+    /// starts waiting for them (also between keep-alive requests).
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServeLimits {
+    /// These limits, with the connection cap lowered to fit the process's descriptor limit
+    /// (after raising its soft limit to the hard one), so accepting never starves the rest of
+    /// the process of descriptors.
+    pub fn fitted_to_descriptors(self) -> Self {
+        let Some(available) = raise_descriptor_limit() else {
+            return self;
+        };
+        let fit = available.saturating_sub(RESERVED_DESCRIPTORS).max(16);
+        Self {
+            max_connections: self
+                .max_connections
+                .min(usize::try_from(fit).unwrap_or(usize::MAX)),
+            ..self
+        }
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit in force.
+fn raise_descriptor_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    let current = limit.current?;
+    if let Some(maximum) = limit.maximum
+        && maximum > current
+    {
+        limit.current = Some(maximum);
+        if setrlimit(Resource::Nofile, limit.clone()).is_ok() {
+            return Some(maximum);
+        }
+    }
+    Some(current)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, asks every
+/// connection to finish its current request, and returns once all have closed (the caller
+/// bounds that wait).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let max = limits.max_connections.max(1);
+    let slots = Arc::new(Semaphore::new(max));
+    let (stop, stopping) = watch::channel(false);
+    let refused = AtomicU64::new(0);
+    let mut last_warning: Option<Instant> = None;
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of descriptors or a connection reset before accept: wait, go on.
+                    tracing::warn!(%addr, %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(tcp);
+            let total = refused.fetch_add(1, Ordering::Relaxed) + 1;
+            if last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                last_warning = Some(Instant::now());
+                tracing::warn!(%addr, max_connections = max, refused_total = total, "connection limit reached: closing new connections until some end");
+            }
+            continue;
+        };
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "could not set TCP_NODELAY");
+        }
+        tokio::spawn(serve_connection(
+            Counted { tcp, _slot: slot },
+            peer,
+            router.clone(),
+            limits.header_read_timeout,
+            stopping.clone(),
+        ));
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    // Every slot back means every connection, upgraded ones included, has closed.
+    let _ = slots.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)).await;
+    Ok(())
+}
+
+async fn serve_connection(
+    io: Counted,
+    peer: SocketAddr,
+    router: Router,
+    header_read_timeout: Duration,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        router.clone().oneshot(request.map(axum::body::Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(%peer, %err, "connection ended");
+            }
+            return;
+        }
+        _ = stopping.wait_for(|stop| *stop) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    if let Err(err) = connection.await {
+        tracing::debug!(%peer, %err, "connection ended during shutdown");
+    }
+}
+
+/// A connection holding one slot of the cap for as long as it is open, including after an
+/// upgrade to WebSocket (hyper hands this very value to the upgrade).
+#[derive(Debug)]
+struct Counted {
+    tcp: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use super::*;
+
+    async fn start(limits: ServeLimits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route(
+            "/peer",
+            axum::routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                peer.ip().to_string()
+            }),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, router, limits, async {
+            let _ = stopped.await;
+        }));
+        (addr, stop)
+    }
+
+    /// Reads until the server closes the connection; how long that took.
+    fn closed_after(mut stream: std::net::TcpStream) -> Duration {
+        let started = Instant::now();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
+        started.elapsed()
+    }
+
+    #[tokio::test]
+    async fn silent_drip_fed_and_idle_keep_alive_connections_are_closed() {
+        let limits = ServeLimits {
+            header_read_timeout: Duration::from_millis(300),
+            ..ServeLimits::default()
+        };
+        let (addr, _stop) = start(limits).await;
+        let silent = std::net::TcpStream::connect(addr).unwrap();
+        let mut drip = std::net::TcpStream::connect(addr).unwrap();
+        let mut idle = std::net::TcpStream::connect(addr).unwrap();
+        let waited = tokio::task::spawn_blocking(move || {
+            drip.write_all(b"GET /peer HTTP/1.1\r\n").unwrap();
+            let drip = std::thread::spawn(move || {
+                for _ in 0..20 {
+                    if drip.write_all(b"X-Slow: 1\r\n").is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                closed_after(drip)
+            });
+            idle.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut answer = [0u8; 512];
+            let n = idle.read(&mut answer).unwrap();
+            assert!(
+                String::from_utf8_lossy(&answer[..n]).contains("127.0.0.1"),
+                "the peer address reaches the handler"
+            );
+            [closed_after(silent), closed_after(idle), drip.join().unwrap()]
+        })
+        .await
+        .unwrap();
+        for (what, took) in ["silent", "idle keep-alive", "drip-fed"].iter().zip(waited) {
+            assert!(took < Duration::from_secs(3), "{what}: open for {took:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed_and_a_freed_slot_is_reused() {
+        let limits = ServeLimits {
+            max_connections: 2,
+            header_read_timeout: Duration::from_secs(30),
+        };
+        let (addr, _stop) = start(limits).await;
+        let held: Vec<_> = (0..2)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let over = std::net::TcpStream::connect(addr).unwrap();
+        let took = tokio::task::spawn_blocking(move || closed_after(over))
+            .await
+            .unwrap();
+        assert!(took < Duration::from_secs(2), "over the cap, open for {took:?}");
+        drop(held);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let answer = reqwest_like_get(addr).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    async fn reqwest_like_get(addr: SocketAddr) -> String {
+        tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).unwrap();
+            answer
+        })
+        .await
+        .unwrap()
+    }
+
+    #[test]
+    fn the_cap_fits_the_descriptor_limit() {
+        let fitted = ServeLimits {
+            max_connections: usize::MAX,
+            ..ServeLimits::default()
+        }
+        .fitted_to_descriptors();
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap();
+        assert!(fitted.max_connections as u64 <= soft.saturating_sub(RESERVED_DESCRIPTORS).max(16));
+    }
+}

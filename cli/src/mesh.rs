@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use nsh_mesh_server::config::Rate;
-use nsh_mesh_server::{Limits, RateLimit, Server, ServerConfig};
+use nsh_mesh_server::{HttpLimits, Limits, RateLimit, Server, ServerConfig};
 use nsh_mesh_transport::token::{self, TeamKey, TokenRequest};
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +72,38 @@ pub(crate) struct ServerArgs {
     /// With --persistence: most messages kept per inbox or conversation.
     #[arg(long, default_value_t = 10_000, env = "NSH_MESH_MAX_LEN")]
     max_len: usize,
+    /// Longest token lifetime accepted: a token whose `exp` is further ahead is refused.
+    #[arg(long, default_value = "30d", env = "NSH_MESH_MAX_TOKEN_TTL", value_parser = humantime::parse_duration)]
+    max_token_ttl: Duration,
+    /// Connections one agent may open, sustained, as COUNT/UNIT (reconnect churn floods the
+    /// team with presence).
+    #[arg(long, default_value = "1/s", value_name = "RATE")]
+    connect_rate: Rate,
+    /// Connections one agent may open at once above --connect-rate.
+    #[arg(long, default_value_t = Limits::default().connect_rate.burst)]
+    connect_burst: u32,
+    /// Most HTTP connections open at once (WebSockets included); lowered to fit `ulimit -n`.
+    #[arg(long, default_value_t = HttpLimits::default().serve.max_connections, env = "NSH_MESH_MAX_HTTP_CONNECTIONS")]
+    max_http_connections: usize,
+    /// How long a client may take to send a request's headers (also idle keep-alive).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+    /// How long a Socket.IO session may stay without connecting with a valid token.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+    /// New Socket.IO sessions one client address may open per --connect-timeout.
+    #[arg(long, default_value_t = HttpLimits::default().new_sessions_per_peer)]
+    new_sessions_per_peer: u32,
+    /// New Socket.IO sessions all clients together may open per --connect-timeout.
+    #[arg(long, default_value_t = HttpLimits::default().new_sessions)]
+    new_sessions: u32,
+    /// Refuse HTTP long-polling; WebSocket only (nsh's own clients use WebSocket).
+    #[arg(long, env = "NSH_MESH_WEBSOCKET_ONLY")]
+    websocket_only: bool,
+    /// Also serve /healthz, /readyz and /metrics on this address, which stays answering while
+    /// the main listener is at its connection cap.
+    #[arg(long, value_name = "ADDR", env = "NSH_MESH_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -124,8 +156,24 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             max_groups_per_agent: args.max_groups,
             max_connections_per_agent: args.max_connections,
             ack_timeout: args.ack_timeout,
+            max_token_ttl: args.max_token_ttl,
+            connect_rate: RateLimit {
+                per_second: args.connect_rate.0,
+                burst: args.connect_burst,
+            },
             ..Limits::default()
         },
+        http: HttpLimits {
+            serve: nsh_admin::serve::ServeLimits {
+                max_connections: args.max_http_connections,
+                header_read_timeout: args.header_read_timeout,
+            },
+            connect_timeout: args.connect_timeout,
+            new_sessions_per_peer: args.new_sessions_per_peer,
+            new_sessions: args.new_sessions,
+            websocket_only: args.websocket_only,
+        },
+        admin_listen: args.admin_listen,
         store: match (args.persistence, &args.redis) {
             (true, Some(url)) => Some(nsh_mesh_server::store::StoreConfig {
                 url: url.clone(),

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use nsh_mesh_client::hook_install::{self, Scope};
 use nsh_mesh_client::hooks::{self, HookEvent, HookLimits};
-use nsh_mesh_client::inbox::Inbox;
+use nsh_mesh_client::inbox::{Inbox, InboxLimits};
 use nsh_mesh_client::link::TokenSource;
 use nsh_mesh_client::push::PushMode;
 use nsh_mesh_client::{ClientOptions, McpTransport, serve};
@@ -39,6 +39,10 @@ pub(crate) struct ClientArgs {
     /// is dropped (the message stays unread in the inbox).
     #[arg(long, default_value_t = 1024)]
     push_buffer: usize,
+    /// Most undelivered bytes the inbox holds; a message past it is refused (not acked), so it
+    /// stays with the sender or the mesh's store instead of filling the disk.
+    #[arg(long, default_value_t = InboxLimits::default().max_unread_bytes)]
+    inbox_max_unread_bytes: u64,
     /// Serve MCP over streamable HTTP at http://ADDR/mcp (a long-running sidecar, with
     /// /healthz and /readyz) instead of stdio.
     #[arg(long, value_name = "ADDR", env = "NSH_MESH_CLIENT_LISTEN")]
@@ -158,6 +162,10 @@ pub(crate) async fn client(args: ClientArgs) -> anyhow::Result<()> {
             Push::Off => PushMode::Off,
         },
         push_buffer: args.push_buffer,
+        inbox_limits: InboxLimits {
+            max_unread_bytes: args.inbox_max_unread_bytes,
+            ..InboxLimits::default()
+        },
         mcp: match args.listen {
             Some(listen) => McpTransport::Http {
                 listen,

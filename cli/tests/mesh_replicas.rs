@@ -327,7 +327,11 @@ async fn with_redis_and_persistence_direct_and_group_messages_are_delivered_live
 
         for round in 0..3 {
             let text = format!("group {round} on {count} replica(s)");
-            let ack = send(&alice, json!({ "id": new_id(), "group": "ops", "text": text })).await;
+            let ack = send(
+                &alice,
+                json!({ "id": new_id(), "group": "ops", "text": text }),
+            )
+            .await;
             assert_eq!(ack["status"], "delivered", "{count} replica(s): {ack}");
             assert_eq!(ack["delivered_to"], json!(["bob"]), "{ack}");
             assert_eq!(bob.next_message().await.text, text);

@@ -132,7 +132,9 @@ pub async fn serve(
     drop(listener);
     let _ = stop.send(true);
     // Every slot back means every connection, upgraded ones included, has closed.
-    let _ = slots.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)).await;
+    let _ = slots
+        .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
+        .await;
     Ok(())
 }
 
@@ -143,10 +145,11 @@ async fn serve_connection(
     header_read_timeout: Duration,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let service = hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        router.clone().oneshot(request.map(axum::body::Body::new))
-    });
+    let service =
+        hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -213,10 +216,7 @@ impl AsyncWrite for Counted {
         Pin::new(&mut self.tcp).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }
@@ -283,7 +283,11 @@ mod tests {
                 String::from_utf8_lossy(&answer[..n]).contains("127.0.0.1"),
                 "the peer address reaches the handler"
             );
-            [closed_after(silent), closed_after(idle), drip.join().unwrap()]
+            [
+                closed_after(silent),
+                closed_after(idle),
+                drip.join().unwrap(),
+            ]
         })
         .await
         .unwrap();
@@ -307,7 +311,10 @@ mod tests {
         let took = tokio::task::spawn_blocking(move || closed_after(over))
             .await
             .unwrap();
-        assert!(took < Duration::from_secs(2), "over the cap, open for {took:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "over the cap, open for {took:?}"
+        );
         drop(held);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let answer = reqwest_like_get(addr).await;

@@ -6,11 +6,20 @@
 //! `mesh_inbox` tool can take only one sender's messages). Every read-modify-write holds an
 //! exclusive lock on `<agent>.lock`, and the cursor is replaced atomically, so a reader killed
 //! at any point either committed its delivery or will deliver again: nothing is lost.
+//!
+//! The file stays bounded ([`InboxLimits`]): once the delivered prefix passes
+//! `compact_after_bytes`, it is rewritten without the delivered lines (keeping the newest
+//! `keep_read_bytes` of them, younger than `keep_read_age`, so a restarted client still knows
+//! their ids); and a message that would take the undelivered part past `max_unread_bytes` is
+//! refused, so it is not acked and stays with the sender (or the mesh's store). Reads stream
+//! from the cursor and start-up reads only the file's tail: a large inbox costs no memory.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nsh_mesh_transport::wire::Envelope;
 use serde::{Deserialize, Serialize};
@@ -70,8 +79,45 @@ pub struct Unread {
     pub remaining: usize,
 }
 
+/// How large an inbox may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxLimits {
+    /// Undelivered bytes at most; a message past this is refused (and so not acked).
+    pub max_unread_bytes: u64,
+    /// Compact once the delivered prefix is this large.
+    pub compact_after_bytes: u64,
+    /// Delivered lines kept by a compaction (the newest), to recognise repeats after a restart.
+    pub keep_read_bytes: u64,
+    /// Delivered lines older than this are dropped by a compaction whatever their size.
+    pub keep_read_age: Duration,
+}
+
+impl Default for InboxLimits {
+    fn default() -> Self {
+        Self {
+            max_unread_bytes: 32 << 20,
+            compact_after_bytes: 4 << 20,
+            keep_read_bytes: 1 << 20,
+            keep_read_age: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// How much of the file's end start-up reads to learn recent message ids.
+const RECENT_TAIL_BYTES: u64 = 2 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum InboxError {
+    #[error("inbox: agent name `{name}` {why}; refusing to use it in a file name")]
+    BadName { name: String, why: &'static str },
+    #[error(
+        "inbox {path} is full ({unread} undelivered bytes, limit {limit}): the message is not acked and stays with the sender; read mail with mesh_inbox or raise --inbox-max-unread-bytes"
+    )]
+    Full {
+        path: PathBuf,
+        unread: u64,
+        limit: u64,
+    },
     #[error("inbox {path}: {source}")]
     Io {
         path: PathBuf,
@@ -94,14 +140,25 @@ struct Cursor {
 pub struct Inbox {
     dir: PathBuf,
     agent: String,
+    limits: InboxLimits,
 }
 
 impl Inbox {
     /// The inbox of `agent` in `dir`, which is created (private to the user) when missing.
+    /// `agent` must be a valid agent name: it becomes part of file names, and a token's `sub`
+    /// is not trusted to be one (the server refuses such tokens; the client checks first).
     pub fn open(dir: impl Into<PathBuf>, agent: impl Into<String>) -> Result<Self, InboxError> {
+        let agent = agent.into();
+        if let Some(why) = nsh_mesh_transport::names::check(&agent) {
+            return Err(InboxError::BadName {
+                name: nsh_mesh_transport::display::shown(&agent),
+                why,
+            });
+        }
         let inbox = Self {
             dir: dir.into(),
-            agent: agent.into(),
+            agent,
+            limits: InboxLimits::default(),
         };
         if !inbox.dir.exists() {
             fs::create_dir_all(&inbox.dir).map_err(|source| inbox.io(&inbox.dir, source))?;
@@ -127,7 +184,10 @@ impl Inbox {
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".jsonl").map(str::to_owned)
+                let agent = name.strip_suffix(".jsonl")?;
+                nsh_mesh_transport::names::check(agent)
+                    .is_none()
+                    .then(|| agent.to_owned())
             })
             .collect();
         agents.sort();
@@ -136,8 +196,16 @@ impl Inbox {
             .map(|agent| Self {
                 dir: dir.to_owned(),
                 agent,
+                limits: InboxLimits::default(),
             })
             .collect())
+    }
+
+    /// This inbox with other size limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: InboxLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn agent(&self) -> &str {
@@ -196,6 +264,14 @@ impl Inbox {
         // A crash in an earlier append may have left a half line: end it, so it stays one
         // unparsable line that readers skip instead of corrupting this one.
         let len = file.metadata().map_err(|e| self.io(&path, e))?.len();
+        let unread = len.saturating_sub(self.load_cursor()?.offset);
+        if unread + line.len() as u64 > self.limits.max_unread_bytes {
+            return Err(InboxError::Full {
+                path,
+                unread,
+                limit: self.limits.max_unread_bytes,
+            });
+        }
         if len > 0 {
             let mut last = [0u8; 1];
             file.seek(SeekFrom::Start(len - 1))
@@ -220,21 +296,35 @@ impl Inbox {
         let cursor = self.load_cursor()?;
         let now = time::OffsetDateTime::now_utc();
         let mut unread = Unread::default();
-        for line in self.lines_from(cursor.offset)? {
-            let Some(entry) = line.entry else { continue };
-            if cursor.read.contains(&entry.message.id)
-                || entry.expired(now)
-                || !filter.matches(&entry)
+        self.for_each_line(cursor.offset, |line| {
+            if let Some(entry) = line.entry
+                && !cursor.read.contains(&entry.message.id)
+                && !entry.expired(now)
+                && filter.matches(&entry)
             {
-                continue;
+                if unread.messages.len() < limit {
+                    unread.messages.push(entry);
+                } else {
+                    unread.remaining += 1;
+                }
             }
-            if unread.messages.len() < limit {
-                unread.messages.push(entry);
-            } else {
-                unread.remaining += 1;
-            }
-        }
+            ControlFlow::Continue(())
+        })?;
         Ok(unread)
+    }
+
+    /// The message with `id`, delivered or not (while the file still holds it).
+    pub fn find(&self, id: &str) -> Result<Option<InboxEntry>, InboxError> {
+        let _lock = self.lock()?;
+        let mut found = None;
+        self.for_each_line(0, |line| match line.entry {
+            Some(entry) if entry.message.id == id => {
+                found = Some(entry);
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        })?;
+        Ok(found)
     }
 
     /// Records `ids` as delivered, then moves the offset past every delivered (or expired, or
@@ -244,65 +334,197 @@ impl Inbox {
         let mut cursor = self.load_cursor()?;
         cursor.read.extend(ids.into_iter().map(str::to_owned));
         let now = time::OffsetDateTime::now_utc();
-        for line in self.lines_from(cursor.offset)? {
+        let mut offset = cursor.offset;
+        self.for_each_line(cursor.offset, |line| {
             let done = match &line.entry {
                 None => true,
                 Some(entry) => cursor.read.remove(&entry.message.id) || entry.expired(now),
             };
             if !done {
-                break;
+                return ControlFlow::Break(());
             }
-            cursor.offset = line.end;
+            offset = line.end;
+            ControlFlow::Continue(())
+        })?;
+        cursor.offset = offset;
+        let len = fs::metadata(self.log_path()).map_or(0, |m| m.len());
+        if len >= self.limits.compact_after_bytes {
+            self.compact(&mut cursor)?;
         }
         self.save_cursor(&cursor)
     }
 
-    /// Ids of the last `count` messages, to recognise a message the mesh sends twice.
-    pub fn recent_ids(&self, count: usize) -> Result<HashSet<String>, InboxError> {
-        let _lock = self.lock()?;
-        let lines = self.lines_from(0)?;
-        Ok(lines
-            .into_iter()
-            .rev()
-            .filter_map(|l| l.entry)
-            .take(count)
-            .map(|e| e.message.id)
-            .collect())
+    /// Rewrites the file without the delivered lines it need not keep (before the cursor, or
+    /// read out of order after it), when that frees at least half of `compact_after_bytes`.
+    /// Runs under the lock: appenders and readers open the file by path under the same lock,
+    /// so they see the old file or the new one, never half of each.
+    fn compact(&self, cursor: &mut Cursor) -> Result<(), InboxError> {
+        struct Span {
+            start: u64,
+            end: u64,
+            delivered: bool,
+            young: bool,
+            id: Option<String>,
+        }
+        let path = self.log_path();
+        let now = time::OffsetDateTime::now_utc();
+        let oldest_kept = now
+            - time::Duration::try_from(self.limits.keep_read_age).unwrap_or(time::Duration::MAX);
+        let mut spans = Vec::new();
+        let mut start = 0;
+        self.for_each_line(0, |line| {
+            let delivered = start < cursor.offset
+                || line.entry.as_ref().is_none_or(|entry| {
+                    cursor.read.contains(&entry.message.id) || entry.expired(now)
+                });
+            let young = line.entry.as_ref().is_some_and(|entry| {
+                time::OffsetDateTime::parse(
+                    &entry.received_at,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .is_ok_and(|at| at >= oldest_kept)
+            });
+            spans.push(Span {
+                start,
+                end: line.end,
+                delivered,
+                young,
+                id: line.entry.map(|e| e.message.id),
+            });
+            start = line.end;
+            ControlFlow::Continue(())
+        })?;
+        // Keep the newest young delivered lines, up to `keep_read_bytes`.
+        let mut keep = vec![true; spans.len()];
+        let mut kept_delivered = 0;
+        for (i, span) in spans.iter().enumerate().rev() {
+            if !span.delivered {
+                continue;
+            }
+            let size = span.end - span.start;
+            keep[i] = span.young && kept_delivered + size <= self.limits.keep_read_bytes;
+            if keep[i] {
+                kept_delivered += size;
+            }
+        }
+        let dropped: u64 = spans
+            .iter()
+            .zip(&keep)
+            .filter(|(_, kept)| !**kept)
+            .map(|(span, _)| span.end - span.start)
+            .sum();
+        if dropped < self.limits.compact_after_bytes / 2 {
+            return Ok(());
+        }
+        let mut source = File::open(&path).map_err(|e| self.io(&path, e))?;
+        let mut fresh =
+            tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| self.io(&self.dir, e))?;
+        let mut new_offset = 0;
+        let mut leading = true;
+        let mut write = |from: u64, len: Option<u64>, out: &mut File| -> std::io::Result<u64> {
+            source.seek(SeekFrom::Start(from))?;
+            match len {
+                Some(len) => std::io::copy(&mut (&mut source).take(len), out),
+                None => std::io::copy(&mut source, out),
+            }
+        };
+        for (span, kept) in spans.iter().zip(&keep) {
+            if !kept {
+                if let Some(id) = &span.id {
+                    cursor.read.remove(id);
+                }
+                continue;
+            }
+            let size = span.end - span.start;
+            write(span.start, Some(size), fresh.as_file_mut()).map_err(|e| self.io(&path, e))?;
+            if leading && span.delivered {
+                new_offset += size;
+                if let Some(id) = &span.id {
+                    cursor.read.remove(id);
+                }
+            } else {
+                leading = false;
+            }
+        }
+        // A trailing half line (a crashed append) is carried over as it is.
+        write(start, None, fresh.as_file_mut()).map_err(|e| self.io(&path, e))?;
+        fresh.as_file().sync_data().map_err(|e| self.io(&path, e))?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let _ = fs::set_permissions(fresh.path(), fs::Permissions::from_mode(0o600));
+        }
+        fresh.persist(&path).map_err(|e| self.io(&path, e.error))?;
+        tracing::debug!(path = %path.display(), dropped_bytes = dropped, "inbox compacted");
+        cursor.offset = new_offset;
+        Ok(())
     }
 
-    fn lines_from(&self, offset: u64) -> Result<Vec<Line>, InboxError> {
+    /// Ids of the last `count` messages, to recognise a message the mesh sends twice. Reads
+    /// only the file's tail.
+    pub fn recent_ids(&self, count: usize) -> Result<HashSet<String>, InboxError> {
+        let _lock = self.lock()?;
+        let len = match fs::metadata(self.log_path()) {
+            Ok(meta) => meta.len(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+            Err(source) => return Err(self.io(&self.log_path(), source)),
+        };
+        let mut ids = std::collections::VecDeque::new();
+        // From inside a line, the first (partial) line is skipped: it does not parse.
+        self.for_each_line(len.saturating_sub(RECENT_TAIL_BYTES), |line| {
+            if let Some(entry) = line.entry {
+                ids.push_back(entry.message.id);
+                if ids.len() > count {
+                    ids.pop_front();
+                }
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(ids.into_iter().collect())
+    }
+
+    /// Calls `visit` with each complete line from byte `offset`, streaming (one line in
+    /// memory at a time). A last chunk without its newline is an append in progress (or cut
+    /// short): not yet a line.
+    fn for_each_line(
+        &self,
+        offset: u64,
+        mut visit: impl FnMut(Line) -> ControlFlow<()>,
+    ) -> Result<(), InboxError> {
         let path = self.log_path();
         let mut file = match File::open(&path) {
             Ok(file) => file,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(source) => return Err(self.io(&path, source)),
         };
-        let mut bytes = Vec::new();
         file.seek(SeekFrom::Start(offset))
-            .and_then(|_| file.read_to_end(&mut bytes))
             .map_err(|e| self.io(&path, e))?;
-        let mut lines = Vec::new();
-        let mut start = 0usize;
-        // A last chunk without its newline is an append in progress (or cut short): not yet a
-        // line.
-        while let Some(len) = bytes[start..].iter().position(|b| *b == b'\n') {
-            let raw = &bytes[start..start + len];
-            let entry = match serde_json::from_slice::<InboxEntry>(raw) {
+        let mut reader = BufReader::with_capacity(64 * 1024, file);
+        let mut raw = Vec::new();
+        let mut end = offset;
+        loop {
+            raw.clear();
+            let read = reader
+                .read_until(b'\n', &mut raw)
+                .map_err(|e| self.io(&path, e))?;
+            if read == 0 || raw.last() != Some(&b'\n') {
+                return Ok(());
+            }
+            end += read as u64;
+            let text = &raw[..raw.len() - 1];
+            let entry = match serde_json::from_slice::<InboxEntry>(text) {
                 Ok(entry) => Some(entry),
                 Err(err) => {
-                    if !raw.iter().all(u8::is_ascii_whitespace) {
+                    // A tail read starts inside a line: that one is expected not to parse.
+                    if end - read as u64 != offset && !text.iter().all(u8::is_ascii_whitespace) {
                         tracing::warn!(path = %path.display(), %err, "skipping an unreadable inbox line");
                     }
                     None
                 }
             };
-            start += len + 1;
-            lines.push(Line {
-                entry,
-                end: offset + start as u64,
-            });
+            if visit(Line { entry, end }).is_break() {
+                return Ok(());
+            }
         }
-        Ok(lines)
     }
 
     fn load_cursor(&self) -> Result<Cursor, InboxError> {
@@ -427,6 +649,114 @@ pub(crate) mod tests {
         inbox.append(&old).unwrap();
         inbox.append(&message("new", "bob", None)).unwrap();
         assert_eq!(ids(&inbox.unread(&Filter::default(), 10).unwrap()), ["new"]);
+    }
+
+    #[test]
+    fn names_from_a_token_are_checked_before_any_file_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let inside = dir.path().join("inbox");
+        for hostile in ["../../escape", "a/b", "..", ".hidden", "x\ny", ""] {
+            let err = Inbox::open(&inside, hostile).unwrap_err();
+            assert!(
+                matches!(err, InboxError::BadName { .. }),
+                "{hostile:?}: {err}"
+            );
+        }
+        assert!(!inside.exists(), "nothing was created");
+        // A planted file with such a name is never listed as an inbox.
+        fs::create_dir_all(&inside).unwrap();
+        fs::write(inside.join("..jsonl"), "{}\n").unwrap();
+        assert!(Inbox::all_in(&inside).unwrap().is_empty());
+    }
+
+    fn small_limits() -> InboxLimits {
+        InboxLimits {
+            max_unread_bytes: 4_000,
+            compact_after_bytes: 2_000,
+            keep_read_bytes: 600,
+            keep_read_age: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn a_full_inbox_refuses_more_until_mail_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::open(dir.path(), "me")
+            .unwrap()
+            .with_limits(small_limits());
+        let mut stored = Vec::new();
+        for i in 0..100 {
+            match inbox.append(&message(&i.to_string(), "bob", None)) {
+                Ok(()) => stored.push(i.to_string()),
+                Err(InboxError::Full { unread, limit, .. }) => {
+                    assert!(unread <= limit);
+                    break;
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert!((10..100).contains(&stored.len()), "{} stored", stored.len());
+        assert!(fs::metadata(inbox.log_path()).unwrap().len() <= 4_000);
+        inbox.mark_read(stored.iter().map(String::as_str)).unwrap();
+        inbox.append(&message("after", "bob", None)).unwrap();
+    }
+
+    #[test]
+    fn delivered_mail_is_compacted_away_keeping_recent_ids_and_unread_mail() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = InboxLimits {
+            max_unread_bytes: 10_000,
+            ..small_limits()
+        };
+        let inbox = Inbox::open(dir.path(), "me").unwrap().with_limits(limits);
+        let line = serde_json::to_vec(&message("0-0", "bob", None))
+            .unwrap()
+            .len() as u64
+            + 1;
+        for round in 0..20 {
+            let ids: Vec<String> = (0..5).map(|i| format!("{round}-{i}")).collect();
+            for id in &ids {
+                inbox.append(&message(id, "bob", None)).unwrap();
+            }
+            // Read all but the last of each round, out of order.
+            inbox
+                .mark_read(ids[..4].iter().rev().map(String::as_str))
+                .unwrap();
+        }
+        // 100 messages went through; about the 20 unread plus the kept 600 bytes remain.
+        let size = fs::metadata(inbox.log_path()).unwrap().len();
+        assert!(
+            size <= 20 * line + 600 + 1_000 + 4 * line,
+            "{size} bytes, lines of {line}"
+        );
+        // Every unread message is still there, in order.
+        let unread = inbox.unread(&Filter::default(), 100).unwrap();
+        let expected: Vec<String> = (0..20).map(|round| format!("{round}-4")).collect();
+        assert_eq!(
+            ids(&unread),
+            expected.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        // The newest delivered ids are kept for dedup after a restart; the oldest are gone.
+        let recent = inbox.recent_ids(1000).unwrap();
+        assert!(recent.contains("19-3") && recent.contains("19-4"));
+        assert!(!recent.contains("0-0"));
+        assert!(inbox.find("19-3").unwrap().is_some());
+        assert!(inbox.find("0-0").unwrap().is_none());
+    }
+
+    #[test]
+    fn start_up_reads_only_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::open(dir.path(), "me").unwrap();
+        // 3 MB of old lines before the recent ones: more than the tail read.
+        let filler = serde_json::to_string(&message("old", "bob", None)).unwrap() + "\n";
+        fs::write(inbox.log_path(), filler.repeat(3_000_000 / filler.len())).unwrap();
+        for id in ["a", "b"] {
+            inbox.append(&message(id, "bob", None)).unwrap();
+        }
+        let recent = inbox.recent_ids(10).unwrap();
+        assert!(recent.contains("a") && recent.contains("b") && recent.contains("old"));
+        assert_eq!(recent.len(), 3);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use nsh_mesh_transport::wire::{Envelope, PresenceChange};
 use rmcp::ServiceExt as _;
 
-use crate::inbox::{Inbox, InboxEntry, InboxError};
+use crate::inbox::{Inbox, InboxEntry, InboxError, InboxLimits};
 use crate::link::{ConnectionState, Events, Link, TokenProblem, TokenSource};
 use crate::mcp::{Identity, MeshMcp};
 use crate::push::{Notifier, PRESENCE_URI, PushMode};
@@ -36,6 +36,8 @@ pub struct ClientOptions {
     pub push: PushMode,
     /// Messages waiting to be pushed while the MCP side is busy; older ones are evicted.
     pub push_buffer: usize,
+    /// How large the inbox file may grow.
+    pub inbox_limits: InboxLimits,
     pub mcp: McpTransport,
 }
 
@@ -150,7 +152,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (_, claims) = options.token.load()?;
     nsh_mesh_transport::client::websocket_url(&options.server).map_err(ServeError::Server)?;
-    let inbox = Inbox::open(&options.inbox_dir, &claims.sub)?;
+    let inbox = Inbox::open(&options.inbox_dir, &claims.sub)?.with_limits(options.inbox_limits);
     let notifier = Notifier::new(inbox.clone(), options.push, options.push_buffer);
     let mut seen = Seen::default();
     let recent = {

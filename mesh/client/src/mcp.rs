@@ -120,6 +120,10 @@ pub struct InboxArgs {
     /// Only messages sent to this group.
     #[serde(default)]
     pub group: Option<String>,
+    /// One message by id, delivered or not: the whole of a message the hooks or a push cut
+    /// short. Ignores the other arguments and marks nothing read.
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -343,9 +347,37 @@ impl MeshMcp {
     }
 
     #[tool(
-        description = "Unread messages received by this agent, oldest first; returns them and marks them read. Filter by sender (`from`) or group."
+        description = "Unread messages received by this agent, oldest first; returns them and marks them read. Filter by sender (`from`) or group; `id` returns one message whole, read or not."
     )]
     async fn mesh_inbox(&self, Parameters(args): Parameters<InboxArgs>) -> CallToolResult {
+        if let Some(id) = args.id {
+            let inbox = self.inbox.clone();
+            let wanted = id.clone();
+            let found = tokio::task::spawn_blocking(move || inbox.find(&wanted)).await;
+            return match found {
+                Ok(Ok(Some(entry))) => {
+                    CallToolResult::structured(json!({ "messages": [entry], "remaining": 0 }))
+                }
+                Ok(Ok(None)) => tool_error(
+                    "not_found",
+                    format!(
+                        "no message `{}` in this inbox",
+                        nsh_mesh_transport::display::shown(&id)
+                    ),
+                    "ids come from the hooks' or pushed messages; old delivered ones are compacted away (mesh_history has them when the mesh keeps history)",
+                ),
+                Ok(Err(err)) => tool_error(
+                    "inbox_error",
+                    err,
+                    "the inbox file could not be read; check --inbox-dir",
+                ),
+                Err(err) => tool_error(
+                    "inbox_error",
+                    err,
+                    "the inbox file could not be read; check --inbox-dir",
+                ),
+            };
+        }
         let limit = args.limit.unwrap_or(DEFAULT_INBOX_LIMIT);
         if limit == 0 || limit > MAX_INBOX_LIMIT {
             return invalid(format!("limit: must be 1 to {MAX_INBOX_LIMIT}"));

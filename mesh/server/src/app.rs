@@ -7,12 +7,13 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::serve::ListenerExt as _;
 use governor::{Quota, RateLimiter};
 use nsh_admin::{Readiness, ReadinessHandle};
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 
+use crate::config::{HttpLimits, RateLimit};
+use crate::gate::SessionGate;
 use crate::keys::{KeyDir, KeyDirError};
 use crate::{Mesh, ServerConfig, dedup::Dedup, handlers, metrics::Metrics, registry::Registry};
 
@@ -49,7 +50,7 @@ type ClusterAdapter = socketioxide_redis::CustomRedisAdapter<
 >;
 
 /// The Socket.io server: one replica alone, or one of several over Redis.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Io {
     Alone(SocketIo),
     Replica(SocketIo<ClusterAdapter>),
@@ -60,6 +61,14 @@ impl Io {
         match self {
             Self::Alone(io) => io.close().await,
             Self::Replica(io) => io.close().await,
+        }
+    }
+
+    /// Disconnects this replica's sockets whose tokens no longer hold.
+    fn disconnect_revoked(&self, rekeyed_teams: &[String], now_unix: u64) -> usize {
+        match self {
+            Self::Alone(io) => crate::revocation::disconnect_revoked(io, rekeyed_teams, now_unix),
+            Self::Replica(io) => crate::revocation::disconnect_revoked(io, rekeyed_teams, now_unix),
         }
     }
 
@@ -85,6 +94,32 @@ pub struct Server {
     router: axum::Router,
     readiness: ReadinessHandle,
     key_reload_interval: Duration,
+    http: HttpLimits,
+    gate: Arc<SessionGate>,
+    /// The admin endpoints' own listener, with their router.
+    admin: Option<(TcpListener, axum::Router)>,
+}
+
+/// A token bucket for `rate`; `flag` names the setting in the error.
+fn quota(rate: RateLimit, flag: &str) -> Result<Quota, ServerError> {
+    let burst = NonZeroU32::new(rate.burst)
+        .ok_or_else(|| ServerError::Limit(format!("{flag}: the burst must be at least 1")))?;
+    if !(rate.per_second.is_finite() && rate.per_second > 0.0) {
+        return Err(ServerError::Limit(format!(
+            "{flag}: the rate must be positive"
+        )));
+    }
+    Ok(
+        Quota::with_period(Duration::from_secs_f64(1.0 / rate.per_second))
+            .ok_or_else(|| ServerError::Limit(format!("{flag}: the rate is too high")))?
+            .allow_burst(burst),
+    )
+}
+
+async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
 }
 
 impl Server {
@@ -92,14 +127,8 @@ impl Server {
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
         let keys = Arc::new(KeyDir::load(&config.team_keys_dir)?);
         let limits = config.limits.clone();
-        let burst = NonZeroU32::new(limits.rate.burst)
-            .ok_or_else(|| ServerError::Limit("--burst must be at least 1".into()))?;
-        if !(limits.rate.per_second.is_finite() && limits.rate.per_second > 0.0) {
-            return Err(ServerError::Limit("--rate-limit must be positive".into()));
-        }
-        let quota = Quota::with_period(Duration::from_secs_f64(1.0 / limits.rate.per_second))
-            .ok_or_else(|| ServerError::Limit("--rate-limit is too high".into()))?
-            .allow_burst(burst);
+        let events = quota(limits.rate, "--rate-limit/--burst")?;
+        let connects = quota(limits.connect_rate, "--connect-rate/--connect-burst")?;
 
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut registry);
@@ -112,7 +141,9 @@ impl Server {
         };
         let mesh = Arc::new(Mesh {
             dedup: Dedup::new(limits.dedup_ids_per_sender, limits.dedup_window),
-            limiter: RateLimiter::keyed(quota),
+            limiter: RateLimiter::keyed(events),
+            connect_limiter: RateLimiter::keyed(connects),
+            presence: crate::presence::PresenceThrottle::new(limits.presence_interval),
             store: config
                 .store
                 .clone()
@@ -129,12 +160,24 @@ impl Server {
         // Engine.IO caps frames below our own size check would see them; leave room so an
         // oversized message gets a `too_large` answer rather than a dropped connection.
         let frame_limit = (mesh.limits.max_message_bytes * 4).max(1 << 20);
-        let builder = SocketIo::builder()
+        let mut builder = SocketIo::builder()
             .with_state(mesh.clone())
             .max_payload(frame_limit as u64)
-            .ws_max_message_size(frame_limit);
+            .ws_max_message_size(frame_limit)
+            .connect_timeout(config.http.connect_timeout);
+        if config.http.websocket_only {
+            builder = builder.transports([socketioxide::TransportType::Websocket]);
+        }
         let readiness = ReadinessHandle::new("starting");
-        let admin: axum::Router = nsh_admin::router(Arc::new(registry), readiness.clone());
+        let registry = Arc::new(registry);
+        let admin: axum::Router = nsh_admin::router(registry.clone(), readiness.clone());
+        let admin_alone = match config.admin_listen {
+            Some(addr) => Some((
+                bind_listener(addr).await?,
+                nsh_admin::router(registry, readiness.clone()),
+            )),
+            None => None,
+        };
         let (router, io) = match &mesh.cluster {
             None => {
                 let (layer, io) = builder.build_layer();
@@ -158,13 +201,13 @@ impl Server {
                 (admin.layer(layer), Io::Replica(io))
             }
         };
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        // Outermost: new sessions are counted before Engine.IO allocates anything for them.
+        let gate = Arc::new(SessionGate::new(&config.http));
+        let router = router.layer(axum::middleware::from_fn_with_state(
+            gate.clone(),
+            crate::gate::admit_new_sessions,
+        ));
+        let listener = bind_listener(config.listen).await?;
         Ok(Self {
             listener,
             mesh,
@@ -172,6 +215,9 @@ impl Server {
             router,
             readiness,
             key_reload_interval: config.key_reload_interval,
+            http: config.http,
+            gate,
+            admin: admin_alone,
         })
     }
 
@@ -181,6 +227,13 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
+    /// Where the admin endpoints' own listener is, when `admin_listen` was set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then drains: stop accepting, disconnect every socket,
     /// wait (bounded) for connections to close.
     pub async fn run(
@@ -188,22 +241,47 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let addr = self.local_addr();
-        let upkeep = tokio::spawn(upkeep(self.mesh.clone(), self.key_reload_interval));
+        let upkeep = tokio::spawn(upkeep(
+            self.mesh.clone(),
+            self.io.clone(),
+            self.gate.clone(),
+            self.key_reload_interval,
+        ));
         let redis_health = (self.mesh.store.is_some() || self.mesh.cluster.is_some())
             .then(|| tokio::spawn(watch_redis(self.mesh.clone(), self.readiness.clone())));
         let directory = self.io.spawn_directory(&self.mesh);
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-        // Small frames (an envelope, then an ack) must not wait for Nagle's algorithm: without
-        // TCP_NODELAY they meet the peer's delayed ACK and every hop costs ~40 ms.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(%err, "could not set TCP_NODELAY");
-            }
-        });
-        let serve = axum::serve(listener, self.router).with_graceful_shutdown(async move {
+        let serve_limits = self.http.serve.fitted_to_descriptors();
+        if serve_limits.max_connections < self.http.serve.max_connections {
+            tracing::warn!(
+                max_connections = serve_limits.max_connections,
+                "connection cap lowered to fit this process's descriptor limit (ulimit -n)"
+            );
+        }
+        // TCP_NODELAY inside: small frames (an envelope, then an ack) must not wait for
+        // Nagle's algorithm and the peer's delayed ACK (~40 ms a hop).
+        let serve = nsh_admin::serve::serve(self.listener, self.router, serve_limits, async move {
             let _ = stopped.await;
         });
-        let mut serving = tokio::spawn(async move { serve.await });
+        let mut serving = tokio::spawn(serve);
+        let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
+        if let Some((listener, router)) = self.admin {
+            let admin_addr = listener.local_addr().ok();
+            let mut admin_stopped = admin_stopped.clone();
+            let limits = nsh_admin::serve::ServeLimits {
+                max_connections: 256,
+                ..serve_limits
+            };
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = admin_stopped.wait_for(|stop| *stop).await;
+                };
+                if let Err(err) = nsh_admin::serve::serve(listener, router, limits, stopped).await {
+                    tracing::warn!(%err, "admin endpoints stopped");
+                }
+            });
+            tracing::info!(admin = ?admin_addr, "admin endpoints listening on their own address too");
+        }
         if redis_health.is_none() {
             self.readiness.set(Readiness::Ready);
         }
@@ -220,6 +298,7 @@ impl Server {
             () = shutdown => {}
             result = &mut serving => {
                 stop_background();
+                let _ = stop_admin.send(true);
                 return result.map_err(|e| ServerError::Serve(std::io::Error::other(e)))?.map_err(ServerError::Serve);
             }
         }
@@ -238,6 +317,7 @@ impl Server {
             crate::cluster::leave(cluster).await;
         }
         stop_background();
+        let _ = stop_admin.send(true);
         match drained {
             Ok(result) => result
                 .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?
@@ -251,12 +331,14 @@ impl Server {
     }
 }
 
-/// Periodic work: reload team keys, expire dedup windows and idle rate-limit buckets.
-async fn upkeep(mesh: Arc<Mesh>, key_reload_interval: Duration) {
+/// Periodic work: reload team keys and disconnect the sockets whose tokens no longer hold,
+/// expire dedup windows, idle rate-limit buckets and settled presence.
+async fn upkeep(mesh: Arc<Mesh>, io: Io, gate: Arc<SessionGate>, key_reload_interval: Duration) {
     let mut ticker = tokio::time::interval(key_reload_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        let mut rekeyed = Vec::new();
         match mesh.keys.reload() {
             Ok(report) => {
                 if !(report.added.is_empty()
@@ -268,11 +350,20 @@ async fn upkeep(mesh: Arc<Mesh>, key_reload_interval: Duration) {
                 for skipped in report.skipped {
                     tracing::debug!(%skipped, "team key skipped");
                 }
+                rekeyed = [report.changed, report.removed].concat();
             }
             Err(err) => tracing::warn!(%err, "team keys not reloaded; keeping the previous set"),
         }
-        mesh.dedup.prune(Instant::now());
+        let revoked = io.disconnect_revoked(&rekeyed, nsh_mesh_transport::token::now_unix());
+        if revoked > 0 {
+            tracing::info!(revoked, "disconnected sockets whose tokens no longer hold");
+        }
+        let now = Instant::now();
+        mesh.dedup.prune(now);
         mesh.limiter.retain_recent();
+        mesh.connect_limiter.retain_recent();
+        mesh.presence.prune(now);
+        gate.prune();
     }
 }
 

@@ -17,6 +17,39 @@ pub struct ServerConfig {
     pub store: Option<crate::store::StoreConfig>,
     /// Redis through which several replicas form one mesh (`--redis`).
     pub cluster_url: Option<String>,
+    /// The HTTP front: connection cap, header deadline, new Engine.IO sessions.
+    pub http: HttpLimits,
+    /// A separate listener for `/healthz`, `/readyz` and `/metrics` (they stay on `listen` too),
+    /// so probes and scrapes are answered while the main listener is at its connection cap.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// What an unauthenticated peer can make the server hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpLimits {
+    /// Connections open at once and how long a request's headers may take.
+    pub serve: nsh_admin::serve::ServeLimits,
+    /// How long an Engine.IO session may go without connecting to the namespace (that is,
+    /// without a valid token) before it is closed.
+    pub connect_timeout: Duration,
+    /// New Engine.IO sessions one client address may open per `connect_timeout`.
+    pub new_sessions_per_peer: u32,
+    /// New Engine.IO sessions all clients together may open per `connect_timeout`.
+    pub new_sessions: u32,
+    /// Refuse HTTP long-polling: WebSocket only (what nsh's own clients use).
+    pub websocket_only: bool,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            serve: nsh_admin::serve::ServeLimits::default(),
+            connect_timeout: Duration::from_secs(10),
+            new_sessions_per_peer: 500,
+            new_sessions: 5_000,
+            websocket_only: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +63,13 @@ pub struct Limits {
     pub ack_timeout: Duration,
     pub dedup_ids_per_sender: usize,
     pub dedup_window: Duration,
+    /// Longest token lifetime accepted (`exp` this far ahead at most).
+    pub max_token_ttl: Duration,
+    /// Connections one agent may open: a sustained rate and a burst.
+    pub connect_rate: RateLimit,
+    /// Presence of one agent is announced at most once per this interval; changes in between
+    /// are folded into one announcement at its end (a flapping agent cannot flood its team).
+    pub presence_interval: Duration,
 }
 
 impl Default for Limits {
@@ -45,6 +85,12 @@ impl Default for Limits {
             ack_timeout: Duration::from_secs(5),
             dedup_ids_per_sender: 1024,
             dedup_window: Duration::from_secs(600),
+            max_token_ttl: nsh_mesh_transport::token::MAX_TTL,
+            connect_rate: RateLimit {
+                per_second: 1.0,
+                burst: 20,
+            },
+            presence_interval: Duration::from_secs(1),
         }
     }
 }
@@ -58,6 +104,8 @@ impl ServerConfig {
             limits: Limits::default(),
             store: None,
             cluster_url: None,
+            http: HttpLimits::default(),
+            admin_listen: None,
         }
     }
 }

@@ -102,6 +102,8 @@ pub(crate) enum Refusal {
     Unauthorized(TokenError),
     #[error("refused: {0}")]
     Limit(TooManyConnections),
+    #[error("refused: agent `{agent}` connects too often (over {rate}/s); retry in a few seconds")]
+    ConnectRate { agent: String, rate: f64 },
 }
 
 async fn authenticate<A: Adapter>(
@@ -113,7 +115,13 @@ async fn authenticate<A: Adapter>(
         .ok()
         .and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_default();
-    let claims = token::verify(&token, mesh.keys.as_ref()).map_err(|err| {
+    let claims = token::verify_with(
+        &token,
+        mesh.keys.as_ref(),
+        mesh.limits.max_token_ttl,
+        token::now_unix(),
+    )
+    .map_err(|err| {
         mesh.metrics.refused(refusal_reason(&err));
         tracing::info!(sid = %socket.id, %err, "handshake refused");
         Refusal::Unauthorized(err)
@@ -128,6 +136,15 @@ async fn authenticate<A: Adapter>(
             max,
         }));
     }
+    // Reconnect churn costs the whole team presence traffic: bound connects per agent.
+    let key = format!("{}/{}", claims.team, claims.sub);
+    if mesh.connect_limiter.check_key(&key).is_err() {
+        mesh.metrics.refused("connect_rate");
+        return Err(Refusal::ConnectRate {
+            agent: claims.sub,
+            rate: mesh.limits.connect_rate.per_second,
+        });
+    }
     socket.extensions.insert(Session(Arc::new(claims)));
     Ok(())
 }
@@ -138,6 +155,8 @@ fn refusal_reason(err: &TokenError) -> &'static str {
         TokenError::Expired => "expired",
         TokenError::BadSignature(_) => "bad_signature",
         TokenError::UnknownTeam(_) => "unknown_team",
+        TokenError::TooLong { .. } => "too_long",
+        TokenError::NotYetValid | TokenError::IssuedInFuture => "not_yet_valid",
         _ => "invalid",
     }
 }
@@ -165,6 +184,7 @@ async fn on_connect<A: Adapter>(
     socket.on(event::GROUP_LIST, on_group_list::<A>);
     socket.on(event::GROUP_MEMBERS, on_group_members::<A>);
     socket.on(event::HISTORY, on_history::<A>);
+    socket.on_fallback(on_unknown_event::<A>);
     let now = wire::now_rfc3339();
     let connected = match mesh.registry.connect(
         &team,
@@ -209,18 +229,7 @@ async fn on_connect<A: Adapter>(
         mesh.deliverers.wake(&io, &mesh, store, &team, &agent);
     }
     if connected.first {
-        let change = PresenceChange {
-            agent: agent.clone(),
-            online: true,
-            at: wire::now_rfc3339(),
-        };
-        broadcast(
-            &io,
-            |io| io.to(team_room(&team)).except(agent_room(&team, &agent)),
-            event::PRESENCE,
-            &change,
-        )
-        .await;
+        presence_changed(&io, &mesh, &team, &agent, true).await;
     }
 }
 
@@ -243,13 +252,73 @@ async fn on_disconnect<A: Adapter>(
         .set(mesh.registry.connection_count(&mesh.node) as i64);
     tracing::info!(sid = %socket.id, %team, %agent, last, "agent disconnected");
     if last {
-        let change = PresenceChange {
-            agent: agent.to_owned(),
-            online: false,
-            at: wire::now_rfc3339(),
-        };
-        broadcast(&io, |io| io.to(team_room(team)), event::PRESENCE, &change).await;
+        presence_changed(&io, &mesh, team, agent, false).await;
     }
+}
+
+/// Tells the team that `agent` came online or went offline, through the per-agent throttle.
+async fn presence_changed<A: Adapter>(
+    io: &SocketIo<A>,
+    mesh: &Arc<Mesh>,
+    team: &str,
+    agent: &str,
+    online: bool,
+) {
+    use crate::presence::Announce;
+    match mesh.presence.changed(team, agent, online, Instant::now()) {
+        Announce::Now(online) => announce_presence(io, team, agent, online).await,
+        Announce::Later(delay) => {
+            let (io, mesh) = (io.clone(), mesh.clone());
+            let (team, agent) = (team.to_owned(), agent.to_owned());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let online = mesh.registry.is_online(&team, &agent);
+                if let Some(online) = mesh.presence.settle(&team, &agent, online, Instant::now()) {
+                    announce_presence(&io, &team, &agent, online).await;
+                }
+            });
+        }
+        Announce::Nothing => {}
+    }
+}
+
+async fn announce_presence<A: Adapter>(io: &SocketIo<A>, team: &str, agent: &str, online: bool) {
+    let change = PresenceChange {
+        agent: agent.to_owned(),
+        online,
+        at: wire::now_rfc3339(),
+    };
+    if online {
+        broadcast(
+            io,
+            |io| io.to(team_room(team)).except(agent_room(team, agent)),
+            event::PRESENCE,
+            &change,
+        )
+        .await;
+    } else {
+        broadcast(io, |io| io.to(team_room(team)), event::PRESENCE, &change).await;
+    }
+}
+
+/// An event the protocol does not have: answered `invalid` (if the client asked for an answer)
+/// and counted against the sender's rate limit like any other event.
+async fn on_unknown_event<A: Adapter>(
+    socketioxide::extract::Event(name): socketioxide::extract::Event,
+    ack: AckSender<A>,
+    State(mesh): State<Arc<Mesh>>,
+    Extension(session): Extension<Session>,
+) {
+    let result: Result<(), WireError> = check_rate(&mesh, &session).and_then(|()| {
+        Err(WireError::new(
+            ErrorCode::Invalid,
+            format!(
+                "unknown event `{}`; the mesh's events are message, presence, history and group:join|leave|list|members",
+                token::shown(&name)
+            ),
+        ))
+    });
+    answer(ack, Correlation::default(), result);
 }
 
 /// The request's `id` and `group`, kept (without cloning the payload) so an error ack can
@@ -391,7 +460,18 @@ async fn send<A: Adapter>(
     };
     let result = match &mesh.store {
         Some(store) => deliver_stored(io, mesh, store, team, from, &target, &envelope).await,
-        None => deliver(io, mesh, team, from, &target, &envelope, CrossReplicaDedup::Pending).await,
+        None => {
+            deliver(
+                io,
+                mesh,
+                team,
+                from,
+                &target,
+                &envelope,
+                CrossReplicaDedup::Pending,
+            )
+            .await
+        }
     };
     if result.is_err() {
         // Not delivered: a retry with the same id must be tried again, not called a duplicate.
@@ -650,13 +730,29 @@ async fn deliver_stored<A: Adapter>(
                     stored(envelope)
                 })
             }
-            Err(err) => deliver(io, mesh, team, from, target, envelope, CrossReplicaDedup::Recorded)
-                .await
-                .map_err(|live| unavailable(&err, &live)),
+            Err(err) => deliver(
+                io,
+                mesh,
+                team,
+                from,
+                target,
+                envelope,
+                CrossReplicaDedup::Recorded,
+            )
+            .await
+            .map_err(|live| unavailable(&err, &live)),
         },
         Target::Group(group) => {
             let kept = store.append_group(team, group, envelope).await;
-            let live = deliver(io, mesh, team, from, target, envelope, CrossReplicaDedup::Recorded);
+            let live = deliver(
+                io,
+                mesh,
+                team,
+                from,
+                target,
+                envelope,
+                CrossReplicaDedup::Recorded,
+            );
             match (live.await, kept) {
                 (Ok(ack), _) => Ok(ack),
                 (Err(_), Ok(_)) => Ok(stored(envelope)),

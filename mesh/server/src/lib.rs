@@ -12,18 +12,21 @@ mod cluster;
 pub mod config;
 pub mod dedup;
 mod durable;
+mod gate;
 mod handlers;
 pub mod keys;
 mod metrics;
+mod presence;
 mod pubsub;
 pub mod registry;
+mod revocation;
 pub mod store;
 
 use std::sync::Arc;
 
 pub use app::{Server, ServerError};
 pub use cluster::ClusterError;
-pub use config::{Limits, RateLimit, ServerConfig};
+pub use config::{HttpLimits, Limits, RateLimit, ServerConfig};
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -33,6 +36,9 @@ pub(crate) struct Mesh {
     registry: registry::Registry,
     dedup: dedup::Dedup,
     limiter: governor::DefaultKeyedRateLimiter<String>,
+    /// Connects per agent (`team/agent`).
+    connect_limiter: governor::DefaultKeyedRateLimiter<String>,
+    presence: presence::PresenceThrottle,
     metrics: metrics::Metrics,
     /// The message store, when persistence is on.
     store: Option<store::Store>,

@@ -67,6 +67,11 @@ async fn a_dropped_connection_counts_as_offline() {
 async fn connections_dropped_at_once_never_leak_slots_or_presence() {
     let limits = nsh_mesh_server::Limits {
         max_connections_per_agent: 2,
+        // This test is about slots, not about the connect rate (tests/hardening.rs).
+        connect_rate: nsh_mesh_server::RateLimit {
+            per_second: 1000.0,
+            burst: 1000,
+        },
         ..Default::default()
     };
     let mesh = TestMesh::with_limits(limits).await;

@@ -5,10 +5,12 @@
 //! - [`token`]: team-scoped HS256 JWTs, minted by the operator and `nsh mesh token`, verified
 //!   by the server;
 //! - [`socketio`]: the Socket.io v5 / Engine.IO v4 packet codec;
-//! - [`client`]: a Socket.io client over WebSocket that can answer server acks.
+//! - [`client`]: a Socket.io client over WebSocket that can answer server acks;
+//! - [`display`]: untrusted text made safe for logs, errors and an agent's context.
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod display;
 pub mod names;
 pub mod socketio;
 pub mod token;

@@ -16,6 +16,8 @@ use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
+pub use crate::display::shown;
+
 pub const ISSUER: &str = "nsh-mesh";
 pub const AUDIENCE: &str = "nsh-mesh";
 /// Clock skew tolerated on `exp`, `iat` and `nbf`.
@@ -23,8 +25,7 @@ pub const LEEWAY: Duration = Duration::from_secs(30);
 /// Longest token lifetime accepted by default (`nsh mesh server --max-token-ttl`): a stolen
 /// token must not work forever. Also the longest `nsh mesh token --ttl` and Team `tokenTtl`.
 pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-/// How much of an untrusted name (a `kid`, a claim) an error or a log line repeats.
-const SHOWN_CHARS: usize = 64;
+
 /// A group-claim entry that allows every group.
 pub const ANY_GROUP: &str = "*";
 /// Shortest key accepted: HS256 is only as strong as its key.
@@ -184,30 +185,6 @@ pub enum TokenError {
 
 fn humantime_secs(secs: u64) -> String {
     humantime::format_duration(Duration::from_secs(secs)).to_string()
-}
-
-/// `value` made safe to repeat in an error or a log line: control characters, newlines and
-/// other invisible or reordering characters escaped, and at most [`SHOWN_CHARS`] characters.
-pub fn shown(value: &str) -> String {
-    let mut out: String = value
-        .chars()
-        .take(SHOWN_CHARS)
-        .flat_map(|c| {
-            let unsafe_char = c.is_control()
-                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
-            let escaped: Vec<char> = if unsafe_char {
-                c.escape_unicode().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect();
-    let total = value.chars().count();
-    if total > SHOWN_CHARS {
-        out.push_str(&format!("… ({} more characters)", total - SHOWN_CHARS));
-    }
-    out
 }
 
 /// Where the verifier finds team keys (the server's key directory, a test's map, ...).
@@ -580,7 +557,10 @@ mod tests {
     #[test]
     fn lifetimes_are_bounded_and_nbf_and_iat_are_checked() {
         let now = now_unix();
-        let forever = signed("alpha", &claims_with(serde_json::json!({ "exp": u64::MAX })));
+        let forever = signed(
+            "alpha",
+            &claims_with(serde_json::json!({ "exp": u64::MAX })),
+        );
         let err = verify(&forever, &keys()).unwrap_err();
         assert!(matches!(err, TokenError::TooLong { .. }), "{err}");
         assert!(err.to_string().contains("--max-token-ttl"), "{err}");
@@ -594,7 +574,10 @@ mod tests {
             verify_with(&month, &keys(), Duration::from_secs(3600), now),
             Err(TokenError::TooLong { .. })
         ));
-        let later = signed("alpha", &claims_with(serde_json::json!({ "nbf": now + 600 })));
+        let later = signed(
+            "alpha",
+            &claims_with(serde_json::json!({ "nbf": now + 600 })),
+        );
         assert_eq!(verify(&later, &keys()), Err(TokenError::NotYetValid));
         let future = signed(
             "alpha",
@@ -622,9 +605,12 @@ mod tests {
     #[test]
     fn a_hostile_kid_is_refused_without_repeating_it_raw() {
         let forged_line = "alpha\n2026-12-03T00:00:00Z INFO agent connected team=alpha";
-        let err = verify(&signed(forged_line, &claims_with(serde_json::json!({}))), &keys())
-            .unwrap_err()
-            .to_string();
+        let err = verify(
+            &signed(forged_line, &claims_with(serde_json::json!({}))),
+            &keys(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(!err.contains('\n'), "{err}");
         assert!(err.contains("\\u{a}"), "{err}");
         let huge = "k".repeat(700_000);

@@ -314,7 +314,9 @@ impl HistoryRequest {
 
 /// A history position: `MILLISECONDS-SEQUENCE` (a Redis stream entry id), or `MILLISECONDS`.
 fn is_seq(text: &str) -> bool {
-    let digits = |part: &str| !part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit());
+    let digits = |part: &str| {
+        !part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit())
+    };
     match text.split_once('-') {
         Some((ms, seq)) => digits(ms) && digits(seq),
         None => digits(text),
@@ -412,7 +414,16 @@ mod tests {
         for good in ["1764000000000-0", "1764000000000"] {
             assert!(history(good).is_ok(), "{good}");
         }
-        for bad in ["", "x", "1-2-3", "-1", "1-", "$", "+", "99999999999999999999999-0"] {
+        for bad in [
+            "",
+            "x",
+            "1-2-3",
+            "-1",
+            "1-",
+            "$",
+            "+",
+            "99999999999999999999999-0",
+        ] {
             let err = history(bad).unwrap_err();
             assert_eq!(err.code, ErrorCode::Invalid, "{bad}");
             assert!(err.message.starts_with("before:"), "{}", err.message);

@@ -13,6 +13,8 @@ pub const TEAMS: [&str; 2] = ["alpha", "beta"];
 
 pub struct TestMesh {
     pub url: String,
+    /// The admin endpoints' own address, when configured.
+    pub admin: Option<std::net::SocketAddr>,
     pub keys: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
@@ -33,16 +35,25 @@ impl TestMesh {
     }
 
     pub async fn with_config(limits: Limits, store: Option<StoreConfig>) -> Self {
+        Self::configured(|config| {
+            config.limits = limits;
+            config.store = store;
+        })
+        .await
+    }
+
+    /// A mesh with the test defaults (two teams, keys re-read every 100 ms), then `configure`.
+    pub async fn configured(configure: impl FnOnce(&mut ServerConfig)) -> Self {
         let keys = tempfile::tempdir().unwrap();
         for team in TEAMS {
             std::fs::write(keys.path().join(team), key_text(team)).unwrap();
         }
         let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), keys.path());
-        config.limits = limits;
-        config.store = store;
         config.key_reload_interval = Duration::from_millis(100);
+        configure(&mut config);
         let server = Server::bind(config).await.unwrap();
         let url = format!("ws://{}", server.local_addr());
+        let admin = server.admin_addr();
         let (stop, stopped) = oneshot::channel();
         let done = tokio::spawn(async move {
             server
@@ -54,6 +65,7 @@ impl TestMesh {
         });
         Self {
             url,
+            admin,
             keys,
             stop: Some(stop),
             done: Some(done),

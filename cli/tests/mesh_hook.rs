@@ -76,7 +76,8 @@ fn each_event_prints_what_claude_code_expects_and_delivers_once() {
         assert_eq!(output["hookEventName"], event);
         let context = output["additionalContext"].as_str().unwrap();
         assert!(
-            context.contains(&format!("bob -> you (id m0): news for {event}")),
+            context.contains(r#"{"from":"bob","to":"you","id":"m0","#)
+                && context.contains(&format!(r#""text":"news for {event}"}}"#)),
             "{context}"
         );
         assert_eq!(
@@ -128,7 +129,9 @@ fn injections_are_capped_and_say_how_many_remain() {
         .as_str()
         .unwrap();
     assert!(
-        context.contains("(id m0)") && context.contains("(id m1)") && !context.contains("(id m2)")
+        context.contains(r#""id":"m0""#)
+            && context.contains(r#""id":"m1""#)
+            && !context.contains(r#""id":"m2""#)
     );
     assert!(context.contains("(3 more unread"), "{context}");
     let rest: Value = serde_json::from_str(&hook(
@@ -142,7 +145,9 @@ fn injections_are_capped_and_say_how_many_remain() {
         .as_str()
         .unwrap();
     assert!(
-        context.contains("(id m2)") && context.contains("(id m4)") && !context.contains("(id m0)")
+        context.contains(r#""id":"m2""#)
+            && context.contains(r#""id":"m4""#)
+            && !context.contains(r#""id":"m0""#)
     );
     assert!(!context.contains("more unread"));
 }
@@ -191,7 +196,9 @@ fn a_hook_killed_before_claude_code_read_it_delivers_again() {
         .as_str()
         .unwrap();
     assert_eq!(
-        context.matches("bob -> you (id m").count(),
+        context
+            .matches(r#"{"from":"bob","to":"you","id":"m"#)
+            .count(),
         200,
         "every message, once"
     );

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
+use nsh_mesh_transport::token;
 use nsh_operator_api::conditions::{self, reason};
 use nsh_operator_api::{Agent, HasConditions as _, MeshServer, Team};
 
@@ -38,6 +39,13 @@ pub fn validate(team: &Team) -> Result<Duration> {
             "spec.tokenTtl",
             format!("{ttl:?} is too short"),
             "use at least 1m so tokens can be rotated before they expire",
+        ));
+    }
+    if ttl > token::MAX_TTL {
+        return Err(Error::invalid(
+            "spec.tokenTtl",
+            format!("{} is longer than the mesh accepts", team.spec.token_ttl),
+            "use at most 30d (the mesh refuses longer-lived tokens; the operator re-mints them before they expire)",
         ));
     }
     Ok(ttl)
@@ -174,6 +182,14 @@ mod tests {
     #[test]
     fn token_ttl_must_be_a_duration_of_at_least_a_minute() {
         let base = r#"{"apiVersion":"nsh.dev/v1alpha1","kind":"Team","metadata":{"name":"alpha","namespace":"ns","uid":"u1"},"spec":{"meshRef":{"name":"mesh"},"tokenTtl":"TTL"}}"#;
+        let err = validate(&team(&base.replace("TTL", "31d")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("spec.tokenTtl:") && err.contains("30d"),
+            "{err}"
+        );
+        assert!(validate(&team(&base.replace("TTL", "30d"))).is_ok());
         assert_eq!(
             validate(&team(&base.replace("TTL", "24h"))).unwrap(),
             Duration::from_secs(86400)

@@ -83,6 +83,8 @@ struct Results {
     latency_failed: u64,
     kib_per_connection: f64,
     rss_idle_mib: f64,
+    /// The same idle connections all in one team (presence to every member on each connect).
+    kib_per_connection_one_team: f64,
 }
 
 #[tokio::main]
@@ -160,9 +162,17 @@ async fn main() -> anyhow::Result<()> {
         "<= 0.5 of node",
     );
     row(
-        "KiB per idle connection",
+        &format!("KiB per idle connection ({IDLE_TEAMS} teams)"),
         ours.kib_per_connection,
         node.as_ref().map(|n| n.kib_per_connection),
+        1,
+        " of node",
+        "< 40 KB",
+    );
+    row(
+        "KiB per idle connection (one team)",
+        ours.kib_per_connection_one_team,
+        node.as_ref().map(|n| n.kib_per_connection_one_team),
         1,
         " of node",
         "< 40 KB",
@@ -204,6 +214,17 @@ fn nsh_server(args: &Args, keys_dir: &std::path::Path) -> tokio::process::Comman
             "1000000",
             "--max-connections",
             "100000",
+            // Load from one address: lift the abuse limits too.
+            "--connect-rate",
+            "1000000/s",
+            "--connect-burst",
+            "1000000",
+            "--new-sessions-per-peer",
+            "1000000",
+            "--new-sessions",
+            "1000000",
+            "--max-http-connections",
+            "1000000",
         ])
         .env("NSH_LOG", "warn");
     command
@@ -221,8 +242,12 @@ async fn measure(
 ) -> anyhow::Result<Results> {
     eprintln!("== {name}");
     let (mut server, pid, url) = start(name, command()).await?;
-    let (kib_per_connection, rss_idle_mib) = idle_memory(&url, args, key, pid).await?;
-    eprintln!("   memory: {kib_per_connection:.1} KiB per idle connection");
+    let (kib_per_connection, rss_idle_mib) = idle_memory(&url, args, key, pid, IDLE_TEAMS).await?;
+    eprintln!("   memory: {kib_per_connection:.1} KiB per idle connection ({IDLE_TEAMS} teams)");
+    server.kill().await?;
+    let (mut server, pid, url) = start(name, command()).await?;
+    let (kib_per_connection_one_team, _) = idle_memory(&url, args, key, pid, 1).await?;
+    eprintln!("   memory: {kib_per_connection_one_team:.1} KiB per idle connection (one team)");
     server.kill().await?;
 
     let (mut server, _, url) = start(name, command()).await?;
@@ -240,6 +265,7 @@ async fn measure(
         latency_failed,
         kib_per_connection,
         rss_idle_mib,
+        kib_per_connection_one_team,
     })
 }
 
@@ -450,11 +476,13 @@ async fn latency(
     ))
 }
 
+/// RSS growth per idle connection, the connections spread over `teams` teams.
 async fn idle_memory(
     url: &str,
     args: &Args,
     key: &TeamKey,
     pid: u32,
+    teams: usize,
 ) -> anyhow::Result<(f64, f64)> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = rss_kib(pid)?;
@@ -464,7 +492,7 @@ async fn idle_memory(
             connect_to_team(
                 url,
                 key,
-                &format!("idle-{}", i % IDLE_TEAMS),
+                &format!("idle-{}", i % teams),
                 &format!("agent-{i}"),
             )
             .await

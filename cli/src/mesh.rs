@@ -85,7 +85,8 @@ pub(crate) struct ServerArgs {
     /// Most HTTP connections open at once (WebSockets included); lowered to fit `ulimit -n`.
     #[arg(long, default_value_t = HttpLimits::default().serve.max_connections, env = "NSH_MESH_MAX_HTTP_CONNECTIONS")]
     max_http_connections: usize,
-    /// How long a client may take to send a request's headers (also idle keep-alive).
+    /// How long a new connection may take to send its first request head (silent and
+    /// drip-fed connections are closed after it).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     header_read_timeout: Duration,
     /// How long a Socket.IO session may stay without connecting with a valid token.

@@ -1,11 +1,14 @@
 //! HTTP/1 serving that a hostile peer cannot exhaust: a cap on open connections (an upgraded
-//! WebSocket still counts until it closes), a deadline for reading each request's headers (so a
-//! silent or drip-fed connection, or an idle keep-alive one, is closed), `TCP_NODELAY`, the
-//! peer's address in each request's extensions (`ConnectInfo<SocketAddr>`), and a graceful
-//! shutdown that waits for connections to close.
+//! WebSocket still counts until it closes), a deadline for a new connection's first request
+//! head (so a silent or drip-fed connection is closed), `TCP_NODELAY`, the peer's address in
+//! each request's extensions (`ConnectInfo<SocketAddr>`), and a graceful shutdown that waits
+//! for connections to close.
 //!
-//! `axum::serve` sets no timer, so hyper's header-read timeout never fires there; that is why
-//! this loop exists.
+//! `axum::serve` has neither a cap nor a deadline (it sets no timer, so hyper's header-read
+//! timeout never fires), which is why this loop exists. The deadline is enforced by peeking
+//! at the socket before hyper sees it, not with hyper's own timer: with that timer set,
+//! upgraded WebSockets relayed 70 times fewer messages (809 against 59,625 msg/s in
+//! `scripts/bench-mesh.sh`, 2026-12-03), and the cause was not found.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -32,8 +35,7 @@ const RESERVED_DESCRIPTORS: u64 = 256;
 pub struct ServeLimits {
     /// Most connections open at once; further ones are accepted and closed at once.
     pub max_connections: usize,
-    /// How long a client may take to send a request's headers, counted from when the server
-    /// starts waiting for them (also between keep-alive requests).
+    /// How long a new connection may take to send its first request's head.
     pub header_read_timeout: Duration,
 }
 
@@ -73,7 +75,7 @@ fn raise_descriptor_limit() -> Option<u64> {
         && maximum > current
     {
         limit.current = Some(maximum);
-        if setrlimit(Resource::Nofile, limit.clone()).is_ok() {
+        if setrlimit(Resource::Nofile, limit).is_ok() {
             return Some(maximum);
         }
     }
@@ -145,16 +147,16 @@ async fn serve_connection(
     header_read_timeout: Duration,
     mut stopping: watch::Receiver<bool>,
 ) {
+    if !head_arrives(&io.tcp, header_read_timeout).await {
+        tracing::debug!(%peer, "closing a connection that sent no complete request head in time");
+        return;
+    }
     let service =
         hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             router.clone().oneshot(request.map(axum::body::Body::new))
         });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
-    let connection = builder
+    let connection = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
@@ -171,6 +173,34 @@ async fn serve_connection(
     if let Err(err) = connection.await {
         tracing::debug!(%peer, %err, "connection ended during shutdown");
     }
+}
+
+/// Largest request head looked for; hyper refuses larger heads itself.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Whether a whole request head (up to its blank line) arrives within `deadline`. Peeks, so
+/// hyper still reads every byte.
+async fn head_arrives(tcp: &TcpStream, deadline: Duration) -> bool {
+    let mut buf = vec![0u8; 4096];
+    tokio::time::timeout(deadline, async {
+        loop {
+            let n = match tcp.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") || n >= MAX_HEAD_BYTES {
+                return true;
+            }
+            if n == buf.len() {
+                buf.resize((buf.len() * 2).min(MAX_HEAD_BYTES), 0);
+            } else {
+                // More bytes are coming: wait for them rather than spin on the same peek.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// A connection holding one slot of the cap for as long as it is open, including after an
@@ -255,7 +285,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn silent_drip_fed_and_idle_keep_alive_connections_are_closed() {
+    async fn silent_and_drip_fed_connections_are_closed() {
         let limits = ServeLimits {
             header_read_timeout: Duration::from_millis(300),
             ..ServeLimits::default()
@@ -263,7 +293,7 @@ mod tests {
         let (addr, _stop) = start(limits).await;
         let silent = std::net::TcpStream::connect(addr).unwrap();
         let mut drip = std::net::TcpStream::connect(addr).unwrap();
-        let mut idle = std::net::TcpStream::connect(addr).unwrap();
+        let mut served = std::net::TcpStream::connect(addr).unwrap();
         let waited = tokio::task::spawn_blocking(move || {
             drip.write_all(b"GET /peer HTTP/1.1\r\n").unwrap();
             let drip = std::thread::spawn(move || {
@@ -275,23 +305,20 @@ mod tests {
                 }
                 closed_after(drip)
             });
-            idle.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
+            served
+                .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
                 .unwrap();
             let mut answer = [0u8; 512];
-            let n = idle.read(&mut answer).unwrap();
+            let n = served.read(&mut answer).unwrap();
             assert!(
                 String::from_utf8_lossy(&answer[..n]).contains("127.0.0.1"),
                 "the peer address reaches the handler"
             );
-            [
-                closed_after(silent),
-                closed_after(idle),
-                drip.join().unwrap(),
-            ]
+            [closed_after(silent), drip.join().unwrap()]
         })
         .await
         .unwrap();
-        for (what, took) in ["silent", "idle keep-alive", "drip-fed"].iter().zip(waited) {
+        for (what, took) in ["silent", "drip-fed"].iter().zip(waited) {
             assert!(took < Duration::from_secs(3), "{what}: open for {took:?}");
         }
     }

@@ -94,7 +94,7 @@ pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     let secret_name = key_secret_name(&team.name_any());
     if secrets.get_opt(&secret_name).await?.is_none() {
-        let secret = build_key_secret(&team, &nsh_mesh_transport::token::TeamKey::generate_text());
+        let secret = build_key_secret(&team, &token::TeamKey::generate_text());
         match secrets
             .create(
                 &PostParams {

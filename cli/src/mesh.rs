@@ -98,6 +98,10 @@ pub(crate) struct ServerArgs {
     /// New Socket.IO sessions all clients together may open per --connect-timeout.
     #[arg(long, default_value_t = HttpLimits::default().new_sessions)]
     new_sessions: u32,
+    /// Broadcast presence changes only while a team has at most this many agents online
+    /// (fan-out is N² frames); larger teams ask with the `presence` event.
+    #[arg(long, default_value_t = Limits::default().presence_max_team)]
+    presence_max_team: usize,
     /// Refuse HTTP long-polling; WebSocket only (nsh's own clients use WebSocket).
     #[arg(long, env = "NSH_MESH_WEBSOCKET_ONLY")]
     websocket_only: bool,
@@ -158,6 +162,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             max_connections_per_agent: args.max_connections,
             ack_timeout: args.ack_timeout,
             max_token_ttl: args.max_token_ttl,
+            presence_max_team: args.presence_max_team,
             connect_rate: RateLimit {
                 per_second: args.connect_rate.0,
                 burst: args.connect_burst,

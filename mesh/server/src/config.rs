@@ -70,6 +70,10 @@ pub struct Limits {
     /// Presence of one agent is announced at most once per this interval; changes in between
     /// are folded into one announcement at its end (a flapping agent cannot flood its team).
     pub presence_interval: Duration,
+    /// Presence is broadcast only while a team has at most this many agents online: every
+    /// change goes to every member, so a larger team's connect storm would cost N² frames and
+    /// the memory of their queues. Larger teams ask with the `presence` event instead.
+    pub presence_max_team: usize,
 }
 
 impl Default for Limits {
@@ -91,6 +95,7 @@ impl Default for Limits {
                 burst: 20,
             },
             presence_interval: Duration::from_secs(1),
+            presence_max_team: 1_000,
         }
     }
 }

@@ -265,6 +265,9 @@ async fn presence_changed<A: Adapter>(
     online: bool,
 ) {
     use crate::presence::Announce;
+    if mesh.registry.online_count(team) > mesh.limits.presence_max_team {
+        return;
+    }
     match mesh.presence.changed(team, agent, online, Instant::now()) {
         Announce::Now(online) => announce_presence(io, team, agent, online).await,
         Announce::Later(delay) => {

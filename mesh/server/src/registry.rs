@@ -208,6 +208,11 @@ impl Registry {
         self.with_team(team, |t| t.agents.get(agent).map_or(0, |a| a.sockets.len()))
     }
 
+    /// Agents of `team` with at least one connection.
+    pub fn online_count(&self, team: &str) -> usize {
+        self.with_team(team, |t| t.agents.len())
+    }
+
     pub fn is_online(&self, team: &str, agent: &str) -> bool {
         self.with_team(team, |t| t.agents.contains_key(agent))
     }

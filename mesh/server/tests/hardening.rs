@@ -324,3 +324,22 @@ async fn reconnect_churn_is_rate_limited_and_presence_is_coalesced() {
         "the final state is offline"
     );
 }
+
+#[tokio::test]
+async fn presence_is_not_broadcast_in_teams_above_the_limit() {
+    let limits = Limits {
+        presence_max_team: 3,
+        ..Limits::default()
+    };
+    let mesh = TestMesh::with_limits(limits).await;
+    let mut watcher = mesh.connect("alpha", "watcher", &[]).await;
+    let _two = mesh.connect("alpha", "two", &[]).await;
+    assert_eq!(watcher.next_presence().await.agent, "two");
+    let _three = mesh.connect("alpha", "three", &[]).await;
+    assert_eq!(watcher.next_presence().await.agent, "three");
+    // A fourth online agent is over the limit: no broadcast, but `presence` still lists it.
+    let _four = mesh.connect("alpha", "four", &[]).await;
+    watcher.assert_no_presence(Duration::from_millis(500)).await;
+    let list = watcher.call("presence", json!({})).await;
+    assert_eq!(list["agents"].as_array().unwrap().len(), 4, "{list}");
+}

@@ -67,6 +67,12 @@ impl Agent {
         self.client.request(event, &payload).await.unwrap()
     }
 
+    /// The next message received (and acked), or `None` once the connection is gone and every
+    /// message it received was taken.
+    pub async fn recv_message(&mut self) -> Option<Envelope> {
+        self.messages.recv().await
+    }
+
     pub async fn next_message(&mut self) -> Envelope {
         tokio::time::timeout(Duration::from_secs(5), self.messages.recv())
             .await

@@ -89,6 +89,10 @@ pub(crate) struct ServerArgs {
     /// drip-fed connections are closed after it).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     header_read_timeout: Duration,
+    /// Close a connection that moves no byte either way for this long (an idle keep-alive
+    /// connection, a vanished peer); Engine.IO pings every 25 s, so live sessions never are.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
     /// How long a Socket.IO session may stay without connecting with a valid token.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
@@ -173,6 +177,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             serve: nsh_admin::serve::ServeLimits {
                 max_connections: args.max_http_connections,
                 header_read_timeout: args.header_read_timeout,
+                idle_timeout: args.idle_timeout,
             },
             connect_timeout: args.connect_timeout,
             new_sessions_per_peer: args.new_sessions_per_peer,

@@ -37,6 +37,10 @@ pub struct ServeLimits {
     pub max_connections: usize,
     /// How long a new connection may take to send its first request's head.
     pub header_read_timeout: Duration,
+    /// A connection that moves no byte either way for this long is closed (an idle keep-alive
+    /// connection, a WebSocket whose peer vanished). Engine.IO pings every 25 s, so a live
+    /// session is never this quiet.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServeLimits {
@@ -44,6 +48,7 @@ impl Default for ServeLimits {
         Self {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -97,6 +102,8 @@ pub async fn serve(
     let (stop, stopping) = watch::channel(false);
     let refused = AtomicU64::new(0);
     let mut last_warning: Option<Instant> = None;
+    let idle = Arc::new(IdleTracker::new(limits.idle_timeout));
+    let sweeper = tokio::spawn(idle.clone().sweep());
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -124,7 +131,11 @@ pub async fn serve(
             tracing::debug!(%err, "could not set TCP_NODELAY");
         }
         tokio::spawn(serve_connection(
-            Counted { tcp, _slot: slot },
+            Counted {
+                tcp,
+                _slot: slot,
+                activity: idle.track(),
+            },
             peer,
             router.clone(),
             limits.header_read_timeout,
@@ -133,6 +144,8 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop.send(true);
+    // Keeps closing idle connections while the others drain.
+    let _sweeper = AbortOnDrop(sweeper);
     // Every slot back means every connection, upgraded ones included, has closed.
     let _ = slots
         .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
@@ -203,12 +216,123 @@ async fn head_arrives(tcp: &TcpStream, deadline: Duration) -> bool {
     .unwrap_or(false)
 }
 
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// When each open connection last moved a byte; a sweeper closes the quiet ones. One shared
+/// table and one sweeping task, rather than a timer per connection.
+#[derive(Debug)]
+struct IdleTracker {
+    timeout: Duration,
+    base: Instant,
+    next_id: AtomicU64,
+    live: std::sync::Mutex<std::collections::HashMap<u64, Arc<Activity>>>,
+}
+
+#[derive(Debug, Default)]
+struct Activity {
+    /// Milliseconds since the tracker's base at the last byte read or written.
+    last_ms: AtomicU64,
+    expired: std::sync::atomic::AtomicBool,
+    /// The reader to wake when the connection expires: every connection has a pending read
+    /// (hyper waiting for a request, or a WebSocket reader).
+    reader: futures_util::task::AtomicWaker,
+}
+
+/// A connection's entry in the tracker; removes itself when the connection drops.
+#[derive(Debug)]
+struct Tracked {
+    id: u64,
+    activity: Arc<Activity>,
+    tracker: Arc<IdleTracker>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.tracker
+            .live
+            .lock()
+            .expect("idle lock")
+            .remove(&self.id);
+    }
+}
+
+impl IdleTracker {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            base: Instant::now(),
+            next_id: AtomicU64::new(0),
+            live: std::sync::Mutex::default(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn track(self: &Arc<Self>) -> Tracked {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let activity = Arc::new(Activity::default());
+        activity.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.live
+            .lock()
+            .expect("idle lock")
+            .insert(id, activity.clone());
+        Tracked {
+            id,
+            activity,
+            tracker: self.clone(),
+        }
+    }
+
+    async fn sweep(self: Arc<Self>) {
+        let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut ticker = tokio::time::interval((self.timeout / 4).max(Duration::from_millis(50)));
+        loop {
+            ticker.tick().await;
+            let now = self.now_ms();
+            let live = self.live.lock().expect("idle lock");
+            for activity in live.values() {
+                if now.saturating_sub(activity.last_ms.load(Ordering::Relaxed)) > timeout_ms
+                    && !activity.expired.swap(true, Ordering::Relaxed)
+                {
+                    activity.reader.wake();
+                }
+            }
+        }
+    }
+}
+
+impl Tracked {
+    fn touch(&self) {
+        self.activity
+            .last_ms
+            .store(self.tracker.now_ms(), Ordering::Relaxed);
+    }
+
+    fn expired(&self) -> bool {
+        self.activity.expired.load(Ordering::Relaxed)
+    }
+}
+
+fn idle_error() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "connection idle too long")
+}
+
 /// A connection holding one slot of the cap for as long as it is open, including after an
-/// upgrade to WebSocket (hyper hands this very value to the upgrade).
+/// upgrade to WebSocket (hyper hands this very value to the upgrade), and closed once idle.
 #[derive(Debug)]
 struct Counted {
     tcp: TcpStream,
     _slot: OwnedSemaphorePermit,
+    activity: Tracked,
 }
 
 impl AsyncRead for Counted {
@@ -217,7 +341,23 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        if self.activity.expired() {
+            return Poll::Ready(Err(idle_error()));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        match &polled {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => self.activity.touch(),
+            Poll::Pending => {
+                self.activity.activity.reader.register(cx.waker());
+                // Expired between the check and the registration: do not sleep through it.
+                if self.activity.expired() {
+                    return Poll::Ready(Err(idle_error()));
+                }
+            }
+            _ => {}
+        }
+        polled
     }
 }
 
@@ -227,7 +367,16 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        if self.activity.expired() {
+            return Poll::Ready(Err(idle_error()));
+        }
+        let polled = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled
+            && *n > 0
+        {
+            self.activity.touch();
+        }
+        polled
     }
 
     fn poll_write_vectored(
@@ -235,7 +384,16 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+        if self.activity.expired() {
+            return Poll::Ready(Err(idle_error()));
+        }
+        let polled = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &polled
+            && *n > 0
+        {
+            self.activity.touch();
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -324,10 +482,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_keep_alive_connection_idle_after_a_request_is_closed() {
+        let limits = ServeLimits {
+            idle_timeout: Duration::from_millis(400),
+            ..ServeLimits::default()
+        };
+        let (addr, _stop) = start(limits).await;
+        let took = tokio::task::spawn_blocking(move || {
+            let mut idle = std::net::TcpStream::connect(addr).unwrap();
+            idle.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut answer = [0u8; 512];
+            let n = idle.read(&mut answer).unwrap();
+            assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+            closed_after(idle)
+        })
+        .await
+        .unwrap();
+        assert!(
+            took < Duration::from_secs(2),
+            "idle keep-alive open for {took:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn connections_over_the_cap_are_closed_and_a_freed_slot_is_reused() {
         let limits = ServeLimits {
             max_connections: 2,
             header_read_timeout: Duration::from_secs(30),
+            ..ServeLimits::default()
         };
         let (addr, _stop) = start(limits).await;
         let held: Vec<_> = (0..2)

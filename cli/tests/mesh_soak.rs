@@ -24,6 +24,8 @@ const PAIRS: usize = 4;
 struct Tally {
     sent: HashSet<String>,
     acked: HashSet<String>,
+    /// How each id was acked (status, seconds into the run, pair), for the report of a loss.
+    how: HashMap<String, (String, f64, usize)>,
     /// Receptions per id, at the receivers.
     received: HashMap<String, u32>,
     retries: u64,
@@ -143,7 +145,12 @@ async fn mixed_traffic_through_redis_and_replica_kills_loses_nothing() {
                     .await;
                     match ack {
                         Ok(Ok(ack)) if ack["ok"] == true => {
-                            tally_tx.lock().unwrap().acked.insert(id.clone());
+                            let mut tally = tally_tx.lock().unwrap();
+                            tally.acked.insert(id.clone());
+                            let status = ack["status"].as_str().unwrap_or("?").to_owned();
+                            let at =
+                                duration.as_secs_f64() - (deadline - Instant::now()).as_secs_f64();
+                            tally.how.insert(id.clone(), (status, at, i));
                             break;
                         }
                         _ => {

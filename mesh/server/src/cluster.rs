@@ -41,6 +41,7 @@ use socketioxide_redis::drivers::Driver as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Mesh;
+use crate::dedup::Seen;
 use crate::handlers::team_room;
 use crate::pubsub::ManagedDriver;
 use crate::registry::SocketEntry;
@@ -65,6 +66,10 @@ fn node_channel(node: &str) -> String {
 fn heartbeat_key(node: &str) -> String {
     format!("nsh:mesh:node:{node}")
 }
+
+/// Values of a message id's record in the cross-replica dedup.
+const IN_FLIGHT: &str = "in-flight";
+const DONE: &str = "done";
 
 fn seen_key(team: &str, from: &str, id: &str) -> String {
     format!("nsh:{team}:seen:{from}:{id}")
@@ -180,6 +185,8 @@ pub(crate) enum Outcome {
     Delivered,
     /// That node already delivered this id from this sender.
     Duplicate,
+    /// That node is still delivering an earlier send of this id.
+    InFlight,
     /// No client there acked in time (or the node is gone).
     NotDelivered,
     /// Redis could not carry it (never sent over the wire).
@@ -409,30 +416,48 @@ impl Cluster {
             .map_err(|e| format!("Redis (--redis) is unavailable: {e}"))
     }
 
-    /// Whether no replica saw message `id` from `from` within `window`. Redis being away
-    /// answers `true`: the replica's own window already said so, and live traffic goes on.
-    pub(crate) async fn first_time(
-        &self,
-        team: &str,
-        from: &str,
-        id: &str,
-        window: Duration,
-    ) -> bool {
+    /// What the replicas know of message `id` from `from` within `window`; records it as in
+    /// flight when new. Redis being away answers `First`: the replica's own window already
+    /// decided, and live traffic goes on.
+    pub(crate) async fn check(&self, team: &str, from: &str, id: &str, window: Duration) -> Seen {
         let mut conn = self.commands.clone();
+        let key = seen_key(team, from, id);
         let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
-            .arg(seen_key(team, from, id))
-            .arg(1)
+            .arg(&key)
+            .arg(IN_FLIGHT)
             .arg("NX")
             .arg("PX")
             .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1))
             .query_async(&mut conn)
             .await;
         match set {
-            Ok(reply) => reply.is_some(),
+            Ok(Some(_)) => Seen::First,
+            // Seen: done, or still in flight (or gone between the two commands: retry then).
+            Ok(None) => match conn.get::<_, Option<String>>(&key).await {
+                Ok(Some(state)) if state == DONE => Seen::Done,
+                _ => Seen::InFlight,
+            },
             Err(err) => {
                 tracing::debug!(%err, "cluster dedup unavailable; trusting this replica's window");
-                true
+                Seen::First
             }
+        }
+    }
+
+    /// The send of a message id recorded by [`check`](Self::check) succeeded: a resend
+    /// through any replica is now a duplicate.
+    pub(crate) async fn complete(&self, team: &str, from: &str, id: &str) {
+        let mut conn = self.commands.clone();
+        let done: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(seen_key(team, from, id))
+            .arg(DONE)
+            .arg("XX")
+            .arg("KEEPTTL")
+            .query_async(&mut conn)
+            .await;
+        if let Err(err) = done {
+            // A resend is then told to retry until the record expires, never acked wrongly.
+            tracing::debug!(%err, "could not record a completed send");
         }
     }
 
@@ -529,20 +554,21 @@ async fn deliver_here<A: Adapter>(
     envelope: Box<Envelope>,
 ) {
     let from = envelope.from.as_str();
-    let outcome = if mesh
-        .dedup
-        .first_time(&team, from, &envelope.id, Instant::now())
-    {
-        if crate::handlers::deliver_here(&io, &team, &to, &envelope, mesh.limits.ack_timeout).await
-        {
-            Outcome::Delivered
-        } else {
-            // Not delivered: a retry must be tried again, not called a duplicate.
-            mesh.dedup.forget(&team, from, &envelope.id);
-            Outcome::NotDelivered
+    let outcome = match mesh.dedup.check(&team, from, &envelope.id, Instant::now()) {
+        Seen::First => {
+            if crate::handlers::deliver_here(&io, &team, &to, &envelope, mesh.limits.ack_timeout)
+                .await
+            {
+                mesh.dedup.complete(&team, from, &envelope.id);
+                Outcome::Delivered
+            } else {
+                // Not delivered: a retry must be tried again, not called a duplicate.
+                mesh.dedup.forget(&team, from, &envelope.id);
+                Outcome::NotDelivered
+            }
         }
-    } else {
-        Outcome::Duplicate
+        Seen::InFlight => Outcome::InFlight,
+        Seen::Done => Outcome::Duplicate,
     };
     cluster.send_to_node(&reply_to, NodeMessage::Answer { request, outcome });
 }

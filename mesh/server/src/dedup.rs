@@ -1,7 +1,12 @@
 //! Recently seen message ids per sender, bounded in count and age, so a resend answers
 //! `duplicate` instead of being delivered twice.
+//!
+//! An id is *in flight* from its first sight until its send completes or fails. A retry of an
+//! in-flight id must not be called a duplicate: the first attempt may still fail, and the
+//! client would then hold an ack for a message that was never stored or delivered. It is told
+//! to retry instead, and gets `duplicate` only once the first attempt succeeded.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -15,7 +20,19 @@ pub struct Dedup {
 #[derive(Debug, Default)]
 struct Window {
     order: VecDeque<(String, Instant)>,
-    ids: HashSet<String>,
+    /// Id -> whether its send completed.
+    ids: HashMap<String, bool>,
+}
+
+/// What the window knows of an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Not seen: now recorded as in flight.
+    First,
+    /// Seen, and its send is still in progress.
+    InFlight,
+    /// Seen and completed: a resend is a duplicate.
+    Done,
 }
 
 impl Window {
@@ -39,19 +56,33 @@ impl Dedup {
         }
     }
 
-    /// Records `id` for `(team, sender)`; `false` if it is already in the window.
-    pub fn first_time(&self, team: &str, sender: &str, id: &str, now: Instant) -> bool {
+    /// What is known of `id` from `(team, sender)`; records it as in flight when new.
+    pub fn check(&self, team: &str, sender: &str, id: &str, now: Instant) -> Seen {
         let mut senders = self.senders.lock().expect("dedup lock");
         let window = senders
             .entry((team.to_owned(), sender.to_owned()))
             .or_default();
         window.expire(now, self.max_ids, self.max_age);
-        if !window.ids.insert(id.to_owned()) {
-            return false;
+        match window.ids.get(id) {
+            Some(true) => return Seen::Done,
+            Some(false) => return Seen::InFlight,
+            None => {}
         }
+        window.ids.insert(id.to_owned(), false);
         window.order.push_back((id.to_owned(), now));
         window.expire(now, self.max_ids, self.max_age);
-        true
+        Seen::First
+    }
+
+    /// The send of `id` succeeded: from now on a resend is a duplicate.
+    pub fn complete(&self, team: &str, sender: &str, id: &str) {
+        let mut senders = self.senders.lock().expect("dedup lock");
+        if let Some(done) = senders
+            .get_mut(&(team.to_owned(), sender.to_owned()))
+            .and_then(|window| window.ids.get_mut(id))
+        {
+            *done = true;
+        }
     }
 
     /// Forgets `id`: the send failed, so a retry with the same id must be attempted again.
@@ -92,29 +123,47 @@ mod tests {
     fn resends_are_caught_per_sender_and_team() {
         let d = Dedup::new(10, Duration::from_secs(60));
         let now = Instant::now();
-        assert!(d.first_time("t", "a", "1", now));
-        assert!(!d.first_time("t", "a", "1", now));
-        assert!(
-            d.first_time("t", "b", "1", now),
+        assert_eq!(d.check("t", "a", "1", now), Seen::First);
+        d.complete("t", "a", "1");
+        assert_eq!(d.check("t", "a", "1", now), Seen::Done);
+        assert_eq!(
+            d.check("t", "b", "1", now),
+            Seen::First,
             "another sender may reuse an id"
         );
-        assert!(
-            d.first_time("u", "a", "1", now),
+        assert_eq!(
+            d.check("u", "a", "1", now),
+            Seen::First,
             "another team may reuse an id"
         );
         d.forget("t", "a", "1");
-        assert!(
-            d.first_time("t", "a", "1", now),
+        assert_eq!(
+            d.check("t", "a", "1", now),
+            Seen::First,
             "a failed send may be retried"
         );
+    }
+
+    #[test]
+    fn a_resend_while_the_first_is_in_flight_is_not_a_duplicate() {
+        let d = Dedup::new(10, Duration::from_secs(60));
+        let now = Instant::now();
+        assert_eq!(d.check("t", "a", "1", now), Seen::First);
+        assert_eq!(d.check("t", "a", "1", now), Seen::InFlight);
+        // The first attempt failed: the retry is tried for real.
+        d.forget("t", "a", "1");
+        assert_eq!(d.check("t", "a", "1", now), Seen::First);
     }
 
     #[test]
     fn window_is_bounded_by_age() {
         let d = Dedup::new(10, Duration::from_secs(60));
         let now = Instant::now();
-        assert!(d.first_time("t", "a", "1", now));
-        assert!(d.first_time("t", "a", "1", now + Duration::from_secs(61)));
+        assert_eq!(d.check("t", "a", "1", now), Seen::First);
+        assert_eq!(
+            d.check("t", "a", "1", now + Duration::from_secs(61)),
+            Seen::First
+        );
         d.prune(now + Duration::from_secs(200));
         assert_eq!(d.tracked_ids(), 0);
     }
@@ -127,11 +176,12 @@ mod tests {
             let d = Dedup::new(max, Duration::from_secs(3600));
             let now = Instant::now();
             for id in &ids {
-                d.first_time("t", "a", &id.to_string(), now);
+                d.check("t", "a", &id.to_string(), now);
+                d.complete("t", "a", &id.to_string());
                 prop_assert!(d.tracked_ids() <= max);
             }
             let last = ids.last().unwrap().to_string();
-            prop_assert!(!d.first_time("t", "a", &last, now));
+            prop_assert_eq!(d.check("t", "a", &last, now), Seen::Done);
         }
     }
 }

@@ -2,6 +2,7 @@
 //! asks [`Registry`](crate::registry::Registry) and friends, and answers through the ack.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures_util::StreamExt as _;
@@ -19,6 +20,7 @@ use socketioxide::operators::BroadcastOperators;
 use socketioxide::{BroadcastError, EmitWithAckError, SocketIo};
 
 use crate::Mesh;
+use crate::dedup::Seen;
 use crate::registry::{SocketEntry, TooManyConnections};
 
 /// Who is behind a socket, from its verified token.
@@ -442,8 +444,10 @@ async fn send<A: Adapter>(
             format!("join group `{group}` before sending to it"),
         ));
     }
-    if !mesh.dedup.first_time(team, from, &request.id, now) {
-        return Ok(SendAck::duplicate(request.id));
+    match mesh.dedup.check(team, from, &request.id, now) {
+        Seen::First => {}
+        Seen::Done => return Ok(SendAck::duplicate(request.id)),
+        Seen::InFlight => return Err(in_flight()),
     }
     let envelope_id = request.id.clone();
     let envelope = Envelope {
@@ -461,38 +465,53 @@ async fn send<A: Adapter>(
         timestamp: wire::now_rfc3339(),
         ttl: request.ttl,
     };
+    let recorded = AtomicBool::new(false);
     let result = match &mesh.store {
-        Some(store) => deliver_stored(io, mesh, store, team, from, &target, &envelope).await,
+        Some(store) => {
+            deliver_stored(io, mesh, store, team, from, &target, &envelope, &recorded).await
+        }
         None => {
-            deliver(
-                io,
-                mesh,
-                team,
-                from,
-                &target,
-                &envelope,
-                CrossReplicaDedup::Pending,
-            )
-            .await
+            let dedup = CrossReplicaDedup::Pending(&recorded);
+            deliver(io, mesh, team, from, &target, &envelope, dedup).await
         }
     };
-    if result.is_err() {
-        // Not delivered: a retry with the same id must be tried again, not called a duplicate.
-        mesh.dedup.forget(team, from, &request.id);
-        if let Some(cluster) = &mesh.cluster {
-            cluster.forget(team, from, &envelope_id).await;
+    let recorded = recorded.load(Ordering::Relaxed);
+    match &result {
+        Err(_) => {
+            // Not delivered: a retry with the same id must be tried again, not called a
+            // duplicate.
+            mesh.dedup.forget(team, from, &request.id);
+            if let (Some(cluster), true) = (&mesh.cluster, recorded) {
+                cluster.forget(team, from, &envelope_id).await;
+            }
+        }
+        Ok(_) => {
+            // Stored or delivered: only now is a resend a duplicate.
+            mesh.dedup.complete(team, from, &request.id);
+            if let (Some(cluster), true) = (&mesh.cluster, recorded) {
+                cluster.complete(team, from, &envelope_id).await;
+            }
         }
     }
     result
 }
 
+/// The answer to a resend that arrives while the first send of its id is still in progress.
+fn in_flight() -> WireError {
+    WireError::new(
+        ErrorCode::Unavailable,
+        "a send with this id is still in progress; retry with the same id in a moment",
+    )
+}
+
 /// Whether the message id is already recorded in the replicas' shared dedup (Redis). Each send
 /// records it once: recording it a second time would find the first record and call the
 /// message a duplicate of itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CrossReplicaDedup {
-    /// Not recorded yet: record it if the message may reach another replica.
-    Pending,
+#[derive(Debug, Clone, Copy)]
+enum CrossReplicaDedup<'a> {
+    /// Not recorded yet: record it if the message may reach another replica, and say so here
+    /// (the caller then completes or forgets the record).
+    Pending(&'a AtomicBool),
     /// Recorded by the caller (the stored-delivery path records every message).
     Recorded,
 }
@@ -505,7 +524,7 @@ async fn deliver<A: Adapter>(
     from: &str,
     target: &Target,
     envelope: &Envelope,
-    dedup: CrossReplicaDedup,
+    dedup: CrossReplicaDedup<'_>,
 ) -> Result<SendAck, WireError> {
     let offline = |message: String| WireError::new(ErrorCode::RecipientOffline, message);
     match target {
@@ -534,11 +553,17 @@ async fn deliver<A: Adapter>(
     }
     // Otherwise every replica may hold a recipient: a retry through another replica is caught
     // by the ids recorded in Redis.
-    if !here_only
-        && dedup == CrossReplicaDedup::Pending
-        && !first_time_in_cluster(mesh, team, from, &envelope.id).await
-    {
-        return Ok(SendAck::duplicate(envelope.id.clone()));
+    if let (false, CrossReplicaDedup::Pending(recorded)) = (here_only, dedup) {
+        recorded.store(true, Ordering::Relaxed);
+        match seen_in_cluster(mesh, team, from, &envelope.id).await {
+            Seen::First => {}
+            Seen::Done => return Ok(SendAck::duplicate(envelope.id.clone())),
+            Seen::InFlight => {
+                // Not ours to forget: the record belongs to the send in flight.
+                recorded.store(false, Ordering::Relaxed);
+                return Err(in_flight());
+            }
+        }
     }
     let select = |io: &SocketIo<A>| {
         let operators = match target {
@@ -639,15 +664,16 @@ async fn connected_anywhere<A: Adapter>(
             .is_ok_and(|sockets| !sockets.is_empty())
 }
 
-/// Whether no replica saw this message id (always with one replica: the local window decided).
-async fn first_time_in_cluster(mesh: &Mesh, team: &str, from: &str, id: &str) -> bool {
+/// What the replicas know of this message id (always `First` with one replica: the local
+/// window decided).
+async fn seen_in_cluster(mesh: &Mesh, team: &str, from: &str, id: &str) -> Seen {
     match &mesh.cluster {
         Some(cluster) => {
             cluster
-                .first_time(team, from, id, mesh.limits.dedup_window)
+                .check(team, from, id, mesh.limits.dedup_window)
                 .await
         }
-        None => true,
+        None => Seen::First,
     }
 }
 
@@ -665,6 +691,7 @@ async fn deliver_on_replica(
     match cluster.deliver_on(node, team, to, envelope, timeout).await {
         Outcome::Delivered => Ok(SendAck::delivered(envelope.id.clone(), None)),
         Outcome::Duplicate => Ok(SendAck::duplicate(envelope.id.clone())),
+        Outcome::InFlight => Err(in_flight()),
         Outcome::NotDelivered => Err(WireError::new(
             ErrorCode::RecipientOffline,
             format!("agent `{to}` did not acknowledge within {timeout:?}"),
@@ -691,6 +718,7 @@ async fn deliver_stored<A: Adapter>(
     from: &str,
     target: &Target,
     envelope: &Envelope,
+    recorded: &AtomicBool,
 ) -> Result<SendAck, WireError> {
     let unavailable = |err: &crate::store::StoreError, live: &WireError| {
         WireError::new(
@@ -703,8 +731,14 @@ async fn deliver_stored<A: Adapter>(
     };
     // Stored mail may be delivered by any replica: a retry through another one is caught by
     // the ids recorded in Redis.
-    if !first_time_in_cluster(mesh, team, from, &envelope.id).await {
-        return Ok(SendAck::duplicate(envelope.id.clone()));
+    recorded.store(true, Ordering::Relaxed);
+    match seen_in_cluster(mesh, team, from, &envelope.id).await {
+        Seen::First => {}
+        Seen::Done => return Ok(SendAck::duplicate(envelope.id.clone())),
+        Seen::InFlight => {
+            recorded.store(false, Ordering::Relaxed);
+            return Err(in_flight());
+        }
     }
     match target {
         Target::Agent(to) => match store.append_direct(team, to, envelope).await {

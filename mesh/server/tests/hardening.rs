@@ -343,3 +343,42 @@ async fn presence_is_not_broadcast_in_teams_above_the_limit() {
     let list = watcher.call("presence", json!({})).await;
     assert_eq!(list["agents"].as_array().unwrap().len(), 4, "{list}");
 }
+
+/// The soak found it: a resend that arrived while the first send of its id was still waiting
+/// for the recipient was answered `duplicate` (ok), and when the first then failed the client
+/// held an ack for a message nobody got.
+#[tokio::test]
+async fn a_resend_during_the_first_attempt_is_told_to_retry_not_acked() {
+    let limits = Limits {
+        ack_timeout: Duration::from_millis(1_500),
+        ..Limits::default()
+    };
+    let mesh = TestMesh::with_limits(limits).await;
+    let alice = mesh.connect("alpha", "alice", &[]).await;
+    let _bob = mesh.connect_silent("alpha", "bob").await;
+    let id = new_id();
+    let payload = json!({ "id": id, "to": "bob", "text": "never acked" });
+    let first = alice.client.request::<_, Value>("message", &payload);
+    let resend = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        alice.client.request::<_, Value>("message", &payload).await
+    };
+    let (first, resend) = tokio::join!(first, resend);
+    let (first, resend) = (first.unwrap(), resend.unwrap());
+    assert_eq!(first["error"]["code"], "recipient_offline", "{first}");
+    assert_eq!(
+        resend["ok"], false,
+        "a resend in flight was acked: {resend}"
+    );
+    assert_eq!(resend["error"]["code"], "unavailable", "{resend}");
+    assert!(
+        resend["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("in progress"),
+        "{resend}"
+    );
+    // After the failure, the same id is tried for real again.
+    let again: Value = alice.client.request("message", &payload).await.unwrap();
+    assert_eq!(again["error"]["code"], "recipient_offline", "{again}");
+}

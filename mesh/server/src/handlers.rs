@@ -710,6 +710,8 @@ async fn deliver_on_replica(
 /// acked, `stored` when the recipient is away; a group message is kept for `history` and
 /// delivered live. With the store down, live delivery still works; what cannot be kept or
 /// delivered is `unavailable`.
+// One send's whole context; a struct for it would only be unpacked again here.
+#[allow(clippy::too_many_arguments)]
 async fn deliver_stored<A: Adapter>(
     io: &SocketIo<A>,
     mesh: &Arc<Mesh>,

@@ -151,3 +151,51 @@ async fn a_mesh_that_is_down_is_reported_and_mesh_connect_checks_tokens() {
     assert_eq!(connected["connection"]["state"], "connected");
     alice.cancel().await.unwrap();
 }
+
+/// A token whose `sub` is a path (the server refuses it, but the client reads its claims
+/// without the key) must not make the client touch files outside its inbox folder.
+#[tokio::test]
+async fn a_token_naming_a_path_touches_no_file() {
+    let mesh = common::MeshProcess::start().await;
+    let key = std::fs::read_to_string(mesh.path("keys").join(common::TEAM)).unwrap();
+    let now = nsh_mesh_transport::token::now_unix();
+    let claims = json!({ "sub": "../../escape", "team": common::TEAM, "iss": "nsh-mesh",
+        "aud": "nsh-mesh", "iat": now, "exp": now + 600, "jti": "j" });
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header {
+            kid: Some(common::TEAM.into()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
+        },
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(key.trim().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let inbox = mesh.path("a/b/inbox");
+    let args: Vec<String> = [
+        "mesh",
+        "client",
+        "--server",
+        &mesh.url(),
+        "--token",
+        &token,
+        "--inbox-dir",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .chain([inbox.display().to_string()])
+    .collect();
+    let err = start_up_error(&args);
+    assert!(
+        err.contains("../../escape") && err.contains("file name"),
+        "{err}"
+    );
+    for planted in [
+        "escape.lock",
+        "escape.cursor",
+        "escape.jsonl",
+        "a/escape.lock",
+    ] {
+        assert!(!mesh.path(planted).exists(), "{planted} was created");
+    }
+    assert!(!inbox.exists(), "nothing was created");
+}

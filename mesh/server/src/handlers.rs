@@ -553,17 +553,10 @@ async fn deliver<A: Adapter>(
     }
     // Otherwise every replica may hold a recipient: a retry through another replica is caught
     // by the ids recorded in Redis.
-    if let (false, CrossReplicaDedup::Pending(recorded)) = (here_only, dedup) {
-        recorded.store(true, Ordering::Relaxed);
-        match seen_in_cluster(mesh, team, from, &envelope.id).await {
-            Seen::First => {}
-            Seen::Done => return Ok(SendAck::duplicate(envelope.id.clone())),
-            Seen::InFlight => {
-                // Not ours to forget: the record belongs to the send in flight.
-                recorded.store(false, Ordering::Relaxed);
-                return Err(in_flight());
-            }
-        }
+    if let (false, CrossReplicaDedup::Pending(recorded)) = (here_only, dedup)
+        && let Some(duplicate) = record_in_cluster(mesh, team, from, &envelope.id, recorded).await?
+    {
+        return Ok(duplicate);
     }
     let select = |io: &SocketIo<A>| {
         let operators = match target {
@@ -664,16 +657,31 @@ async fn connected_anywhere<A: Adapter>(
             .is_ok_and(|sockets| !sockets.is_empty())
 }
 
-/// What the replicas know of this message id (always `First` with one replica: the local
-/// window decided).
-async fn seen_in_cluster(mesh: &Mesh, team: &str, from: &str, id: &str) -> Seen {
-    match &mesh.cluster {
-        Some(cluster) => {
-            cluster
-                .check(team, from, id, mesh.limits.dedup_window)
-                .await
+/// Records this message id in the replicas' shared dedup (nothing to do with one replica:
+/// the local window decided). `Ok(None)`: go on and send; `Ok(Some(ack))`: an earlier send
+/// succeeded, answer `duplicate`; `Err`: an earlier send is still in flight. `recorded` says
+/// whether the record is this send's own, to complete or forget when it ends.
+async fn record_in_cluster(
+    mesh: &Mesh,
+    team: &str,
+    from: &str,
+    id: &str,
+    recorded: &AtomicBool,
+) -> Result<Option<SendAck>, WireError> {
+    let Some(cluster) = &mesh.cluster else {
+        return Ok(None);
+    };
+    match cluster
+        .check(team, from, id, mesh.limits.dedup_window)
+        .await
+    {
+        Seen::First => {
+            recorded.store(true, Ordering::Relaxed);
+            Ok(None)
         }
-        None => Seen::First,
+        Seen::Done => Ok(Some(SendAck::duplicate(id.to_owned()))),
+        // Not ours to complete or forget: the record belongs to the send in flight.
+        Seen::InFlight => Err(in_flight()),
     }
 }
 
@@ -733,14 +741,8 @@ async fn deliver_stored<A: Adapter>(
     };
     // Stored mail may be delivered by any replica: a retry through another one is caught by
     // the ids recorded in Redis.
-    recorded.store(true, Ordering::Relaxed);
-    match seen_in_cluster(mesh, team, from, &envelope.id).await {
-        Seen::First => {}
-        Seen::Done => return Ok(SendAck::duplicate(envelope.id.clone())),
-        Seen::InFlight => {
-            recorded.store(false, Ordering::Relaxed);
-            return Err(in_flight());
-        }
+    if let Some(duplicate) = record_in_cluster(mesh, team, from, &envelope.id, recorded).await? {
+        return Ok(duplicate);
     }
     match target {
         Target::Agent(to) => match store.append_direct(team, to, envelope).await {

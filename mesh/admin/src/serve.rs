@@ -317,6 +317,16 @@ impl Tracked {
             .store(self.tracker.now_ms(), Ordering::Relaxed);
     }
 
+    /// Passes a write's outcome through, noting activity when bytes went out.
+    fn wrote(&self, polled: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = &polled
+            && *n > 0
+        {
+            self.touch();
+        }
+        polled
+    }
+
     fn expired(&self) -> bool {
         self.activity.expired.load(Ordering::Relaxed)
     }
@@ -371,12 +381,7 @@ impl AsyncWrite for Counted {
             return Poll::Ready(Err(idle_error()));
         }
         let polled = Pin::new(&mut self.tcp).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &polled
-            && *n > 0
-        {
-            self.activity.touch();
-        }
-        polled
+        self.activity.wrote(polled)
     }
 
     fn poll_write_vectored(
@@ -388,12 +393,7 @@ impl AsyncWrite for Counted {
             return Poll::Ready(Err(idle_error()));
         }
         let polled = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = &polled
-            && *n > 0
-        {
-            self.activity.touch();
-        }
-        polled
+        self.activity.wrote(polled)
     }
 
     fn is_write_vectored(&self) -> bool {

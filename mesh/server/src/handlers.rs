@@ -744,6 +744,18 @@ async fn deliver_stored<A: Adapter>(
     if let Some(duplicate) = record_in_cluster(mesh, team, from, &envelope.id, recorded).await? {
         return Ok(duplicate);
     }
+    // Live delivery, after the store kept the message or when it could not.
+    let deliver_live = || {
+        deliver(
+            io,
+            mesh,
+            team,
+            from,
+            target,
+            envelope,
+            CrossReplicaDedup::Recorded,
+        )
+    };
     match target {
         Target::Agent(to) => match store.append_direct(team, to, envelope).await {
             Ok(entry) => {
@@ -771,30 +783,13 @@ async fn deliver_stored<A: Adapter>(
                     stored(envelope)
                 })
             }
-            Err(err) => deliver(
-                io,
-                mesh,
-                team,
-                from,
-                target,
-                envelope,
-                CrossReplicaDedup::Recorded,
-            )
-            .await
-            .map_err(|live| unavailable(&err, &live)),
+            Err(err) => deliver_live()
+                .await
+                .map_err(|live| unavailable(&err, &live)),
         },
         Target::Group(group) => {
             let kept = store.append_group(team, group, envelope).await;
-            let live = deliver(
-                io,
-                mesh,
-                team,
-                from,
-                target,
-                envelope,
-                CrossReplicaDedup::Recorded,
-            );
-            match (live.await, kept) {
+            match (deliver_live().await, kept) {
                 (Ok(ack), _) => Ok(ack),
                 (Err(_), Ok(_)) => Ok(stored(envelope)),
                 (Err(live), Err(err)) => Err(unavailable(&err, &live)),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use nsh_mesh_server::config::Rate;
+use nsh_contract::Rate;
 use nsh_mesh_server::{HttpLimits, Limits, RateLimit, Server, ServerConfig};
 use nsh_mesh_transport::token::{self, TeamKey, TokenRequest};
 

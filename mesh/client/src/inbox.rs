@@ -149,7 +149,7 @@ impl Inbox {
     /// is not trusted to be one (the server refuses such tokens; the client checks first).
     pub fn open(dir: impl Into<PathBuf>, agent: impl Into<String>) -> Result<Self, InboxError> {
         let agent = agent.into();
-        if let Some(why) = nsh_mesh_transport::names::check(&agent) {
+        if let Some(why) = nsh_contract::names::check(&agent) {
             return Err(InboxError::BadName {
                 name: nsh_mesh_transport::display::shown(&agent),
                 why,
@@ -185,7 +185,7 @@ impl Inbox {
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
                 let agent = name.strip_suffix(".jsonl")?;
-                nsh_mesh_transport::names::check(agent)
+                nsh_contract::names::check(agent)
                     .is_none()
                     .then(|| agent.to_owned())
             })

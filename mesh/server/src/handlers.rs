@@ -890,7 +890,7 @@ async fn on_presence<A: Adapter>(
 /// Parses a `{ group }` request and checks the name.
 fn group_request(data: Result<Value, socketioxide::ParserError>) -> Result<String, WireError> {
     let request: GroupRequest = wire::parse(payload(data)?)?;
-    if let Some(why) = nsh_mesh_transport::names::check(&request.group) {
+    if let Some(why) = nsh_contract::names::check(&request.group) {
         return Err(WireError::new(ErrorCode::Invalid, format!("group: {why}")));
     }
     Ok(request.group)

@@ -79,7 +79,7 @@ impl KeyDir {
             if !path.is_file() {
                 continue;
             }
-            if let Some(why) = nsh_mesh_transport::names::check(&name) {
+            if let Some(why) = nsh_contract::names::check(&name) {
                 report.skipped.push(format!(
                     "{name}: file name is not a valid team name ({why})"
                 ));

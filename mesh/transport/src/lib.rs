@@ -11,7 +11,6 @@
 
 pub mod client;
 pub mod display;
-pub mod names;
 pub mod socketio;
 pub mod token;
 pub mod wire;

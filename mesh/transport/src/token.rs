@@ -199,7 +199,7 @@ impl KeyLookup for std::collections::HashMap<String, TeamKey> {
 }
 
 fn check_name(field: &'static str, value: &str) -> Result<(), TokenError> {
-    match crate::names::check(value) {
+    match nsh_contract::names::check(value) {
         Some(why) => Err(TokenError::BadName {
             field,
             value: shown(value),

@@ -293,7 +293,7 @@ impl HistoryRequest {
             _ => return Err(invalid("group/with: give exactly one".into())),
         };
         let (field, Target::Agent(name) | Target::Group(name)) = &target;
-        if let Some(why) = crate::names::check(name) {
+        if let Some(why) = nsh_contract::names::check(name) {
             return Err(invalid(format!("{field}: {why}")));
         }
         let limit = self.limit.unwrap_or(50);
@@ -372,7 +372,7 @@ impl SendRequest {
             }
         };
         let (field, Target::Agent(name) | Target::Group(name)) = &target;
-        if let Some(why) = crate::names::check(name) {
+        if let Some(why) = nsh_contract::names::check(name) {
             return Err(invalid(format!("{field}: {why}")));
         }
         Ok(target.1)

@@ -5,6 +5,10 @@
 /// Longest name accepted; also the DNS label limit, so names fit Kubernetes objects.
 pub const MAX_NAME_LEN: usize = 63;
 
+/// [`check`] as a regular expression, for schemas (the CRDs' `name` fields); a test holds the
+/// two to the same answers.
+pub const PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$";
+
 /// Why `name` is not a valid team, agent or group name, or `None` if it is.
 pub fn check(name: &str) -> Option<&'static str> {
     if name.is_empty() {
@@ -27,7 +31,18 @@ pub fn check(name: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// The schema's pattern and the function agree on every string, near-misses included.
+        #[test]
+        fn the_pattern_and_check_agree(name in "[A-Za-z0-9._:ä -]{0,70}") {
+            let pattern = regex::Regex::new(PATTERN).unwrap();
+            prop_assert_eq!(pattern.is_match(&name), check(&name).is_none(), "{:?}", name);
+        }
+    }
 
     #[test]
     fn accepts_safe_names_and_rejects_the_rest() {

@@ -109,7 +109,17 @@ pub struct AgentStatus {
     /// When the current mesh token expires (it is rotated before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_expiry: Option<Time>,
-    /// `Pending`, `Running`, `Failed` or `Unknown`, from the pod.
+    /// Where the agent's pod is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<AgentPhase>,
+}
+
+/// The two phases the operator reports; `Ready`'s reason and message say more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AgentPhase {
+    /// The pod is not ready yet, or cannot be made yet (its mesh or a gateway is missing, the
+    /// spec is invalid).
+    Pending,
+    /// The pod is ready: the agent and its mesh-client sidecar pass their probes.
+    Running,
 }

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 /// Go-style duration such as `30s`, `15m`, `24h` or `1h30m`.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
-/// Team, agent and group names (also mesh wire names): 1-63 of `[A-Za-z0-9._-]`.
-pub const NAME_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$";
+/// Team, agent and group names (also mesh wire names): 1-63 of `[A-Za-z0-9._-]`; the mesh
+/// checks them with [`nsh_contract::names::check`], which a test holds to this pattern.
+pub const NAME_PATTERN: &str = nsh_contract::names::PATTERN;
 
 /// Another object of the given kind in the same namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -35,7 +36,7 @@ pub struct SecretKeyRef {
 pub struct RateLimitSpec {
     /// Sustained rate as COUNT/UNIT, unit `s`, `m` or `h` (e.g. `50/s`).
     #[serde(default = "default_rate")]
-    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?/(s|m|h)$"))]
+    #[schemars(regex(pattern = nsh_contract::rate::PATTERN))]
     pub rate: String,
     /// Events allowed at once above the sustained rate.
     #[serde(default = "default_burst")]

@@ -3,7 +3,7 @@
 
 /// Every kind: the object is fully reconciled and its workload is serving.
 pub const READY: &str = "Ready";
-/// Team, Agent: the object they point at (`meshRef`, `teamRef`) exists and is ready.
+/// Team: the object it points at (`meshRef`) exists.
 pub const REFERENCE_RESOLVED: &str = "ReferenceResolved";
 /// Team: the signing key Secret exists. Agent: the token Secret holds a valid, unexpired token.
 pub const CREDENTIALS_READY: &str = "CredentialsReady";
@@ -15,4 +15,6 @@ pub mod reason {
     pub const REFERENCE_NOT_READY: &str = "ReferenceNotReady";
     pub const WAITING_FOR_PODS: &str = "WaitingForPods";
     pub const TOKEN_ISSUED: &str = "TokenIssued";
+    /// Agent: the team's key would not sign a token.
+    pub const TOKEN_FAILED: &str = "TokenFailed";
 }

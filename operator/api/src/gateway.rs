@@ -119,7 +119,8 @@ pub struct McpGatewayStatus {
     pub common: CommonStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
-    /// Upstreams that answered the MCP handshake.
+    /// Upstreams that answered the MCP handshake, as the gateway reports them (unset until the
+    /// gateway process does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstreams: Option<i32>,
     /// In-cluster URL of the gateway.

@@ -42,10 +42,6 @@ macro_rules! has_conditions {
 }
 has_conditions!(MeshServer, Team, Agent, McpGateway);
 
-/// API group of every nsh CRD.
-pub const GROUP: &str = "nsh.dev";
-pub const VERSION: &str = "v1alpha1";
-
 /// Every CRD, in the order they are applied.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![

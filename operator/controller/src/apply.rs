@@ -1,8 +1,14 @@
-//! The API edge: server-side apply with one field manager, owner references, status patches
-//! and conditions.
+//! The API edge: server-side apply with one field manager of every object a controller owns
+//! (one list, [`Desired`], that also deletes what the spec no longer asks for), typed status,
+//! owner references and conditions.
 
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::core::object::HasStatus;
 use kube::{Resource, ResourceExt as _};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -62,10 +68,143 @@ pub fn owner_reference<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReferen
         .expect("objects from the API have a name and uid")
 }
 
+/// The kinds the operator creates. A controller's `OWNS` list says which of them it watches
+/// (`run`) and may delete (`Desired::Absent`); a test holds its build to that list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    ConfigMap,
+    Secret,
+    Service,
+    Deployment,
+    StatefulSet,
+    PodDisruptionBudget,
+}
+
+/// An object of one of the [`Kind`]s.
+#[derive(Debug, Clone)]
+pub enum Object {
+    ConfigMap(ConfigMap),
+    Secret(Secret),
+    Service(Service),
+    Deployment(Deployment),
+    StatefulSet(StatefulSet),
+    PodDisruptionBudget(PodDisruptionBudget),
+}
+
+macro_rules! objects {
+    ($($kind:ident),*) => {
+        $(impl From<$kind> for Object {
+            fn from(object: $kind) -> Self {
+                Self::$kind(object)
+            }
+        })*
+
+        impl Object {
+            pub fn kind(&self) -> Kind {
+                match self { $(Self::$kind(_) => Kind::$kind),* }
+            }
+
+            pub fn name(&self) -> String {
+                match self { $(Self::$kind(o) => o.name_any()),* }
+            }
+
+            async fn apply(&self, client: &kube::Client, namespace: &str) -> Result<Self> {
+                match self { $(Self::$kind(o) => Ok(Self::$kind(apply(client, namespace, o).await?))),* }
+            }
+        }
+
+        impl Kind {
+            async fn delete_owned<O: Resource<DynamicType = ()>>(
+                self,
+                client: &kube::Client,
+                namespace: &str,
+                name: &str,
+                owner: &O,
+            ) -> Result<()> {
+                match self { $(Self::$kind => delete_owned::<$kind, O>(client, namespace, name, owner).await),* }
+            }
+        }
+    };
+}
+objects!(
+    ConfigMap,
+    Secret,
+    Service,
+    Deployment,
+    StatefulSet,
+    PodDisruptionBudget
+);
+
+/// One owned object as the spec wants it: there, or gone.
+#[derive(Debug, Clone)]
+pub enum Desired {
+    Present(Object),
+    /// Deleted if the owner owns it (an object of that name someone else made stays).
+    Absent {
+        kind: Kind,
+        name: String,
+    },
+}
+
+impl Desired {
+    pub fn present(object: impl Into<Object>) -> Self {
+        Self::Present(object.into())
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::Present(object) => object.kind(),
+            Self::Absent { kind, .. } => *kind,
+        }
+    }
+}
+
+/// What [`owned`] applied, as the API returned it (with its current status).
+#[derive(Debug, Clone, Default)]
+pub struct Applied(Vec<Object>);
+
+impl Applied {
+    /// The Deployment `name`, as applied.
+    pub fn deployment(&self, name: &str) -> Option<&Deployment> {
+        self.0.iter().find_map(|o| match o {
+            Object::Deployment(d) if d.name_any() == name => Some(d),
+            _ => None,
+        })
+    }
+
+    /// The StatefulSet `name`, as applied.
+    pub fn stateful_set(&self, name: &str) -> Option<&StatefulSet> {
+        self.0.iter().find_map(|o| match o {
+            Object::StatefulSet(s) if s.name_any() == name => Some(s),
+            _ => None,
+        })
+    }
+}
+
+/// The one place a controller writes what it owns: applies every present object in order and
+/// deletes the absent ones `owner` owns.
+pub async fn owned<O: Resource<DynamicType = ()>>(
+    client: &kube::Client,
+    owner: &O,
+    desired: Vec<Desired>,
+) -> Result<Applied> {
+    let namespace = owner.meta().namespace.clone().unwrap_or_default();
+    let mut applied = Vec::new();
+    for want in desired {
+        match want {
+            Desired::Present(object) => applied.push(object.apply(client, &namespace).await?),
+            Desired::Absent { kind, name } => {
+                kind.delete_owned(client, &namespace, &name, owner).await?;
+            }
+        }
+    }
+    Ok(Applied(applied))
+}
+
 /// Server-side applies `object` (create or update the fields we own).
 pub async fn apply<K>(client: &kube::Client, namespace: &str, object: &K) -> Result<K>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
         + Serialize
         + DeserializeOwned
@@ -78,16 +217,15 @@ where
         .await?)
 }
 
-/// Deletes `name` if `owner` owns it (something the spec no longer asks for); leaves objects
-/// of the same name that someone else made.
-pub async fn delete_owned<K, O>(
+/// Deletes `name` if `owner` owns it; leaves objects of the same name that someone else made.
+async fn delete_owned<K, O>(
     client: &kube::Client,
     namespace: &str,
     name: &str,
     owner: &O,
 ) -> Result<()>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
         + DeserializeOwned
         + std::fmt::Debug,
@@ -104,30 +242,36 @@ where
             .any(|o| o.uid == owner_uid)
     });
     if owned {
-        api.delete(name, &kube::api::DeleteParams::default())
-            .await?;
+        api.delete(name, &DeleteParams::default()).await?;
     }
     Ok(())
 }
 
-/// Server-side applies `status` to the status subresource of `object`.
-pub async fn apply_status<K>(
-    client: &kube::Client,
-    object: &K,
-    status: serde_json::Value,
-) -> Result<()>
+/// Server-side applies `status` (the kind's own typed status) to `object`'s status
+/// subresource. Fields it leaves out that the operator set before are removed.
+pub async fn status<K>(client: &kube::Client, object: &K, status: &K::Status) -> Result<()>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    K: HasStatus
+        + Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
         + DeserializeOwned
         + std::fmt::Debug,
+    K::Status: Serialize + std::fmt::Debug,
 {
+    /// The apply patch: the object's type and its status, nothing else.
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct StatusPatch<'a, S> {
+        api_version: &'a str,
+        kind: &'a str,
+        status: &'a S,
+    }
     let api = Api::<K>::namespaced(client.clone(), &object.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
+    let patch = StatusPatch {
+        api_version: &K::api_version(&()),
+        kind: &K::kind(&()),
+        status,
+    };
     api.patch_status(
         &object.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -164,34 +308,20 @@ pub fn condition(
     }
 }
 
-/// Reports `Ready=False` with `reason` and `message` (keeping the transition time when it was
-/// already false) and the generation it describes.
-pub async fn set_not_ready<K>(
-    client: &kube::Client,
-    object: &K,
-    reason: &str,
-    message: String,
-) -> Result<()>
-where
-    K: nsh_operator_api::HasConditions
-        + Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    let generation = object.meta().generation;
-    let ready = condition(
-        object.conditions(),
+/// The `Ready` condition of a reconcile that failed with `error`, or `None` when the failure
+/// says nothing about the object (an API call failed) and the status should stay as it is.
+pub fn not_ready(
+    previous: &[Condition],
+    error: &crate::Error,
+    generation: Option<i64>,
+) -> Option<Condition> {
+    let reason = error.not_ready_reason()?;
+    Some(condition(
+        previous,
         nsh_operator_api::conditions::READY,
         false,
         reason,
-        message,
+        error.to_string(),
         generation,
-    );
-    apply_status(
-        client,
-        object,
-        serde_json::json!({ "conditions": [ready], "observedGeneration": generation }),
-    )
-    .await
+    ))
 }

@@ -11,6 +11,8 @@ pub struct Context {
     pub default_image: String,
     /// Image for agent containers when an Agent does not name one.
     pub agent_image: String,
+    /// Watch only this namespace (`None`: every namespace).
+    pub watch_namespace: Option<String>,
 }
 
 impl std::fmt::Debug for Context {
@@ -18,6 +20,7 @@ impl std::fmt::Debug for Context {
         f.debug_struct("Context")
             .field("default_image", &self.default_image)
             .field("agent_image", &self.agent_image)
+            .field("watch_namespace", &self.watch_namespace)
             .finish_non_exhaustive()
     }
 }
@@ -34,6 +37,25 @@ impl Context {
             metrics: crate::metrics::Metrics::default(),
             default_image: default_image.into(),
             agent_image: concat!("ghcr.io/nsh-dev/nsh-agent:", env!("CARGO_PKG_VERSION")).into(),
+            watch_namespace: None,
+        }
+    }
+
+    /// Watches and reconciles only `namespace` (a namespaced install, or one test's objects).
+    #[must_use]
+    pub fn watching_only(mut self, namespace: impl Into<String>) -> Self {
+        self.watch_namespace = Some(namespace.into());
+        self
+    }
+
+    /// An API of `K` over what this operator watches: one namespace or all.
+    pub fn api<K>(&self) -> kube::Api<K>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        match &self.watch_namespace {
+            Some(namespace) => kube::Api::namespaced(self.client.clone(), namespace),
+            None => kube::Api::all(self.client.clone()),
         }
     }
 

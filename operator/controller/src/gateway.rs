@@ -19,11 +19,13 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams, ObjectMeta};
 use kube::runtime::controller::Action;
+use nsh_contract::command::GatewayRun;
+use nsh_contract::url::GATEWAY_PORT;
+use nsh_operator_api::common::CommonStatus;
 use nsh_operator_api::conditions::{self, reason};
-use nsh_operator_api::{HasConditions as _, McpGateway, Team};
+use nsh_operator_api::{HasConditions as _, McpGateway, McpGatewayStatus, Team};
 
-use crate::agent::GATEWAY_PORT;
-use crate::apply::{self, condition};
+use crate::apply::{self, Applied, Desired, Kind, condition};
 use crate::pod::{config_hash, http_probe, restricted_container, restricted_deployment};
 use crate::{Context, Error, Result, team};
 
@@ -67,6 +69,34 @@ pub struct Built {
     pub service: Service,
 }
 
+/// What an McpGateway's controller creates, watches and may delete.
+pub const OWNS: &[Kind] = &[Kind::ConfigMap, Kind::Service, Kind::Deployment];
+
+impl Built {
+    /// In the order they are applied: the settings before the pods that read them.
+    pub fn into_desired(self) -> Vec<Desired> {
+        vec![
+            Desired::present(self.config_map),
+            Desired::present(self.service),
+            Desired::present(self.deployment),
+        ]
+    }
+}
+
+/// The MCP URL agents use for `gateway`: its status once it reports one.
+pub fn url(gateway: &McpGateway) -> String {
+    gateway
+        .status
+        .as_ref()
+        .and_then(|s| s.url.clone())
+        .unwrap_or_else(|| {
+            nsh_contract::url::gateway_service(
+                &gateway.name_any(),
+                &gateway.namespace().unwrap_or_default(),
+            )
+        })
+}
+
 fn meta(gateway: &McpGateway, name: String) -> ObjectMeta {
     apply::owned_meta(gateway, COMPONENT, name)
 }
@@ -85,7 +115,7 @@ pub fn build(gateway: &McpGateway, teams: &[String], default_image: &str) -> Bui
         "audit": spec.audit,
     });
     let yaml = serde_saphyr::to_string(&settings).expect("gateway settings serialize");
-    let hash = config_hash(&yaml);
+    let hash = config_hash(yaml.as_bytes());
     let config_map = ConfigMap {
         metadata: meta(gateway, config_map_name(&name)),
         data: Some(BTreeMap::from([(CONFIG_FILE.to_owned(), yaml)])),
@@ -124,14 +154,10 @@ pub fn build(gateway: &McpGateway, teams: &[String], default_image: &str) -> Bui
                 .unwrap_or_else(|| default_image.to_owned()),
         ),
         args: Some(
-            [
-                "gateway",
-                "run",
-                "--config",
-                &format!("{CONFIG_MOUNT}/{CONFIG_FILE}"),
-            ]
-            .map(str::to_owned)
-            .to_vec(),
+            GatewayRun {
+                config: format!("{CONFIG_MOUNT}/{CONFIG_FILE}"),
+            }
+            .args(),
         ),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
@@ -195,25 +221,17 @@ pub fn build(gateway: &McpGateway, teams: &[String], default_image: &str) -> Bui
     }
 }
 
-pub async fn reconcile(gateway: Arc<McpGateway>, ctx: Arc<Context>) -> Result<Action> {
-    let namespace = gateway.namespace().unwrap_or_default();
-    let name = gateway.name_any();
-    let generation = gateway.metadata.generation;
-    let previous = gateway.conditions();
-    if let Err(err) = validate(&gateway) {
-        apply::set_not_ready(
-            &ctx.client,
-            gateway.as_ref(),
-            reason::INVALID_SPEC,
-            err.to_string(),
-        )
-        .await?;
-        return Err(err);
-    }
+/// What an McpGateway refers to: the teams whose keys verify its callers' tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refs {
+    pub teams: Vec<String>,
+}
+
+async fn dereference(client: &kube::Client, gateway: &McpGateway) -> Result<Refs> {
     // `*`: every team in the namespace, as it is now (a new Team is picked up on the next
-    // reconcile, at the latest after the requeue below).
-    let teams: Vec<String> = if gateway.spec.teams.iter().any(|t| t == "*") {
-        Api::<Team>::namespaced(ctx.client.clone(), &namespace)
+    // reconcile, at the latest after the requeue).
+    let teams = if gateway.spec.teams.iter().any(|t| t == "*") {
+        Api::<Team>::namespaced(client.clone(), &gateway.namespace().unwrap_or_default())
             .list(&ListParams::default())
             .await?
             .items
@@ -223,12 +241,44 @@ pub async fn reconcile(gateway: Arc<McpGateway>, ctx: Arc<Context>) -> Result<Ac
     } else {
         gateway.spec.teams.clone()
     };
-    let built = build(&gateway, &teams, &ctx.default_image);
-    apply::apply(&ctx.client, &namespace, &built.config_map).await?;
-    apply::apply(&ctx.client, &namespace, &built.service).await?;
-    let deployment = apply::apply(&ctx.client, &namespace, &built.deployment).await?;
-    let ready_replicas = deployment
-        .status
+    Ok(Refs { teams })
+}
+
+pub async fn reconcile(gateway: Arc<McpGateway>, ctx: Arc<Context>) -> Result<Action> {
+    let outcome = async {
+        let refs = dereference(&ctx.client, &gateway).await?;
+        validate(&gateway)?;
+        let built = build(&gateway, &refs.teams, &ctx.default_image);
+        let applied = apply::owned(&ctx.client, gateway.as_ref(), built.into_desired()).await?;
+        Ok((refs, applied))
+    }
+    .await;
+    if let Some(status) = status(&gateway, &outcome) {
+        apply::status(&ctx.client, gateway.as_ref(), &status).await?;
+    }
+    outcome.map(|_| Action::requeue(Duration::from_secs(300)))
+}
+
+/// The status for how the pipeline ended; `None` when an API call failed.
+pub fn status(gateway: &McpGateway, outcome: &Result<(Refs, Applied)>) -> Option<McpGatewayStatus> {
+    let generation = gateway.metadata.generation;
+    let previous = gateway.conditions();
+    let (refs, applied) = match outcome {
+        Ok(done) => done,
+        Err(err) => {
+            return Some(McpGatewayStatus {
+                common: CommonStatus {
+                    conditions: vec![apply::not_ready(previous, err, generation)?],
+                    observed_generation: generation,
+                },
+                ..McpGatewayStatus::default()
+            });
+        }
+    };
+    let name = gateway.name_any();
+    let ready_replicas = applied
+        .deployment(&name)
+        .and_then(|d| d.status.as_ref())
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
     let serving = ready_replicas > 0;
@@ -245,18 +295,23 @@ pub async fn reconcile(gateway: Arc<McpGateway>, ctx: Arc<Context>) -> Result<Ac
             "{ready_replicas}/{} replicas ready; {} upstream(s), teams {}",
             gateway.spec.replicas,
             gateway.spec.upstreams.len(),
-            teams.join(", ")
+            refs.teams.join(", ")
         ),
         generation,
     );
-    let status = serde_json::json!({
-        "conditions": [ready],
-        "observedGeneration": generation,
-        "readyReplicas": ready_replicas,
-        "url": format!("http://{name}.{namespace}.svc:{GATEWAY_PORT}/mcp"),
-    });
-    apply::apply_status(&ctx.client, gateway.as_ref(), status).await?;
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Some(McpGatewayStatus {
+        common: CommonStatus {
+            conditions: vec![ready],
+            observed_generation: generation,
+        },
+        ready_replicas: Some(ready_replicas),
+        // Reported by the gateway process once it answers (the gateway issue).
+        upstreams: None,
+        url: Some(nsh_contract::url::gateway_service(
+            &name,
+            &gateway.namespace().unwrap_or_default(),
+        )),
+    })
 }
 
 #[cfg(test)]

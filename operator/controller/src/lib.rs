@@ -1,16 +1,19 @@
 //! The nsh-mesh operator. Each kind's reconcile is a pipeline
-//! `dereference -> validate -> build -> apply -> status`; `validate` and `build` are pure
-//! functions of their inputs (tested without a cluster), only the ends touch the API.
+//! `dereference -> validate -> build -> apply -> status`: `dereference` reads everything the
+//! object refers to into one typed struct (or fails with one typed "waiting for X"),
+//! `validate` and `build` are pure functions of their inputs (tested with small fixtures),
+//! `apply` writes the kind's one list of owned objects ([`apply::owned`], which also deletes
+//! what the spec no longer asks for), and `status` is a pure function from how the pipeline
+//! ended to the kind's typed status, written by server-side apply.
 //!
-//! Reconciled so far: [`team`] (signing key Secret, status), [`mesh_server`] (Deployment,
-//! Service, ConfigMap, team keys Secret, PodDisruptionBudget, status) and [`agent`] (mesh
-//! token Secret with rotation, and [`agent_workload`]: the `agent launch` ConfigMap and a
-//! one-pod StatefulSet with the `nsh mesh client` native sidecar; status follows the pod) and
-//! [`gateway`] (settings ConfigMap, Deployment with the teams' keys, Service, status).
+//! The four controllers: [`team`] (signing key Secret), [`mesh_server`] (Deployment, Service,
+//! settings ConfigMap, team keys Secret, PodDisruptionBudget, managed Redis), [`agent`] (mesh
+//! token Secret with rotation; the `agent launch` ConfigMap and a one-pod StatefulSet with the
+//! `nsh mesh client` native sidecar) and [`gateway`] (settings ConfigMap, Deployment with the
+//! teams' keys, Service).
 #![forbid(unsafe_code)]
 
 pub mod agent;
-pub mod agent_workload;
 pub mod apply;
 pub mod context;
 pub mod error;

@@ -3,6 +3,7 @@
 //! `redis.managed`, a single-pod Redis (Deployment + Service) for it.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,11 +20,17 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams, ObjectMeta};
 use kube::runtime::controller::Action;
+use nsh_contract::url::DEFAULT_MESH_PORT;
+use nsh_contract::{command, env};
+use nsh_operator_api::common::CommonStatus;
 use nsh_operator_api::conditions::{self, reason};
-use nsh_operator_api::{HasConditions as _, MeshServer, Team};
+use nsh_operator_api::{HasConditions as _, MeshServer, MeshServerStatus, Team};
 
 use crate::apply::{self, condition};
-use crate::pod::{config_hash, http_probe, restricted_container, restricted_deployment};
+use crate::apply::{Applied, Desired, Kind};
+use crate::pod::{
+    config_hash, config_hash_of_map, http_probe, restricted_container, restricted_deployment,
+};
 use crate::{Context, Error, Result, team};
 
 const KEYS_MOUNT: &str = "/etc/nsh/team-keys";
@@ -51,14 +58,10 @@ pub fn validate(mesh: &MeshServer) -> Result<()> {
         ));
     }
     // The schema's pattern admits `0/s`, which the server would refuse at start-up.
-    let rate = &spec.rate_limit.rate;
-    let count = rate
-        .split_once('/')
-        .and_then(|(n, _)| n.parse::<f64>().ok());
-    if !count.is_some_and(|n| n > 0.0) {
+    if let Err(err) = spec.rate_limit.rate.parse::<nsh_contract::Rate>() {
         return Err(Error::invalid(
             "spec.rateLimit.rate",
-            format!("`{rate}` allows no events at all"),
+            err.to_string(),
             "give a positive count, such as 50/s",
         ));
     }
@@ -84,6 +87,47 @@ pub struct Built {
     pub pdb: Option<PodDisruptionBudget>,
     /// The operator-run Redis, with `redis.managed`.
     pub redis: Option<(Deployment, Service)>,
+}
+
+/// What a MeshServer's controller creates, watches and may delete.
+pub const OWNS: &[Kind] = &[
+    Kind::ConfigMap,
+    Kind::Secret,
+    Kind::Service,
+    Kind::Deployment,
+    Kind::PodDisruptionBudget,
+];
+
+impl Built {
+    /// In the order they are applied: settings and keys before the pods that read them; the
+    /// PDB and the managed Redis deleted when the spec no longer asks for them.
+    pub fn into_desired(self, mesh: &str) -> Vec<Desired> {
+        let mut desired = vec![
+            Desired::present(self.config_map),
+            Desired::present(self.keys),
+            Desired::present(self.service),
+            Desired::present(self.deployment),
+        ];
+        desired.push(match self.pdb {
+            Some(pdb) => Desired::present(pdb),
+            None => Desired::Absent {
+                kind: Kind::PodDisruptionBudget,
+                name: mesh.to_owned(),
+            },
+        });
+        match self.redis {
+            Some((deployment, service)) => {
+                desired.extend([Desired::present(service), Desired::present(deployment)]);
+            }
+            None => desired.extend(
+                [Kind::Deployment, Kind::Service].map(|kind| Desired::Absent {
+                    kind,
+                    name: redis_name(mesh),
+                }),
+            ),
+        }
+        desired
+    }
 }
 
 fn is_managed(mesh: &MeshServer) -> bool {
@@ -113,44 +157,38 @@ pub fn build(
     let port = spec.service.port;
     let selector = apply::selector(COMPONENT, &name);
 
-    let settings: BTreeMap<String, String> = [
-        ("NSH_MESH_LISTEN", format!("0.0.0.0:{port}")),
-        ("NSH_MESH_TEAM_KEYS_DIR", KEYS_MOUNT.to_owned()),
-        ("NSH_MESH_RATE_LIMIT", spec.rate_limit.rate.clone()),
-        ("NSH_MESH_BURST", spec.rate_limit.burst.to_string()),
-        ("NSH_LOG_FORMAT", "json".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let mut settings = settings;
-    let persistence = &spec.persistence;
-    if persistence.enabled {
-        settings.insert("NSH_MESH_PERSISTENCE".into(), "true".into());
-        if let Some(retention) = &persistence.retention {
-            settings.insert("NSH_MESH_RETENTION".into(), retention.clone());
-        }
-        if let Some(max) = persistence.max_length {
-            settings.insert("NSH_MESH_MAX_LEN".into(), max.to_string());
-        }
-    }
     // Redis serves the replicas (adapter) and persistence alike.
-    if let Some(url) = spec.redis.as_ref().and_then(|r| r.url.clone()) {
-        settings.insert("NSH_MESH_REDIS".into(), url);
-    }
-    if is_managed(mesh) {
-        settings.insert(
-            "NSH_MESH_REDIS".into(),
-            format!("redis://{}:{REDIS_PORT}/0", redis_name(&name)),
-        );
-    }
+    let redis = if is_managed(mesh) {
+        Some(format!("redis://{}:{REDIS_PORT}/0", redis_name(&name)))
+    } else {
+        spec.redis.as_ref().and_then(|r| r.url.clone())
+    };
+    let server = command::MeshServer {
+        listen: SocketAddr::from((
+            [0, 0, 0, 0],
+            u16::try_from(port).unwrap_or(DEFAULT_MESH_PORT),
+        )),
+        team_keys_dir: KEYS_MOUNT.to_owned(),
+        rate_limit: spec.rate_limit.rate.clone(),
+        burst: u32::try_from(spec.rate_limit.burst).unwrap_or(1),
+        redis,
+        persistence: spec.persistence.enabled.then(|| command::Persistence {
+            retention: spec.persistence.retention.clone(),
+            max_len: spec
+                .persistence
+                .max_length
+                .and_then(|n| u64::try_from(n).ok()),
+        }),
+        json_logs: true,
+    };
+    let settings = server.env();
     // A Redis URL with a password stays in its Secret: the pod reads it from there.
     let redis_from_secret = spec
         .redis
         .as_ref()
         .and_then(|r| r.secret_ref.clone())
         .map(|secret| EnvVar {
-            name: "NSH_MESH_REDIS".into(),
+            name: env::mesh_server::REDIS.into(),
             value_from: Some(EnvVarSource {
                 secret_key_ref: Some(SecretKeySelector {
                     name: secret.name,
@@ -163,7 +201,7 @@ pub fn build(
         });
     // Settings reach the pods as environment variables, which only apply on restart: the hash
     // in the pod template rolls the pods when they change. Keys need no restart (hot reload).
-    let config_hash = config_hash(&settings);
+    let config_hash = config_hash_of_map(&settings);
     let config_map = ConfigMap {
         metadata: meta(mesh, format!("{name}-config")),
         data: Some(settings),
@@ -190,7 +228,7 @@ pub fn build(
                 .clone()
                 .unwrap_or_else(|| default_image.to_owned()),
         ),
-        args: Some(vec!["mesh".into(), "server".into()]),
+        args: Some(server.args()),
         env: redis_from_secret.map(|env| vec![env]),
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource {
@@ -342,7 +380,7 @@ fn build_redis(mesh: &MeshServer) -> (Deployment, Service) {
         REDIS_COMPONENT,
         &name,
         1,
-        config_hash(&BTreeMap::from([("appendonly", appendonly)])),
+        config_hash(appendonly.as_bytes()),
         container,
         vec![data],
     );
@@ -370,18 +408,25 @@ fn build_redis(mesh: &MeshServer) -> (Deployment, Service) {
     (deployment, service)
 }
 
-/// The keys of every Team in the namespace that points at `mesh` and already has one.
-async fn team_keys(
-    client: &kube::Client,
-    namespace: &str,
-    mesh: &str,
-) -> Result<BTreeMap<String, Vec<u8>>> {
-    let teams = Api::<Team>::namespaced(client.clone(), namespace)
+/// What a MeshServer refers to: the keys of every Team in its namespace that points at it
+/// and already has one (team name -> key bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refs {
+    pub team_keys: BTreeMap<String, Vec<u8>>,
+}
+
+async fn dereference(client: &kube::Client, mesh: &MeshServer) -> Result<Refs> {
+    let namespace = mesh.namespace().unwrap_or_default();
+    let teams = Api::<Team>::namespaced(client.clone(), &namespace)
         .list(&ListParams::default())
         .await?;
-    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
-    let mut keys = BTreeMap::new();
-    for t in teams.items.iter().filter(|t| t.spec.mesh_ref.name == mesh) {
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let mut team_keys = BTreeMap::new();
+    for t in teams
+        .items
+        .iter()
+        .filter(|t| t.spec.mesh_ref.name == mesh.name_any())
+    {
         let secret = secrets
             .get_opt(&team::key_secret_name(&t.name_any()))
             .await?;
@@ -389,66 +434,55 @@ async fn team_keys(
             .and_then(|s| s.data)
             .and_then(|mut d| d.remove(team::KEY_FIELD))
         {
-            keys.insert(t.name_any(), key.0);
+            team_keys.insert(t.name_any(), key.0);
         }
     }
-    Ok(keys)
+    Ok(Refs { team_keys })
 }
 
 pub async fn reconcile(mesh: Arc<MeshServer>, ctx: Arc<Context>) -> Result<Action> {
-    let namespace = mesh.namespace().unwrap_or_default();
-    let name = mesh.name_any();
-    let generation = mesh.metadata.generation;
-    let previous = mesh.conditions();
-
-    if let Err(err) = validate(&mesh) {
-        apply::set_not_ready(
+    let outcome = async {
+        let refs = dereference(&ctx.client, &mesh).await?;
+        validate(&mesh)?;
+        let built = build(&mesh, &refs.team_keys, &ctx.default_image);
+        let applied = apply::owned(
             &ctx.client,
             mesh.as_ref(),
-            reason::INVALID_SPEC,
-            err.to_string(),
+            built.into_desired(&mesh.name_any()),
         )
         .await?;
-        return Err(err);
+        Ok((refs, applied))
     }
+    .await;
+    if let Some(status) = status(&mesh, &outcome) {
+        apply::status(&ctx.client, mesh.as_ref(), &status).await?;
+    }
+    outcome.map(|_| Action::requeue(Duration::from_secs(300)))
+}
 
-    let keys = team_keys(&ctx.client, &namespace, &name).await?;
-    let built = build(&mesh, &keys, &ctx.default_image);
-    apply::apply(&ctx.client, &namespace, &built.config_map).await?;
-    apply::apply(&ctx.client, &namespace, &built.keys).await?;
-    apply::apply(&ctx.client, &namespace, &built.service).await?;
-    let deployment = apply::apply(&ctx.client, &namespace, &built.deployment).await?;
-    match &built.pdb {
-        Some(pdb) => {
-            apply::apply(&ctx.client, &namespace, pdb).await?;
+/// The status for how the pipeline ended; `None` when an API call failed.
+pub fn status(mesh: &MeshServer, outcome: &Result<(Refs, Applied)>) -> Option<MeshServerStatus> {
+    let generation = mesh.metadata.generation;
+    let previous = mesh.conditions();
+    let (refs, applied) = match outcome {
+        Ok(done) => done,
+        Err(err) => {
+            return Some(MeshServerStatus {
+                common: CommonStatus {
+                    conditions: vec![apply::not_ready(previous, err, generation)?],
+                    observed_generation: generation,
+                },
+                ..MeshServerStatus::default()
+            });
         }
-        None => {
-            apply::delete_owned::<PodDisruptionBudget, _>(&ctx.client, &namespace, &name, &*mesh)
-                .await?;
-        }
-    }
-    match &built.redis {
-        Some((redis, redis_service)) => {
-            apply::apply(&ctx.client, &namespace, redis_service).await?;
-            apply::apply(&ctx.client, &namespace, redis).await?;
-        }
-        None => {
-            let redis = redis_name(&name);
-            apply::delete_owned::<Deployment, _>(&ctx.client, &namespace, &redis, &*mesh).await?;
-            apply::delete_owned::<Service, _>(&ctx.client, &namespace, &redis, &*mesh).await?;
-        }
-    }
-
-    let ready_replicas = deployment
-        .status
+    };
+    let name = mesh.name_any();
+    let ready_replicas = applied
+        .deployment(&name)
+        .and_then(|d| d.status.as_ref())
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
     let serving = ready_replicas > 0;
-    let message = format!(
-        "{ready_replicas}/{} replicas ready; {} team key(s) loaded",
-        mesh.spec.replicas,
-        keys.len()
-    );
     let ready = condition(
         previous,
         conditions::READY,
@@ -458,17 +492,25 @@ pub async fn reconcile(mesh: Arc<MeshServer>, ctx: Arc<Context>) -> Result<Actio
         } else {
             reason::WAITING_FOR_PODS
         },
-        message,
+        format!(
+            "{ready_replicas}/{} replicas ready; {} team key(s) loaded",
+            mesh.spec.replicas,
+            refs.team_keys.len()
+        ),
         generation,
     );
-    let status = serde_json::json!({
-        "conditions": [ready],
-        "observedGeneration": generation,
-        "readyReplicas": ready_replicas,
-        "url": format!("ws://{name}.{namespace}.svc:{}", mesh.spec.service.port),
-    });
-    apply::apply_status(&ctx.client, mesh.as_ref(), status).await?;
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Some(MeshServerStatus {
+        common: CommonStatus {
+            conditions: vec![ready],
+            observed_generation: generation,
+        },
+        ready_replicas: Some(ready_replicas),
+        url: Some(nsh_contract::url::mesh_service(
+            &name,
+            &mesh.namespace().unwrap_or_default(),
+            mesh.spec.service.port,
+        )),
+    })
 }
 
 #[cfg(test)]

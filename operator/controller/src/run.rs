@@ -7,14 +7,15 @@ use futures_util::StreamExt as _;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt as _};
 use nsh_operator_api::{Agent, McpGateway, MeshServer, Team};
+use tracing::Instrument as _;
 
+use crate::apply::Kind;
 use crate::{Context, Error, agent, gateway, mesh_server, team};
 
 /// How long the Agent controller lets related changes pile up before reconciling once.
@@ -44,14 +45,9 @@ fn error_policy<K: Resource<DynamicType = ()>>(
 
 /// Publishes a Warning event for a failed reconcile (best effort: events are advisory).
 async fn report<K: Resource<DynamicType = ()>>(ctx: &Context, object: &K, error: &Error) {
-    let reason = match error {
-        Error::InvalidSpec { .. } => "InvalidSpec",
-        Error::Waiting(_) => "Waiting",
-        Error::Kube(_) | Error::Encode { .. } => "ReconcileError",
-    };
     let event = Event {
         type_: EventType::Warning,
-        reason: reason.into(),
+        reason: error.event_reason().into(),
         note: Some(error.to_string()),
         action: "Reconcile".into(),
         secondary: None,
@@ -80,8 +76,8 @@ where
 /// What an instrumented reconcile returns.
 type ReconcileFuture = std::pin::Pin<Box<dyn Future<Output = crate::Result<Action>> + Send>>;
 
-/// Wraps a reconcile with what every kind gets: duration and outcome metrics, and a Warning
-/// event when it fails.
+/// Wraps a reconcile with what every kind gets: a tracing span naming the object, duration
+/// and outcome metrics, and a Warning event when it fails.
 fn instrumented<K, F, Fut>(
     kind: &'static str,
     reconcile: F,
@@ -92,22 +88,54 @@ where
     Fut: Future<Output = crate::Result<Action>> + Send + 'static,
 {
     move |object, ctx| {
-        Box::pin(async move {
-            let started = std::time::Instant::now();
-            let result = reconcile(object.clone(), ctx.clone()).await;
-            ctx.metrics
-                .observe(kind, started.elapsed().as_secs_f64(), result.is_err());
-            if let Err(err) = &result {
-                report(&ctx, object.as_ref(), err).await;
+        let span = tracing::info_span!(
+            "reconcile",
+            kind,
+            namespace = object.namespace().unwrap_or_default(),
+            name = object.name_any(),
+        );
+        Box::pin(
+            async move {
+                let started = std::time::Instant::now();
+                let result = reconcile(object.clone(), ctx.clone()).await;
+                ctx.metrics
+                    .observe(kind, started.elapsed().as_secs_f64(), result.is_err());
+                if let Err(err) = &result {
+                    report(&ctx, object.as_ref(), err).await;
+                }
+                result
             }
-            result
-        })
+            .instrument(span),
+        )
     }
 }
 
-/// Runs the Team, MeshServer and Agent controllers until `shutdown` resolves.
+/// `controller` watching every kind in `kinds` that its reconcile owns (the kind's `OWNS`).
+fn owning<K>(mut controller: Controller<K>, ctx: &Context, kinds: &[Kind]) -> Controller<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    for kind in kinds {
+        controller = match kind {
+            Kind::ConfigMap => controller.owns(ctx.api::<ConfigMap>(), owned()),
+            Kind::Secret => controller.owns(ctx.api::<Secret>(), owned()),
+            Kind::Service => controller.owns(ctx.api::<Service>(), owned()),
+            Kind::Deployment => controller.owns(ctx.api::<Deployment>(), owned()),
+            Kind::StatefulSet => controller.owns(ctx.api::<StatefulSet>(), owned()),
+            Kind::PodDisruptionBudget => controller.owns(ctx.api::<PodDisruptionBudget>(), owned()),
+        };
+    }
+    controller
+}
+
+/// Runs the Team, MeshServer, Agent and McpGateway controllers until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
-    let client = ctx.client.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop_signal = move || {
         let mut stopped = stopped.clone();
@@ -116,13 +144,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         }
     };
 
-    let teams = Controller::new(Api::<Team>::all(client.clone()), watcher::Config::default());
+    let teams = Controller::new(ctx.api::<Team>(), watcher::Config::default());
     let team_store = teams.store();
-    let teams = teams
-        .owns(Api::<Secret>::all(client.clone()), owned())
+    let teams = owning(teams, &ctx, team::OWNS)
         // A Team waits for its MeshServer: reconcile the Teams that point at one when it changes.
         .watches(
-            Api::<MeshServer>::all(client.clone()),
+            ctx.api::<MeshServer>(),
             watcher::Config::default(),
             move |mesh| referrers(&team_store, &mesh, |t: &Team| &t.spec.mesh_ref.name),
         )
@@ -134,58 +161,38 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         )
         .for_each(|_| async {});
 
-    let meshes = Controller::new(
-        Api::<MeshServer>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Deployment>::all(client.clone()), owned())
-    .owns(Api::<Service>::all(client.clone()), owned())
-    .owns(Api::<ConfigMap>::all(client.clone()), owned())
-    .owns(Api::<Secret>::all(client.clone()), owned())
-    .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned())
-    // A Team's key (announced by its status) belongs in its mesh's keys Secret.
-    .watches(
-        Api::<Team>::all(client.clone()),
-        watcher::Config::default(),
-        |team| {
+    let meshes = Controller::new(ctx.api::<MeshServer>(), watcher::Config::default());
+    let meshes = owning(meshes, &ctx, mesh_server::OWNS)
+        // A Team's key (announced by its status) belongs in its mesh's keys Secret.
+        .watches(ctx.api::<Team>(), watcher::Config::default(), |team| {
             Some(
                 ObjectRef::<MeshServer>::new(&team.spec.mesh_ref.name)
                     .within(&team.namespace().unwrap_or_default()),
             )
-        },
-    )
-    .graceful_shutdown_on(stop_signal())
-    .run(
-        instrumented("MeshServer", mesh_server::reconcile),
-        error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
+        })
+        .graceful_shutdown_on(stop_signal())
+        .run(
+            instrumented("MeshServer", mesh_server::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
 
     // Agents are the many: the burst of changes one reconcile causes (its status, the Secret,
     // ConfigMap and StatefulSet it creates, the StatefulSet's status) is folded into one
     // follow-up reconcile instead of one each.
-    let agents = Controller::new(
-        Api::<Agent>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .with_config(
+    let agents = Controller::new(ctx.api::<Agent>(), watcher::Config::default()).with_config(
         ControllerConfig::default()
             .debounce(AGENT_DEBOUNCE)
             .concurrency(AGENT_CONCURRENCY),
     );
     let agent_store = agents.store();
-    let agents = agents
-        .owns(Api::<Secret>::all(client.clone()), owned())
-        .owns(Api::<ConfigMap>::all(client.clone()), owned())
-        // The pod's readiness reaches the Agent through its StatefulSet's status.
-        .owns(Api::<StatefulSet>::all(client.clone()), owned())
+    // The pod's readiness reaches the Agent through its StatefulSet's status.
+    let agents = owning(agents, &ctx, agent::OWNS)
         // A Team's key or groups decide its agents' tokens.
-        .watches(
-            Api::<Team>::all(client.clone()),
-            watcher::Config::default(),
-            move |team| referrers(&agent_store, &team, |a: &Agent| &a.spec.team_ref.name),
-        )
+        .watches(ctx.api::<Team>(), watcher::Config::default(), move |team| {
+            referrers(&agent_store, &team, |a: &Agent| &a.spec.team_ref.name)
+        })
         .graceful_shutdown_on(stop_signal())
         .run(
             instrumented("Agent", agent::reconcile),
@@ -194,20 +201,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         )
         .for_each(|_| async {});
 
-    let gateways = Controller::new(
-        Api::<McpGateway>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Deployment>::all(client.clone()), owned())
-    .owns(Api::<Service>::all(client.clone()), owned())
-    .owns(Api::<ConfigMap>::all(client.clone()), owned())
-    .graceful_shutdown_on(stop_signal())
-    .run(
-        instrumented("McpGateway", gateway::reconcile),
-        error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
+    let gateways = Controller::new(ctx.api::<McpGateway>(), watcher::Config::default());
+    let gateways = owning(gateways, &ctx, gateway::OWNS)
+        .graceful_shutdown_on(stop_signal())
+        .run(
+            instrumented("McpGateway", gateway::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
 
     tokio::spawn(async move {
         shutdown.await;

@@ -1,5 +1,8 @@
 //! Team: mints the team's signing key into a Secret it owns (created once, never rewritten,
 //! never logged) and reports members and whether its mesh exists.
+//!
+//! `dereference` (its mesh, members, key) -> `validate` (token lifetime) -> `create_key` when
+//! missing -> `status`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +13,11 @@ use kube::ResourceExt as _;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
 use nsh_mesh_transport::token;
+use nsh_operator_api::common::CommonStatus;
 use nsh_operator_api::conditions::{self, reason};
-use nsh_operator_api::{Agent, HasConditions as _, MeshServer, Team};
+use nsh_operator_api::{Agent, HasConditions as _, MeshServer, Team, TeamStatus};
 
-use crate::apply::{self, condition, labels, owner_reference};
+use crate::apply::{self, Kind, condition, labels, owner_reference};
 use crate::{Context, Error, Result};
 
 /// Key of the signing key inside the team's Secret.
@@ -74,101 +78,138 @@ pub fn build_key_secret(team: &Team, key_text: &str) -> Secret {
     }
 }
 
+/// What a Team's controller creates (its key Secret, once) and watches.
+pub const OWNS: &[Kind] = &[Kind::Secret];
+
+/// What the Team points at and what points at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refs {
+    /// Whether its MeshServer (`spec.meshRef`) exists.
+    pub mesh_exists: bool,
+    /// Agents whose `teamRef` names it.
+    pub members: usize,
+    /// Whether its key Secret exists (it is made once, never re-applied).
+    pub key_exists: bool,
+}
+
 pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
+    let outcome = pipeline(&ctx.client, &team).await;
+    if let Some(status) = status(&team, &outcome) {
+        apply::status(&ctx.client, team.as_ref(), &status).await?;
+    }
+    outcome.map(|_| Action::requeue(Duration::from_secs(300)))
+}
+
+async fn pipeline(client: &kube::Client, team: &Team) -> Result<Refs> {
+    let refs = dereference(client, team).await?;
+    validate(team)?;
+    if !refs.key_exists {
+        create_key(client, team).await?;
+    }
+    Ok(refs)
+}
+
+async fn dereference(client: &kube::Client, team: &Team) -> Result<Refs> {
     let namespace = team.namespace().unwrap_or_default();
-    let generation = team.metadata.generation;
-    let previous = team.conditions();
-
-    if let Err(err) = validate(&team) {
-        apply::set_not_ready(
-            &ctx.client,
-            team.as_ref(),
-            reason::INVALID_SPEC,
-            err.to_string(),
-        )
-        .await?;
-        return Err(err);
-    }
-
-    // The key is created once: applying a fresh random key on every reconcile would rotate it.
-    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
-    let secret_name = key_secret_name(&team.name_any());
-    if secrets.get_opt(&secret_name).await?.is_none() {
-        let secret = build_key_secret(&team, &token::TeamKey::generate_text());
-        match secrets
-            .create(
-                &PostParams {
-                    field_manager: Some(apply::FIELD_MANAGER.into()),
-                    ..PostParams::default()
-                },
-                &secret,
-            )
-            .await
-        {
-            Ok(_) => tracing::info!(team = %team.name_any(), %namespace, "minted team signing key"),
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(err) => return Err(err.into()),
-        }
-    }
-
-    let mesh_name = &team.spec.mesh_ref.name;
-    let mesh = Api::<MeshServer>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(mesh_name)
-        .await?;
-    let members = Api::<Agent>::namespaced(ctx.client.clone(), &namespace)
+    let mesh_exists = Api::<MeshServer>::namespaced(client.clone(), &namespace)
+        .get_opt(&team.spec.mesh_ref.name)
+        .await?
+        .is_some();
+    let members = Api::<Agent>::namespaced(client.clone(), &namespace)
         .list(&ListParams::default())
         .await?
         .items
         .iter()
         .filter(|agent| agent.spec.team_ref.name == team.name_any())
         .count();
+    let key_exists = Api::<Secret>::namespaced(client.clone(), &namespace)
+        .get_opt(&key_secret_name(&team.name_any()))
+        .await?
+        .is_some();
+    Ok(Refs {
+        mesh_exists,
+        members,
+        key_exists,
+    })
+}
 
-    let resolved = condition(
-        previous,
-        conditions::REFERENCE_RESOLVED,
-        mesh.is_some(),
-        if mesh.is_some() {
-            reason::RECONCILED
-        } else {
-            reason::REFERENCE_MISSING
-        },
-        if mesh.is_some() {
-            format!("MeshServer `{mesh_name}` found")
-        } else {
+/// Creates the key Secret, once: applying a fresh random key on every reconcile would rotate it.
+async fn create_key(client: &kube::Client, team: &Team) -> Result<()> {
+    let namespace = team.namespace().unwrap_or_default();
+    let secret = build_key_secret(team, &token::TeamKey::generate_text());
+    let params = PostParams {
+        field_manager: Some(apply::FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match Api::<Secret>::namespaced(client.clone(), &namespace)
+        .create(&params, &secret)
+        .await
+    {
+        Ok(_) => tracing::info!("minted team signing key"),
+        // Another reconcile made it first: that key stays.
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(err) => return Err(err.into()),
+    }
+    Ok(())
+}
+
+/// The status for how the pipeline ended; `None` when an API call failed.
+pub fn status(team: &Team, outcome: &Result<Refs>) -> Option<TeamStatus> {
+    let generation = team.metadata.generation;
+    let previous = team.conditions();
+    let refs = match outcome {
+        Ok(refs) => refs,
+        Err(err) => {
+            return Some(TeamStatus {
+                common: CommonStatus {
+                    conditions: vec![apply::not_ready(previous, err, generation)?],
+                    observed_generation: generation,
+                },
+                ..TeamStatus::default()
+            });
+        }
+    };
+    let mesh_name = &team.spec.mesh_ref.name;
+    let namespace = team.namespace().unwrap_or_default();
+    let (reason, message) = if refs.mesh_exists {
+        (
+            reason::RECONCILED,
+            format!("MeshServer `{mesh_name}` found"),
+        )
+    } else {
+        (
+            reason::REFERENCE_MISSING,
             format!(
                 "MeshServer `{mesh_name}` does not exist in namespace `{namespace}`; create it or fix spec.meshRef.name"
-            )
+            ),
+        )
+    };
+    let secret_name = key_secret_name(&team.name_any());
+    let condition = |type_, ok, reason, message: &str| {
+        condition(previous, type_, ok, reason, message, generation)
+    };
+    Some(TeamStatus {
+        common: CommonStatus {
+            conditions: vec![
+                condition(conditions::READY, refs.mesh_exists, reason, &message),
+                condition(
+                    conditions::REFERENCE_RESOLVED,
+                    refs.mesh_exists,
+                    reason,
+                    &message,
+                ),
+                condition(
+                    conditions::CREDENTIALS_READY,
+                    true,
+                    reason::RECONCILED,
+                    &format!("signing key in Secret `{secret_name}`"),
+                ),
+            ],
+            observed_generation: generation,
         },
-        generation,
-    );
-    let credentials = condition(
-        previous,
-        conditions::CREDENTIALS_READY,
-        true,
-        reason::RECONCILED,
-        format!("signing key in Secret `{secret_name}`"),
-        generation,
-    );
-    let ready = condition(
-        previous,
-        conditions::READY,
-        mesh.is_some(),
-        if mesh.is_some() {
-            reason::RECONCILED
-        } else {
-            reason::REFERENCE_MISSING
-        },
-        resolved.message.clone(),
-        generation,
-    );
-    let status = serde_json::json!({
-        "conditions": [ready, resolved, credentials],
-        "observedGeneration": generation,
-        "members": members,
-        "keySecretName": secret_name,
-    });
-    apply::apply_status(&ctx.client, team.as_ref(), status).await?;
-    Ok(Action::requeue(Duration::from_secs(300)))
+        members: Some(i32::try_from(refs.members).unwrap_or(i32::MAX)),
+        key_secret_name: Some(secret_name),
+    })
 }
 
 #[cfg(test)]
@@ -216,5 +257,34 @@ mod tests {
             ("Team", "u1", Some(true))
         );
         assert_eq!(secret.data.unwrap()[KEY_FIELD].0, b"k3y");
+    }
+
+    #[test]
+    fn status_reports_the_mesh_members_and_an_invalid_spec() {
+        let team = team(
+            r#"{"apiVersion":"nsh.dev/v1alpha1","kind":"Team","metadata":{"name":"alpha","namespace":"ns","uid":"u1","generation":3},"spec":{"meshRef":{"name":"mesh"}}}"#,
+        );
+        let refs = Refs {
+            mesh_exists: false,
+            members: 2,
+            key_exists: true,
+        };
+        let reported = status(&team, &Ok(refs)).unwrap();
+        assert_eq!(reported.members, Some(2));
+        let ready = &reported.common.conditions[0];
+        assert_eq!(
+            (
+                ready.type_.as_str(),
+                ready.status.as_str(),
+                ready.reason.as_str()
+            ),
+            ("Ready", "False", reason::REFERENCE_MISSING)
+        );
+        assert_eq!(reported.common.observed_generation, Some(3));
+
+        let invalid = Error::invalid("spec.tokenTtl", "bad", "fix it");
+        let reported = status(&team, &Err(invalid)).unwrap();
+        assert_eq!(reported.common.conditions[0].reason, reason::INVALID_SPEC);
+        assert!(reported.key_secret_name.is_none());
     }
 }

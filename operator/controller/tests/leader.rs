@@ -21,7 +21,9 @@ struct Instance {
 
 async fn start(plane: &ControlPlane, lease_namespace: &str, identity: &str) -> Instance {
     let client = plane.client().await.unwrap();
-    let ctx = Arc::new(nsh_operator::Context::new(client.clone(), "nsh:test"));
+    let ctx = Arc::new(
+        nsh_operator::Context::new(client.clone(), "nsh:test").watching_only(lease_namespace),
+    );
     let config = LeaseConfig {
         lease_duration: Duration::from_secs(4),
         renew_every: Duration::from_millis(500),

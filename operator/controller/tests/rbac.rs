@@ -72,10 +72,9 @@ async fn the_operator_reconciles_everything_with_its_generated_role_alone() {
         "{denied}"
     );
 
-    let ctx = Arc::new(nsh_operator::Context::new(
-        operator_client.clone(),
-        "nsh:test",
-    ));
+    let ctx = Arc::new(
+        nsh_operator::Context::new(operator_client.clone(), "nsh:test").watching_only(&ns),
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run_ctx = ctx.clone();
     let config = LeaseConfig {

@@ -9,23 +9,31 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use nsh_operator_api::agent::AgentPhase;
 use nsh_operator_api::{MeshServer, Team};
 use nsh_testenv::{ControlPlane, kubelet, wait_for};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn start_operator(plane: &ControlPlane) -> tokio::sync::oneshot::Sender<()> {
+/// CRDs installed, and a namespace `prefix-…` with an operator that watches only it: tests
+/// share the apiserver but never each other's objects.
+async fn start_operator(
+    plane: &ControlPlane,
+    prefix: &str,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     plane
         .install_crds(&nsh_testenv::repo_root().join("crds"))
         .await
         .unwrap();
-    let ctx = nsh_operator::Context::new(plane.client().await.unwrap(), "nsh:test");
+    let ns = plane.namespace(prefix).await.unwrap();
+    let ctx =
+        nsh_operator::Context::new(plane.client().await.unwrap(), "nsh:test").watching_only(&ns);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(nsh_operator::run(std::sync::Arc::new(ctx), async move {
         let _ = stopped.await;
     }));
-    stop
+    (ns, stop)
 }
 
 fn object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
@@ -79,9 +87,8 @@ async fn first_pod(pods: &Api<Pod>, instance: &str) -> Pod {
 #[tokio::test]
 async fn a_team_and_its_mesh_come_up_and_go_away() {
     let plane = ControlPlane::shared().await.unwrap();
-    let _operator = start_operator(plane).await;
+    let (ns, _operator) = start_operator(plane, "op").await;
     let client = plane.client().await.unwrap();
-    let ns = plane.namespace("op").await.unwrap();
     let meshes = Api::<MeshServer>::namespaced(client.clone(), &ns);
     let teams = Api::<Team>::namespaced(client.clone(), &ns);
     let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
@@ -224,9 +231,8 @@ async fn a_team_and_its_mesh_come_up_and_go_away() {
 #[tokio::test]
 async fn a_team_waits_for_its_mesh_and_resolves_when_it_appears() {
     let plane = ControlPlane::shared().await.unwrap();
-    let _operator = start_operator(plane).await;
+    let (ns, _operator) = start_operator(plane, "op-ref").await;
     let client = plane.client().await.unwrap();
-    let ns = plane.namespace("op-ref").await.unwrap();
     let teams = Api::<Team>::namespaced(client.clone(), &ns);
     teams.create(&PostParams::default(), &object(json!({ "metadata": { "name": "early" }, "spec": { "meshRef": { "name": "later" } } }))).await.unwrap();
     let (_, reason, message) = wait_for("a ReferenceMissing condition", WAIT, || {
@@ -277,9 +283,8 @@ async fn a_team_waits_for_its_mesh_and_resolves_when_it_appears() {
 #[tokio::test]
 async fn an_unsupported_spec_gets_a_condition_and_an_event_not_a_crash_loop() {
     let plane = ControlPlane::shared().await.unwrap();
-    let _operator = start_operator(plane).await;
+    let (ns, _operator) = start_operator(plane, "op-invalid").await;
     let client = plane.client().await.unwrap();
-    let ns = plane.namespace("op-invalid").await.unwrap();
     let meshes = Api::<MeshServer>::namespaced(client.clone(), &ns);
     meshes
         .create(
@@ -349,9 +354,8 @@ where
 #[tokio::test]
 async fn scaling_a_mesh_out_brings_redis_a_pdb_and_scaling_back_removes_them() {
     let plane = ControlPlane::shared().await.unwrap();
-    let _operator = start_operator(plane).await;
+    let (ns, _operator) = start_operator(plane, "op-scale").await;
     let client = plane.client().await.unwrap();
-    let ns = plane.namespace("op-scale").await.unwrap();
     let meshes = Api::<MeshServer>::namespaced(client.clone(), &ns);
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
     let services = Api::<Service>::namespaced(client.clone(), &ns);
@@ -438,18 +442,11 @@ async fn scaling_a_mesh_out_brings_redis_a_pdb_and_scaling_back_removes_them() {
         Option::is_none,
     )
     .await;
-    // Every test here runs its own operator against the shared apiserver, so one with a view a
-    // moment old may still write the previous settings: wait for them to settle.
-    until(
-        "settings without Redis",
-        || config.get("m-config"),
-        |c| {
-            c.data
-                .as_ref()
-                .is_some_and(|d| !d.contains_key("NSH_MESH_REDIS"))
-        },
-    )
-    .await;
+    let settings = config.get("m-config").await.unwrap().data.unwrap();
+    assert!(
+        !settings.contains_key("NSH_MESH_REDIS"),
+        "settings without Redis: {settings:?}"
+    );
 }
 
 #[tokio::test]
@@ -458,9 +455,8 @@ async fn an_agent_gets_a_verifiable_mesh_token_renewed_when_its_claims_change() 
     use nsh_operator_api::Agent;
 
     let plane = ControlPlane::shared().await.unwrap();
-    let _operator = start_operator(plane).await;
+    let (ns, _operator) = start_operator(plane, "op-agent").await;
     let client = plane.client().await.unwrap();
-    let ns = plane.namespace("op-agent").await.unwrap();
     let agents = Api::<Agent>::namespaced(client.clone(), &ns);
     let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
     Api::<Team>::namespaced(client.clone(), &ns)
@@ -614,9 +610,8 @@ async fn an_agent_runs_in_one_pod_with_the_mesh_client_sidecar_and_ready_follows
     use nsh_operator_api::Agent;
 
     let plane = ControlPlane::shared().await.unwrap();
-    let _operator = start_operator(plane).await;
+    let (ns, _operator) = start_operator(plane, "op-pod").await;
     let client = plane.client().await.unwrap();
-    let ns = plane.namespace("op-pod").await.unwrap();
     let agents = Api::<Agent>::namespaced(client.clone(), &ns);
     Api::<MeshServer>::namespaced(client.clone(), &ns)
         .create(
@@ -723,8 +718,8 @@ async fn an_agent_runs_in_one_pod_with_the_mesh_client_sidecar_and_ready_follows
     let agent = until_ready(&agents, "alice").await;
     let status = agent.status.unwrap();
     assert_eq!(
-        (status.phase.as_deref(), status.pod.as_deref()),
-        (Some("Running"), Some("alice-0"))
+        (status.phase, status.pod.as_deref()),
+        (Some(AgentPhase::Running), Some("alice-0"))
     );
 
     // An unknown preset: InvalidSpec naming the entry, and the pod is left as it was.
@@ -764,9 +759,8 @@ async fn the_example_team_applied_with_kubectl_comes_up() {
     use nsh_operator_api::Agent;
 
     let plane = ControlPlane::shared().await.unwrap();
-    let _operator = start_operator(plane).await;
+    let (ns, _operator) = start_operator(plane, "op-example").await;
     let client = plane.client().await.unwrap();
-    let ns = plane.namespace("op-example").await.unwrap();
     let example = nsh_testenv::repo_root().join("e2e/examples/team.yaml");
     let output = plane
         .kubectl()

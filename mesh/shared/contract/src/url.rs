@@ -29,8 +29,14 @@ mod tests {
 
     #[test]
     fn urls_name_the_service_in_its_namespace() {
-        assert_eq!(mesh_service("mesh", "team-a", 3456), "ws://mesh.team-a.svc:3456");
-        assert_eq!(gateway_service("tools", "team-a"), "http://tools.team-a.svc:8080/mcp");
+        assert_eq!(
+            mesh_service("mesh", "team-a", 3456),
+            "ws://mesh.team-a.svc:3456"
+        );
+        assert_eq!(
+            gateway_service("tools", "team-a"),
+            "http://tools.team-a.svc:8080/mcp"
+        );
         assert_eq!(
             mcp_endpoint("127.0.0.1:8765".parse().unwrap()),
             "http://127.0.0.1:8765/mcp"

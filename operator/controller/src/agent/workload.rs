@@ -19,17 +19,21 @@ use kube::api::ObjectMeta;
 use nsh_agent_config::catalog::{self, CatalogContext};
 use nsh_agent_config::layers::{ConfigFile, Inputs};
 use nsh_agent_config::settings::{McpServer, McpSettings, MeshSettings, Settings};
+use nsh_contract::command::{AgentLaunch, MeshClient};
+use nsh_contract::env;
 use nsh_operator_api::Agent;
+use nsh_operator_api::conditions::reason;
 
-use crate::apply;
+use crate::agent::token;
+use crate::apply::{self, Desired};
 use crate::pod::{config_hash, http_probe, restricted_container, restricted_pod, template_meta};
-use crate::{Error, Result, agent};
+use crate::{Error, Result};
 
 const COMPONENT: &str = "agent";
 /// MCP of the sidecar, on loopback only: the agent container reaches it, nothing else does.
 pub const SIDECAR_MCP_PORT: u16 = 8765;
 /// The sidecar's /healthz and /readyz, on the pod IP for the kubelet's probes.
-pub const SIDECAR_ADMIN_PORT: i32 = 9465;
+pub const SIDECAR_ADMIN_PORT: u16 = 9465;
 const TOKEN_MOUNT: &str = "/var/run/nsh/mesh-token";
 const INBOX_MOUNT: &str = "/var/lib/nsh/inbox";
 /// `XDG_CONFIG_HOME` of the agent container: the launch settings are its user config file.
@@ -53,6 +57,25 @@ pub fn pod_name(agent: &str) -> String {
 pub struct Workload {
     pub config_map: ConfigMap,
     pub stateful_set: StatefulSet,
+}
+
+impl Workload {
+    /// The settings before the pod that reads them.
+    pub fn into_desired(self) -> [Desired; 2] {
+        [
+            Desired::present(self.config_map),
+            Desired::present(self.stateful_set),
+        ]
+    }
+}
+
+/// MCP of the sidecar, where the agent container reaches it.
+fn sidecar_mcp() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], SIDECAR_MCP_PORT))
+}
+
+fn token_file() -> String {
+    format!("{TOKEN_MOUNT}/{}", token::TOKEN_FIELD)
 }
 
 /// The `agent launch` settings of the agent's pod, checked by resolving them exactly as
@@ -105,10 +128,13 @@ pub fn launch_settings(
             },
             (None, None, Some(gateway)) => McpServer {
                 url: Some(gateways.get(&gateway.name).cloned().ok_or_else(|| {
-                    Error::Waiting(format!(
-                        "McpGateway `{}` (spec.mcpServers[{index}].gatewayRef) does not exist",
-                        gateway.name
-                    ))
+                    Error::waiting(
+                        reason::REFERENCE_MISSING,
+                        format!(
+                            "McpGateway `{}` (spec.mcpServers[{index}].gatewayRef) does not exist",
+                            gateway.name
+                        ),
+                    )
                 })?),
                 ..McpServer::default()
             },
@@ -126,9 +152,9 @@ pub fn launch_settings(
         profile: Some(spec.profile.clone()),
         mesh: Some(MeshSettings {
             server: Some(mesh_url.to_owned()),
-            token_file: Some(format!("{TOKEN_MOUNT}/{}", agent::TOKEN_FIELD)),
+            token_file: Some(token_file()),
             inbox_dir: Some(INBOX_MOUNT.to_owned()),
-            client_url: Some(format!("http://127.0.0.1:{SIDECAR_MCP_PORT}/mcp")),
+            client_url: Some(nsh_contract::url::mcp_endpoint(sidecar_mcp())),
             ..MeshSettings::default()
         }),
         mcp: Some(McpSettings {
@@ -198,7 +224,7 @@ pub fn build(
     let name = agent.name_any();
     let yaml = serde_saphyr::to_string(settings).expect("settings serialize as YAML");
     // The settings apply when the agent starts: a change rolls the pod.
-    let config_hash = config_hash(&yaml);
+    let config_hash = config_hash(yaml.as_bytes());
     let config_map = ConfigMap {
         metadata: meta(agent, launch_config_name(&name)),
         data: Some(BTreeMap::from([(LAUNCH_FILE.to_owned(), yaml)])),
@@ -212,29 +238,20 @@ pub fn build(
         name: "mesh-client".into(),
         image: Some(nsh_image.to_owned()),
         args: Some(
-            [
-                "mesh",
-                "client",
-                "--server",
-                mesh_url,
-                "--token-file",
-                &format!("{TOKEN_MOUNT}/{}", agent::TOKEN_FIELD),
-                "--inbox-dir",
-                INBOX_MOUNT,
-                "--listen",
-                &format!("127.0.0.1:{SIDECAR_MCP_PORT}"),
-                "--admin-listen",
-                &format!("0.0.0.0:{SIDECAR_ADMIN_PORT}"),
-                "--log-format",
-                "json",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
+            MeshClient {
+                server: mesh_url.to_owned(),
+                token_file: token_file(),
+                inbox_dir: INBOX_MOUNT.to_owned(),
+                listen: sidecar_mcp(),
+                admin_listen: std::net::SocketAddr::from(([0, 0, 0, 0], SIDECAR_ADMIN_PORT)),
+                json_logs: true,
+            }
+            .args(),
         ),
         restart_policy: Some("Always".into()),
         ports: Some(vec![ContainerPort {
             name: Some("admin".into()),
-            container_port: SIDECAR_ADMIN_PORT,
+            container_port: i32::from(SIDECAR_ADMIN_PORT),
             ..ContainerPort::default()
         }]),
         readiness_probe: Some(admin_probe("/readyz")),
@@ -246,12 +263,15 @@ pub fn build(
         security_context: Some(restricted_container()),
         ..Container::default()
     };
+    let launch = AgentLaunch {
+        project_dir: WORKSPACE.into(),
+    };
     let mut agent_env = vec![
         env("HOME", HOME),
         env("XDG_CONFIG_HOME", CONFIG_HOME),
         env("XDG_STATE_HOME", &format!("{HOME}/.local/state")),
-        env("NSH_MESH_INBOX_DIR", INBOX_MOUNT),
-        env("NSH_MESH_AGENT", &name),
+        env(env::mesh_client::INBOX_DIR, INBOX_MOUNT),
+        env(env::mesh_client::AGENT, &name),
     ];
     agent_env.extend(agent.spec.env.iter().cloned());
     let agent_container = Container {
@@ -263,13 +283,8 @@ pub fn build(
                 .clone()
                 .unwrap_or_else(|| agent_image.to_owned()),
         ),
-        command: Some(vec!["nsh".into()]),
-        args: Some(vec![
-            "agent".into(),
-            "launch".into(),
-            "--project-dir".into(),
-            WORKSPACE.into(),
-        ]),
+        command: Some(launch.command()),
+        args: Some(launch.args()),
         working_dir: Some(WORKSPACE.into()),
         env: Some(agent_env),
         resources: agent.spec.resources.clone(),
@@ -304,7 +319,7 @@ pub fn build(
                         Volume {
                             name: "mesh-token".into(),
                             secret: Some(SecretVolumeSource {
-                                secret_name: Some(agent::token_secret_name(&name)),
+                                secret_name: Some(token::token_secret_name(&name)),
                                 ..SecretVolumeSource::default()
                             }),
                             ..Volume::default()
@@ -422,7 +437,7 @@ mod tests {
 
         let err = launch_settings(&alice, MESH, &BTreeMap::new()).unwrap_err();
         assert!(
-            matches!(err, Error::Waiting(_)),
+            matches!(err, Error::Waiting { .. }),
             "a missing gateway is waited for: {err}"
         );
 

@@ -38,7 +38,7 @@ pub(crate) struct Layering {
     #[arg(long = "mcp", value_name = "PRESET")]
     presets: Vec<String>,
     /// Project folder [default: the folder of the nearest .agent.yaml, else the current one].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long = nsh_contract::command::PROJECT_DIR_FLAG, value_name = "DIR")]
     project_dir: Option<PathBuf>,
 }
 
@@ -110,7 +110,7 @@ fn load(layering: &Layering) -> anyhow::Result<Loaded> {
         Some(path) => files::load(path)?,
         None => None,
     };
-    let home = crate::mesh_client::home()?;
+    let home = crate::paths::home()?;
     let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
     let user = files::load(&files::user_file(xdg.as_deref(), &home))?;
     let command_line = Settings {
@@ -177,10 +177,7 @@ fn launch_dir(project_dir: &Path) -> anyhow::Result<PathBuf> {
     let state = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .map_or_else(
-            || crate::mesh_client::home().map(|h| h.join(".local/state")),
-            Ok,
-        )?;
+        .map_or_else(|| crate::paths::home().map(|h| h.join(".local/state")), Ok)?;
     let mut hasher = std::hash::DefaultHasher::new();
     project_dir.hash(&mut hasher);
     let name = project_dir
@@ -192,17 +189,13 @@ fn launch_dir(project_dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 fn assemble(loaded: &Loaded, extra: &[String]) -> anyhow::Result<Launch> {
-    let hook_command = format!("{} mesh hook", shell_word(&nsh_path()?));
+    let hook_command = format!("{} mesh hook", nsh_contract::quote::word(&nsh_path()?));
     Ok(launch::assemble(
         &loaded.resolved,
         &launch_dir(&loaded.project_dir)?,
         &hook_command,
         extra,
     ))
-}
-
-fn shell_word(word: &str) -> String {
-    shlex::try_quote(word).map_or_else(|_| word.to_owned(), std::borrow::Cow::into_owned)
 }
 
 fn launch_agent(args: LaunchArgs) -> anyhow::Result<()> {

@@ -13,7 +13,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 )]
 pub(crate) struct Cli {
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "NSH_LOG_FORMAT")]
+    #[arg(long = nsh_contract::command::LOG_FORMAT_FLAG, global = true, value_enum, default_value_t = LogFormat::Text, env = nsh_contract::env::LOG_FORMAT)]
     pub(crate) log_format: LogFormat,
 
     #[command(subcommand)]

@@ -3,11 +3,16 @@
 
 mod agent;
 mod cli;
+#[cfg(test)]
+mod contract_tests;
+mod keys;
 mod mcp;
 mod mcp_doctor;
 mod mesh;
 mod mesh_client;
 mod operator;
+mod paths;
+mod signal;
 mod up;
 
 use clap::FromArgMatches as _;
@@ -57,7 +62,7 @@ async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
 
 /// Logs go to stderr, always: several verbs (the MCP stdio servers) own stdout.
 fn init_tracing(format: cli::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NSH_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_env(nsh_contract::env::LOG)
         // rmcp narrates every session at info; its warnings are what a user needs.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
     let builder = tracing_subscriber::fmt()

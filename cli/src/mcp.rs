@@ -114,7 +114,7 @@ fn key_value(text: &str) -> Result<(String, String), String> {
 
 fn env() -> anyhow::Result<Env> {
     Ok(Env::current(
-        crate::mesh_client::home()?,
+        crate::paths::home()?,
         std::env::current_dir().context("cannot read the current folder")?,
     ))
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use nsh_contract::Rate;
+use nsh_contract::{Rate, env};
 use nsh_mesh_server::{HttpLimits, Limits, RateLimit, Server, ServerConfig};
 use nsh_mesh_transport::token::{self, TeamKey, TokenRequest};
 
@@ -28,21 +28,21 @@ pub(crate) enum MeshVerb {
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
     /// Address to listen on (Socket.io, /healthz, /readyz, /metrics).
-    #[arg(long, default_value = "127.0.0.1:3456", env = "NSH_MESH_LISTEN")]
+    #[arg(long, default_value = "127.0.0.1:3456", env = env::mesh_server::LISTEN)]
     listen: SocketAddr,
     /// Folder with one key file per team (file name = team name); changes apply while running.
-    #[arg(long, value_name = "DIR", env = "NSH_MESH_TEAM_KEYS_DIR")]
+    #[arg(long, value_name = "DIR", env = env::mesh_server::TEAM_KEYS_DIR)]
     team_keys_dir: PathBuf,
     /// Sustained events per agent, as COUNT/UNIT (s, m or h).
     #[arg(
         long,
         default_value = "50/s",
         value_name = "RATE",
-        env = "NSH_MESH_RATE_LIMIT"
+        env = env::mesh_server::RATE_LIMIT
     )]
     rate_limit: Rate,
     /// Events an agent may send at once above the sustained rate.
-    #[arg(long, default_value_t = 100, env = "NSH_MESH_BURST")]
+    #[arg(long, default_value_t = 100, env = env::mesh_server::BURST)]
     burst: u32,
     /// Largest message: bytes of `text` plus the JSON of `metadata`.
     #[arg(long, default_value_t = Limits::default().max_message_bytes)]
@@ -61,19 +61,19 @@ pub(crate) struct ServerArgs {
     key_reload_interval: Duration,
     /// Redis through which several replicas form one mesh (and, with --persistence, where
     /// messages are kept), e.g. redis://127.0.0.1:6379/0. Every replica must use the same one.
-    #[arg(long, value_name = "URL", env = "NSH_MESH_REDIS")]
+    #[arg(long, value_name = "URL", env = env::mesh_server::REDIS)]
     redis: Option<String>,
     /// Keep every message in Redis Streams before acking it: offline delivery, `history`.
-    #[arg(long, env = "NSH_MESH_PERSISTENCE", requires = "redis")]
+    #[arg(long, env = env::mesh_server::PERSISTENCE, requires = "redis")]
     persistence: bool,
     /// With --persistence: how long messages are kept.
-    #[arg(long, default_value = "7d", env = "NSH_MESH_RETENTION", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "7d", env = env::mesh_server::RETENTION, value_parser = humantime::parse_duration)]
     retention: Duration,
     /// With --persistence: most messages kept per inbox or conversation.
-    #[arg(long, default_value_t = 10_000, env = "NSH_MESH_MAX_LEN")]
+    #[arg(long, default_value_t = 10_000, env = env::mesh_server::MAX_LEN)]
     max_len: usize,
     /// Longest token lifetime accepted: a token whose `exp` is further ahead is refused.
-    #[arg(long, default_value = "30d", env = "NSH_MESH_MAX_TOKEN_TTL", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30d", env = env::mesh_server::MAX_TOKEN_TTL, value_parser = humantime::parse_duration)]
     max_token_ttl: Duration,
     /// Connections one agent may open, sustained, as COUNT/UNIT (reconnect churn floods the
     /// team with presence).
@@ -83,7 +83,7 @@ pub(crate) struct ServerArgs {
     #[arg(long, default_value_t = Limits::default().connect_rate.burst)]
     connect_burst: u32,
     /// Most HTTP connections open at once (WebSockets included); lowered to fit `ulimit -n`.
-    #[arg(long, default_value_t = HttpLimits::default().serve.max_connections, env = "NSH_MESH_MAX_HTTP_CONNECTIONS")]
+    #[arg(long, default_value_t = HttpLimits::default().serve.max_connections, env = env::mesh_server::MAX_HTTP_CONNECTIONS)]
     max_http_connections: usize,
     /// How long a new connection may take to send its first request head (silent and
     /// drip-fed connections are closed after it).
@@ -107,11 +107,11 @@ pub(crate) struct ServerArgs {
     #[arg(long, default_value_t = Limits::default().presence_max_team)]
     presence_max_team: usize,
     /// Refuse HTTP long-polling; WebSocket only (nsh's own clients use WebSocket).
-    #[arg(long, env = "NSH_MESH_WEBSOCKET_ONLY")]
+    #[arg(long, env = env::mesh_server::WEBSOCKET_ONLY)]
     websocket_only: bool,
     /// Also serve /healthz, /readyz and /metrics on this address, which stays answering while
     /// the main listener is at its connection cap.
-    #[arg(long, value_name = "ADDR", env = "NSH_MESH_ADMIN_LISTEN")]
+    #[arg(long, value_name = "ADDR", env = env::mesh_server::ADMIN_LISTEN)]
     admin_listen: Option<SocketAddr>,
 }
 
@@ -196,33 +196,8 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         cluster_url: args.redis,
     };
     let server = Server::bind(config).await?;
-    server.run(shutdown_signal()).await?;
+    server.run(crate::signal::shutdown_signal()).await?;
     Ok(())
-}
-
-/// SIGTERM (Kubernetes) or Ctrl-C.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::warn!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("interrupted"),
-        () = terminate => tracing::info!("SIGTERM received"),
-    }
 }
 
 fn mint_token(args: &TokenArgs) -> anyhow::Result<()> {
@@ -243,29 +218,13 @@ fn mint_token(args: &TokenArgs) -> anyhow::Result<()> {
 
 fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
     match &args.out {
-        Some(path) => write_new_key(path).with_context(|| format!("--out {}", path.display())),
+        Some(path) => {
+            crate::keys::write_new_key(path).with_context(|| format!("--out {}", path.display()))
+        }
         None => Ok(writeln!(
             std::io::stdout().lock(),
             "{}",
             TeamKey::generate_text()
         )?),
     }
-}
-
-/// Writes a new random team key to `path`, readable by the owner only; never overwrites.
-pub(crate) fn write_new_key(path: &std::path::Path) -> anyhow::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| {
-        format!(
-            "cannot create {} (it must not exist yet; keys are never overwritten)",
-            path.display()
-        )
-    })?;
-    writeln!(file, "{}", TeamKey::generate_text())?;
-    file.sync_all()?;
-    tracing::info!(path = %path.display(), "team key written");
-    Ok(())
 }

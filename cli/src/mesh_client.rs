@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
+use nsh_contract::command::mesh_client_flag as flag;
+use nsh_contract::env;
 use nsh_mesh_client::hook_install::{self, Scope};
 use nsh_mesh_client::hooks::{self, HookEvent, HookLimits};
 use nsh_mesh_client::inbox::{Inbox, InboxLimits};
@@ -15,18 +17,18 @@ use nsh_mesh_client::{ClientOptions, McpTransport, serve};
 #[derive(Debug, Args)]
 pub(crate) struct ClientArgs {
     /// The mesh server, e.g. ws://127.0.0.1:3456 or ws://mesh.team.svc:3456.
-    #[arg(long, env = "NSH_MESH_SERVER", default_value = "ws://127.0.0.1:3456")]
+    #[arg(long = flag::SERVER, env = env::mesh_client::SERVER, default_value = nsh_contract::url::DEFAULT_MESH_URL)]
     server: String,
     /// File holding the agent's JWT (re-read on every reconnect, so rotation is picked up).
     #[arg(
-        long,
+        long = flag::TOKEN_FILE,
         value_name = "FILE",
-        env = "NSH_MESH_TOKEN_FILE",
+        env = env::mesh_client::TOKEN_FILE,
         conflicts_with = "token"
     )]
     token_file: Option<PathBuf>,
     /// The agent's JWT itself.
-    #[arg(long, env = "NSH_MESH_TOKEN", hide_env_values = true)]
+    #[arg(long, env = env::mesh_client::TOKEN, hide_env_values = true)]
     token: Option<String>,
     #[command(flatten)]
     inbox: InboxDirArg,
@@ -45,10 +47,10 @@ pub(crate) struct ClientArgs {
     inbox_max_unread_bytes: u64,
     /// Serve MCP over streamable HTTP at http://ADDR/mcp (a long-running sidecar, with
     /// /healthz and /readyz) instead of stdio.
-    #[arg(long, value_name = "ADDR", env = "NSH_MESH_CLIENT_LISTEN")]
+    #[arg(long = flag::LISTEN, value_name = "ADDR", env = env::mesh_client::LISTEN)]
     listen: Option<std::net::SocketAddr>,
     /// With --listen: serve /healthz, /readyz and /metrics here instead of beside /mcp.
-    #[arg(long, value_name = "ADDR", requires = "listen")]
+    #[arg(long = flag::ADMIN_LISTEN, value_name = "ADDR", requires = "listen")]
     admin_listen: Option<std::net::SocketAddr>,
 }
 
@@ -63,7 +65,7 @@ enum Push {
 #[derive(Debug, Args)]
 struct InboxDirArg {
     /// Folder of the inbox files (`<agent>.jsonl`, `<agent>.trigger`); default ~/.claude/mesh.
-    #[arg(long, value_name = "DIR", env = "NSH_MESH_INBOX_DIR")]
+    #[arg(long = flag::INBOX_DIR, value_name = "DIR", env = env::mesh_client::INBOX_DIR)]
     inbox_dir: Option<PathBuf>,
 }
 
@@ -71,16 +73,9 @@ impl InboxDirArg {
     fn resolve(&self) -> anyhow::Result<PathBuf> {
         match &self.inbox_dir {
             Some(dir) => Ok(dir.clone()),
-            None => Ok(home()?.join(".claude/mesh")),
+            None => Ok(crate::paths::home()?.join(".claude/mesh")),
         }
     }
-}
-
-pub(crate) fn home() -> anyhow::Result<PathBuf> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-        .context("HOME is not set: pass --inbox-dir")
 }
 
 #[derive(Debug, Args)]
@@ -112,7 +107,7 @@ struct HookRunArgs {
     #[command(flatten)]
     inbox: InboxDirArg,
     /// Agent whose inbox to read; default: every inbox in the folder.
-    #[arg(long, env = "NSH_MESH_AGENT")]
+    #[arg(long, env = env::mesh_client::AGENT)]
     agent: Option<String>,
     /// Most messages one injection carries.
     #[arg(long, default_value_t = HookLimits::default().max_messages)]
@@ -174,7 +169,7 @@ pub(crate) async fn client(args: ClientArgs) -> anyhow::Result<()> {
             None => McpTransport::Stdio,
         },
     };
-    serve(options, crate::mesh::shutdown_signal()).await?;
+    serve(options, crate::signal::shutdown_signal()).await?;
     Ok(())
 }
 
@@ -216,16 +211,25 @@ fn install_hooks(args: &InstallArgs) -> anyhow::Result<()> {
         InstallScope::Project => Scope::Project,
         InstallScope::Local => Scope::Local,
     };
-    let settings = scope.settings_path(&home()?, &args.project_dir);
+    let settings = scope.settings_path(&crate::paths::home()?, &args.project_dir);
     let exe = std::env::current_exe().context("cannot find the nsh binary's path")?;
     let exe = exe.display().to_string();
     let extra = args
         .inbox_dir
         .as_ref()
-        .map(|dir| format!(" --inbox-dir {}", shell_quote(&dir.display().to_string())))
+        .map(|dir| {
+            format!(
+                " --inbox-dir {}",
+                nsh_contract::quote::word(&dir.display().to_string())
+            )
+        })
         .unwrap_or_default();
     let edit = hook_install::install(&settings, |event| {
-        format!("{} mesh hook {}{extra}", shell_quote(&exe), event.name())
+        format!(
+            "{} mesh hook {}{extra}",
+            nsh_contract::quote::word(&exe),
+            event.name()
+        )
     })?;
     let mut out = std::io::stdout().lock();
     if edit.changed {
@@ -245,9 +249,4 @@ fn install_hooks(args: &InstallArgs) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
-}
-
-/// Quotes `text` for the POSIX shell Claude Code runs hook commands in.
-fn shell_quote(text: &str) -> String {
-    shlex::try_quote(text).map_or_else(|_| text.to_owned(), std::borrow::Cow::into_owned)
 }

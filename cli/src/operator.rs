@@ -87,7 +87,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         nsh_operator::leader::LeaseConfig::default_identity(),
     );
     let ended = nsh_operator::leader::Elector::new(client, config)
-        .lead(crate::mesh::shutdown_signal(), move |mut lost| {
+        .lead(crate::signal::shutdown_signal(), move |mut lost| {
             nsh_operator::run(ctx, async move {
                 let _ = lost.wait_for(|l| *l).await;
             })

@@ -116,7 +116,7 @@ fn ensure_local_team(data_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
         .with_context(|| format!("--data-dir: cannot create {}", keys.display()))?;
     let key = keys.join(LOCAL_TEAM);
     if !key.exists() {
-        crate::mesh::write_new_key(&key)?;
+        crate::keys::write_new_key(&key)?;
         tracing::info!(path = %key.display(), "created the key of team `local`");
     }
     Ok((keys, key))
@@ -139,7 +139,7 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<()> {
         keys.display(),
         key.display(),
     )?;
-    server.run(crate::mesh::shutdown_signal()).await?;
+    server.run(crate::signal::shutdown_signal()).await?;
     Ok(())
 }
 

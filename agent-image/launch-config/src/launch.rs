@@ -28,14 +28,13 @@ pub struct Launch {
 impl Launch {
     /// The command as one shell line: `K=V … program args…`, each word quoted as needed.
     pub fn shell_line(&self) -> String {
-        let quote = |word: &str| {
-            shlex::try_quote(word).map_or_else(|_| word.to_owned(), std::borrow::Cow::into_owned)
-        };
+        use nsh_contract::quote;
         self.env
             .iter()
-            .map(|(k, v)| format!("{k}={}", quote(v)))
-            .chain(std::iter::once(quote(&self.program)))
-            .chain(self.args.iter().map(|a| quote(a)))
+            .map(|(k, v)| format!("{k}={}", quote::word(v)))
+            .chain(std::iter::once(quote::join(
+                std::iter::once(self.program.as_str()).chain(self.args.iter().map(String::as_str)),
+            )))
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -67,13 +66,7 @@ pub fn assemble(
         let inbox = mesh
             .inbox_dir
             .as_ref()
-            .map(|dir| {
-                format!(
-                    " --inbox-dir {}",
-                    shlex::try_quote(dir)
-                        .map_or_else(|_| dir.clone(), std::borrow::Cow::into_owned)
-                )
-            })
+            .map(|dir| format!(" --inbox-dir {}", nsh_contract::quote::word(dir)))
             .unwrap_or_default();
         files.push(GeneratedFile {
             contents: pretty(

@@ -138,17 +138,15 @@ objects!(
 /// One owned object as the spec wants it: there, or gone.
 #[derive(Debug, Clone)]
 pub enum Desired {
-    Present(Object),
+    /// Boxed: objects are kilobytes, an absent one is a name.
+    Present(Box<Object>),
     /// Deleted if the owner owns it (an object of that name someone else made stays).
-    Absent {
-        kind: Kind,
-        name: String,
-    },
+    Absent { kind: Kind, name: String },
 }
 
 impl Desired {
     pub fn present(object: impl Into<Object>) -> Self {
-        Self::Present(object.into())
+        Self::Present(Box::new(object.into()))
     }
 
     pub fn kind(&self) -> Kind {

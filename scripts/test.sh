@@ -5,7 +5,8 @@
 #     python-socketio in a virtualenv under the cache),
 #   - etcd, kube-apiserver, kube-controller-manager, kubectl and helm, built from their Go
 #     modules at the versions in scripts/versions.env (cached; see scripts/testbin.sh),
-# then `cargo test` over the whole workspace. Extra arguments go to `cargo test`.
+# then the layering check (scripts/check-architecture.py) and `cargo test` over the whole
+# workspace. Extra arguments go to `cargo test`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -45,6 +46,9 @@ export NSH_INTEROP_PYTHON="$venv/bin/python"
 say "building the pinned control plane and helm (cached after the first run)"
 NSH_TESTBIN_DIR="$(scripts/testbin.sh | tail -n 1)"
 export NSH_TESTBIN_DIR
+
+say "layers point one way, no module cycles"
+python3 scripts/check-architecture.py
 
 say "cargo test (target dir $CARGO_TARGET_DIR)"
 cargo test --workspace --locked "$@"

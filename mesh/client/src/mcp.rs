@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nsh_mesh_transport::wire::{
-    ErrorCode, GroupAck, GroupList, GroupRequest, HistoryRequest, PresenceList, SendAck,
+    ErrorAck, ErrorCode, GroupAck, GroupList, GroupRequest, HistoryRequest, PresenceList, SendAck,
     SendRequest, WireError, event,
 };
 use rmcp::handler::server::common::FromContextPart;
@@ -450,14 +450,10 @@ impl MeshMcp {
         if let Err(error) = request.validate() {
             return wire_failure(&error);
         }
-        // The answer is `{ ok, messages }` or the error ack `{ ok: false, error }`.
+        // The answer is `{ ok, messages }` or the error ack.
         match self.request::<Value>(event::HISTORY, &request).await {
-            Ok(answer) => match answer
-                .get("error")
-                .cloned()
-                .map(serde_json::from_value::<WireError>)
-            {
-                Some(Ok(error)) => wire_failure(&error),
+            Ok(answer) => match serde_json::from_value::<ErrorAck>(answer.clone()) {
+                Ok(refused) if !refused.ok => wire_failure(&refused.error),
                 _ => CallToolResult::structured(answer),
             },
             Err(failure) => failure,

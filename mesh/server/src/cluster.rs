@@ -42,9 +42,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Mesh;
 use crate::dedup::Seen;
-use crate::handlers::team_room;
 use crate::pubsub::ManagedDriver;
 use crate::registry::SocketEntry;
+use crate::rooms::team_room;
 
 /// The pub/sub channel of directory events (the adapter's channels are `nsh-mesh-request#…`).
 const CHANNEL: &str = "nsh-mesh#directory";
@@ -556,8 +556,7 @@ async fn deliver_here<A: Adapter>(
     let from = envelope.from.as_str();
     let outcome = match mesh.dedup.check(&team, from, &envelope.id, Instant::now()) {
         Seen::First => {
-            if crate::handlers::deliver_here(&io, &team, &to, &envelope, mesh.limits.ack_timeout)
-                .await
+            if crate::emit::deliver_here(&io, &team, &to, &envelope, mesh.limits.ack_timeout).await
             {
                 mesh.dedup.complete(&team, from, &envelope.id);
                 Outcome::Delivered
@@ -684,8 +683,7 @@ async fn announce_offline<A: Adapter>(io: &SocketIo<A>, offline: Vec<(String, St
             online: false,
             at: wire::now_rfc3339(),
         };
-        crate::handlers::broadcast(io, |io| io.to(team_room(&team)), event::PRESENCE, &change)
-            .await;
+        crate::emit::broadcast(io, |io| io.to(team_room(&team)), event::PRESENCE, &change).await;
     }
 }
 

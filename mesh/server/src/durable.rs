@@ -108,7 +108,7 @@ async fn run<A: Adapter>(
         }
         for stored in pending {
             // This replica's connections only: each replica holding one runs its own deliverer.
-            let acked = crate::handlers::deliver_here(
+            let acked = crate::emit::deliver_here(
                 &io,
                 team,
                 agent,

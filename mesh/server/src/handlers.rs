@@ -1,50 +1,28 @@
 //! Socket.io handlers: the handshake, each client event, and disconnects. Each handler parses,
-//! asks [`Registry`](crate::registry::Registry) and friends, and answers through the ack.
+//! asks [`Registry`](crate::registry::Registry), [`routing`](crate::routing) and friends, and
+//! answers through the ack.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use futures_util::StreamExt as _;
-use nsh_mesh_transport::token::{self, Claims, TokenError};
+use nsh_mesh_transport::token::{self, TokenError};
 use nsh_mesh_transport::wire::{
-    self, Envelope, ErrorCode, GroupAck, GroupList, GroupRequest, HistoryAnswer, HistoryEntry,
-    HistoryRequest, MessageKind, PresenceChange, PresenceList, SendAck, SendRequest, SendStatus,
-    Target, WireError, event,
+    self, ErrorAck, ErrorCode, GroupAck, GroupList, GroupRequest, HistoryRequest, PresenceChange,
+    PresenceList, SendRequest, SendStatus, WireError, event,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
+use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler as _;
-use socketioxide::operators::BroadcastOperators;
-use socketioxide::{BroadcastError, EmitWithAckError, SocketIo};
+use tracing::Instrument as _;
 
 use crate::Mesh;
-use crate::dedup::Seen;
+use crate::emit::broadcast;
 use crate::registry::{SocketEntry, TooManyConnections};
-
-/// Who is behind a socket, from its verified token.
-#[derive(Debug, Clone)]
-pub(crate) struct Session(pub(crate) Arc<Claims>);
-
-impl Session {
-    fn team(&self) -> &str {
-        &self.0.team
-    }
-    fn agent(&self) -> &str {
-        &self.0.sub
-    }
-}
-
-pub(crate) fn team_room(team: &str) -> String {
-    format!("team:{team}")
-}
-pub(crate) fn agent_room(team: &str, agent: &str) -> String {
-    format!("agent:{team}:{agent}")
-}
-pub(crate) fn group_room(team: &str, group: &str) -> String {
-    format!("group:{team}:{group}")
-}
+use crate::rooms::{agent_room, group_room, team_room};
+use crate::routing;
+use crate::session::Session;
 
 /// Registers the namespace with its handshake middleware. The handlers are generic over the
 /// adapter: one replica alone, or several over Redis (whose set-up the caller awaits).
@@ -52,49 +30,6 @@ pub(crate) fn register<A: Adapter + socketioxide_core::adapter::DefinedAdapter>(
     io: &SocketIo<A>,
 ) -> A::InitRes {
     io.ns("/", on_connect::<A>.with(authenticate::<A>))
-}
-
-/// Emits to the sockets `select` picks, on every replica. If the replicas' channel (Redis)
-/// fails, this replica's own sockets still get it: local traffic goes on through an outage.
-pub(crate) async fn broadcast<A: Adapter, T: serde::Serialize + ?Sized>(
-    io: &SocketIo<A>,
-    select: impl Fn(&SocketIo<A>) -> BroadcastOperators<A>,
-    event: &str,
-    data: &T,
-) {
-    match select(io).emit(event, data).await {
-        Ok(()) => {}
-        // The adapter fails before emitting locally, so nothing is sent twice.
-        Err(BroadcastError::Adapter(err)) => {
-            tracing::debug!(%err, "cross-replica broadcast failed; this replica's sockets only");
-            let _ = select(io).local().emit(event, data).await;
-        }
-        Err(err) => tracing::debug!(%err, "broadcast failed for some sockets"),
-    }
-}
-
-/// [`broadcast`] with acks: the acks of every replica's sockets, or (`true`: other replicas
-/// unreachable) of this replica's alone.
-async fn broadcast_with_ack<A: Adapter, T: serde::Serialize + ?Sized>(
-    io: &SocketIo<A>,
-    select: impl Fn(&SocketIo<A>) -> BroadcastOperators<A>,
-    timeout: std::time::Duration,
-    event: &str,
-    data: &T,
-) -> Result<(socketioxide::ack::AckStream<Value, A>, bool), EmitWithAckError> {
-    match select(io).timeout(timeout).emit_with_ack(event, data).await {
-        Ok(stream) => Ok((stream, false)),
-        Err(EmitWithAckError::Adapter(err)) => {
-            tracing::debug!(%err, "cross-replica emit failed; this replica's sockets only");
-            let stream = select(io)
-                .local()
-                .timeout(timeout)
-                .emit_with_ack(event, data)
-                .await?;
-            Ok((stream, true))
-        }
-        Err(err) => Err(err),
-    }
 }
 
 /// Why a handshake was refused; the text is what the client's `connect_error` carries.
@@ -147,7 +82,9 @@ async fn authenticate<A: Adapter>(
             rate: mesh.limits.connect_rate.per_second,
         });
     }
-    socket.extensions.insert(Session(Arc::new(claims)));
+    socket
+        .extensions
+        .insert(Session::new(claims, &socket.id.to_string()));
     Ok(())
 }
 
@@ -314,16 +251,21 @@ async fn on_unknown_event<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
-    let result: Result<(), WireError> = check_rate(&mesh, &session).and_then(|()| {
-        Err(WireError::new(
-            ErrorCode::Invalid,
-            format!(
-                "unknown event `{}`; the mesh's events are message, presence, history and group:join|leave|list|members",
-                token::shown(&name)
-            ),
-        ))
-    });
-    answer(ack, Correlation::default(), result);
+    let span = session.span.clone();
+    async move {
+        let result: Result<(), WireError> = check_rate(&mesh, &session).and_then(|()| {
+            Err(WireError::new(
+                ErrorCode::Invalid,
+                format!(
+                    "unknown event `{}`; the mesh's events are message, presence, history and group:join|leave|list|members",
+                    token::shown(&name)
+                ),
+            ))
+        });
+        answer(ack, Correlation::default(), result);
+    }
+    .instrument(span)
+    .await;
 }
 
 /// The request's `id` and `group`, kept (without cloning the payload) so an error ack can
@@ -344,17 +286,9 @@ impl Correlation {
     }
 }
 
-/// The error ack every event uses: `{ ok: false, error }`, plus the request's `id` or `group`
-/// so the client can match it.
-fn error_ack(correlation: Correlation, error: WireError) -> Value {
-    let mut ack = json!({ "ok": false, "error": error });
-    if let Some(id) = correlation.id {
-        ack["id"] = id.into();
-    }
-    if let Some(group) = correlation.group {
-        ack["group"] = group.into();
-    }
-    ack
+/// The error ack every event uses, matched to its request.
+fn error_ack(correlation: Correlation, error: WireError) -> ErrorAck {
+    ErrorAck::new(error, correlation.id, correlation.group)
 }
 
 fn reply<A: Adapter>(ack: AckSender<A>, value: &impl serde::Serialize) {
@@ -389,420 +323,34 @@ async fn on_message<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
-    let started = Instant::now();
-    let correlation = Correlation::of(&data);
-    let result = send(&io, &mesh, &session, data, started).await;
-    let outcome = match &result {
-        Ok(ack) => match ack.status {
-            Some(SendStatus::Duplicate) => "duplicate",
-            _ => "delivered",
-        },
-        Err(error) => error.code.as_str(),
-    };
-    mesh.metrics.message(outcome);
-    mesh.metrics
-        .send_seconds
-        .observe(started.elapsed().as_secs_f64());
-    if let Err(error) = &result {
-        tracing::debug!(team = session.team(), from = session.agent(), code = error.code.as_str(), %error.message, "message refused");
-    }
-    answer(ack, correlation, result);
-}
-
-async fn send<A: Adapter>(
-    io: &SocketIo<A>,
-    mesh: &Arc<Mesh>,
-    session: &Session,
-    data: Result<Value, socketioxide::ParserError>,
-    now: Instant,
-) -> Result<SendAck, WireError> {
-    check_rate(mesh, session)?;
-    let request: SendRequest = wire::parse(payload(data)?)?;
-    // What the recipient gets: the text and the metadata. Serializing only the metadata (rarely
-    // present) keeps the common path free of a second pass over the payload.
-    let size = request.text.len()
-        + request
-            .metadata
-            .as_ref()
-            .map_or(0, |m| serde_json::to_vec(m).map_or(usize::MAX, |b| b.len()));
-    if size > mesh.limits.max_message_bytes {
-        return Err(WireError::new(
-            ErrorCode::TooLarge,
-            format!(
-                "text and metadata are {size} bytes; the limit is {} (send a reference, not the content)",
-                mesh.limits.max_message_bytes
-            ),
-        ));
-    }
-    let target = request.validate()?;
-    let (team, from) = (session.team(), session.agent());
-    if let Target::Group(group) = &target
-        && !mesh.registry.is_member(team, from, group)
-    {
-        return Err(WireError::new(
-            ErrorCode::Forbidden,
-            format!("join group `{group}` before sending to it"),
-        ));
-    }
-    match mesh.dedup.check(team, from, &request.id, now) {
-        Seen::First => {}
-        Seen::Done => return Ok(SendAck::duplicate(request.id)),
-        Seen::InFlight => return Err(in_flight()),
-    }
-    let envelope_id = request.id.clone();
-    let envelope = Envelope {
-        id: request.id.clone(),
-        kind: if matches!(target, Target::Group(_)) {
-            MessageKind::Group
-        } else {
-            MessageKind::Direct
-        },
-        from: from.to_owned(),
-        to: request.to,
-        group: request.group,
-        text: request.text,
-        metadata: request.metadata,
-        timestamp: wire::now_rfc3339(),
-        ttl: request.ttl,
-    };
-    let recorded = AtomicBool::new(false);
-    let result = match &mesh.store {
-        Some(store) => {
-            deliver_stored(io, mesh, store, team, from, &target, &envelope, &recorded).await
+    let span = session.span.clone();
+    async move {
+        let started = Instant::now();
+        let correlation = Correlation::of(&data);
+        let result = async {
+            check_rate(&mesh, &session)?;
+            let request: SendRequest = wire::parse(payload(data)?)?;
+            routing::send(&io, &mesh, &session, request, started).await
         }
-        None => {
-            let dedup = CrossReplicaDedup::Pending(&recorded);
-            deliver(io, mesh, team, from, &target, &envelope, dedup).await
-        }
-    };
-    let recorded = recorded.load(Ordering::Relaxed);
-    match &result {
-        Err(_) => {
-            // Not delivered: a retry with the same id must be tried again, not called a
-            // duplicate.
-            mesh.dedup.forget(team, from, &request.id);
-            if let (Some(cluster), true) = (&mesh.cluster, recorded) {
-                cluster.forget(team, from, &envelope_id).await;
-            }
-        }
-        Ok(_) => {
-            // Stored or delivered: only now is a resend a duplicate.
-            mesh.dedup.complete(team, from, &request.id);
-            if let (Some(cluster), true) = (&mesh.cluster, recorded) {
-                cluster.complete(team, from, &envelope_id).await;
-            }
-        }
-    }
-    result
-}
-
-/// The answer to a resend that arrives while the first send of its id is still in progress.
-fn in_flight() -> WireError {
-    WireError::new(
-        ErrorCode::Unavailable,
-        "a send with this id is still in progress; retry with the same id in a moment",
-    )
-}
-
-/// Whether the message id is already recorded in the replicas' shared dedup (Redis). Each send
-/// records it once: recording it a second time would find the first record and call the
-/// message a duplicate of itself.
-#[derive(Debug, Clone, Copy)]
-enum CrossReplicaDedup<'a> {
-    /// Not recorded yet: record it if the message may reach another replica, and say so here
-    /// (the caller then completes or forgets the record).
-    Pending(&'a AtomicBool),
-    /// Recorded by the caller (the stored-delivery path records every message).
-    Recorded,
-}
-
-/// Emits the envelope to its recipients and waits for their clients' acks.
-async fn deliver<A: Adapter>(
-    io: &SocketIo<A>,
-    mesh: &Mesh,
-    team: &str,
-    from: &str,
-    target: &Target,
-    envelope: &Envelope,
-    dedup: CrossReplicaDedup<'_>,
-) -> Result<SendAck, WireError> {
-    let offline = |message: String| WireError::new(ErrorCode::RecipientOffline, message);
-    match target {
-        Target::Agent(to) => {
-            if !mesh.registry.is_online(team, to) && !connected_anywhere(io, mesh, team, to).await {
-                return Err(offline(format!("agent `{to}` is not connected")));
-            }
-        }
-        Target::Group(group) => {
-            if mesh.registry.members(team, group).iter().all(|m| m == from) {
-                return Err(offline(format!(
-                    "no other member of `{group}` is connected"
-                )));
-            }
-        }
-    }
-    // Several replicas: a direct message goes straight to the one replica holding its
-    // recipient (whose own dedup window catches a retry through any replica), or stays here.
-    let mut here_only = mesh.cluster.is_none();
-    if let (Some(cluster), Target::Agent(to)) = (&mesh.cluster, target) {
-        match mesh.registry.holders(team, to).as_slice() {
-            [node] if *node == mesh.node => here_only = true,
-            [node] => return deliver_on_replica(mesh, cluster, node, team, to, envelope).await,
-            _ => {}
-        }
-    }
-    // Otherwise every replica may hold a recipient: a retry through another replica is caught
-    // by the ids recorded in Redis.
-    if let (false, CrossReplicaDedup::Pending(recorded)) = (here_only, dedup)
-        && let Some(duplicate) = record_in_cluster(mesh, team, from, &envelope.id, recorded).await?
-    {
-        return Ok(duplicate);
-    }
-    let select = |io: &SocketIo<A>| {
-        let operators = match target {
-            Target::Agent(to) => io.to(agent_room(team, to)),
-            Target::Group(group) => io
-                .to(group_room(team, group))
-                .except(agent_room(team, from)),
-        };
-        if here_only {
-            operators.local()
-        } else {
-            operators
-        }
-    };
-    let (acks, local_only) = broadcast_with_ack(
-        io,
-        select,
-        mesh.limits.ack_timeout,
-        event::MESSAGE,
-        envelope,
-    )
-    .await
-    .map_err(|e| offline(format!("could not emit: {e}")))?;
-    let acked: Vec<String> = acks
-        .filter_map(|(sid, result)| async move { result.ok().map(|_| sid.to_string()) })
-        .collect()
         .await;
-    // Who acked, by name (a connection the directory does not know yet is not named).
-    let mut delivered_to: Vec<String> = acked
-        .iter()
-        .filter_map(|sid| mesh.registry.agent_of(team, sid))
-        .collect();
-    delivered_to.sort();
-    delivered_to.dedup();
-    if acked.is_empty() {
-        let who = match target {
-            Target::Agent(to) => format!("agent `{to}`"),
-            Target::Group(group) => format!("members of `{group}`"),
+        let outcome = match &result {
+            Ok(ack) => match ack.status {
+                Some(SendStatus::Duplicate) => "duplicate",
+                _ => "delivered",
+            },
+            Err(error) => error.code.as_str(),
         };
-        if local_only {
-            return Err(WireError::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "{who} may be on another replica, and the replicas cannot reach each other (Redis is unavailable); retry with the same id"
-                ),
-            ));
+        mesh.metrics.message(outcome);
+        mesh.metrics
+            .send_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(error) = &result {
+            tracing::debug!(team = session.team(), from = session.agent(), code = error.code.as_str(), %error.message, "message refused");
         }
-        return Err(offline(format!(
-            "{who} did not acknowledge within {:?}",
-            mesh.limits.ack_timeout
-        )));
+        answer(ack, correlation, result);
     }
-    Ok(SendAck::delivered(
-        envelope.id.clone(),
-        matches!(target, Target::Group(_)).then_some(delivered_to),
-    ))
-}
-
-/// Emits `envelope` to this replica's connections of `agent`; whether one acked in `timeout`.
-pub(crate) async fn deliver_here<A: Adapter>(
-    io: &SocketIo<A>,
-    team: &str,
-    agent: &str,
-    envelope: &Envelope,
-    timeout: std::time::Duration,
-) -> bool {
-    let acks = io
-        .local()
-        .to(agent_room(team, agent))
-        .timeout(timeout)
-        .emit_with_ack::<_, Value>(event::MESSAGE, envelope)
-        .await;
-    match acks {
-        Ok(stream) => {
-            stream
-                .filter(|(_, r)| futures_util::future::ready(r.is_ok()))
-                .count()
-                .await
-                > 0
-        }
-        Err(_) => false,
-    }
-}
-
-/// With several replicas the directory may lag a connection made a moment ago on another
-/// replica: before calling an agent the directory does not know offline, ask every replica.
-async fn connected_anywhere<A: Adapter>(
-    io: &SocketIo<A>,
-    mesh: &Mesh,
-    team: &str,
-    agent: &str,
-) -> bool {
-    mesh.cluster.is_some()
-        && io
-            .to(agent_room(team, agent))
-            .fetch_sockets()
-            .await
-            .is_ok_and(|sockets| !sockets.is_empty())
-}
-
-/// Records this message id in the replicas' shared dedup (nothing to do with one replica:
-/// the local window decided). `Ok(None)`: go on and send; `Ok(Some(ack))`: an earlier send
-/// succeeded, answer `duplicate`; `Err`: an earlier send is still in flight. `recorded` says
-/// whether the record is this send's own, to complete or forget when it ends.
-async fn record_in_cluster(
-    mesh: &Mesh,
-    team: &str,
-    from: &str,
-    id: &str,
-    recorded: &AtomicBool,
-) -> Result<Option<SendAck>, WireError> {
-    let Some(cluster) = &mesh.cluster else {
-        return Ok(None);
-    };
-    match cluster
-        .check(team, from, id, mesh.limits.dedup_window)
-        .await
-    {
-        Seen::First => {
-            recorded.store(true, Ordering::Relaxed);
-            Ok(None)
-        }
-        Seen::Done => Ok(Some(SendAck::duplicate(id.to_owned()))),
-        // Not ours to complete or forget: the record belongs to the send in flight.
-        Seen::InFlight => Err(in_flight()),
-    }
-}
-
-/// Hands a direct message to the replica holding its recipient and waits for its answer.
-async fn deliver_on_replica(
-    mesh: &Mesh,
-    cluster: &Arc<crate::cluster::Cluster>,
-    node: &str,
-    team: &str,
-    to: &str,
-    envelope: &Envelope,
-) -> Result<SendAck, WireError> {
-    use crate::cluster::Outcome;
-    let timeout = mesh.limits.ack_timeout;
-    match cluster.deliver_on(node, team, to, envelope, timeout).await {
-        Outcome::Delivered => Ok(SendAck::delivered(envelope.id.clone(), None)),
-        Outcome::Duplicate => Ok(SendAck::duplicate(envelope.id.clone())),
-        Outcome::InFlight => Err(in_flight()),
-        Outcome::NotDelivered => Err(WireError::new(
-            ErrorCode::RecipientOffline,
-            format!("agent `{to}` did not acknowledge within {timeout:?}"),
-        )),
-        Outcome::Unreachable => Err(WireError::new(
-            ErrorCode::Unavailable,
-            format!(
-                "agent `{to}` is on another replica, and the replicas cannot reach each other (Redis is unavailable); retry with the same id"
-            ),
-        )),
-    }
-}
-
-/// Persistence on: keep the message, then deliver it. A direct message goes through the
-/// recipient's deliverer (in order after anything stored before it) and is `delivered` once
-/// acked, `stored` when the recipient is away; a group message is kept for `history` and
-/// delivered live. With the store down, live delivery still works; what cannot be kept or
-/// delivered is `unavailable`.
-// One send's whole context; a struct for it would only be unpacked again here.
-#[allow(clippy::too_many_arguments)]
-async fn deliver_stored<A: Adapter>(
-    io: &SocketIo<A>,
-    mesh: &Arc<Mesh>,
-    store: &crate::store::Store,
-    team: &str,
-    from: &str,
-    target: &Target,
-    envelope: &Envelope,
-    recorded: &AtomicBool,
-) -> Result<SendAck, WireError> {
-    let unavailable = |err: &crate::store::StoreError, live: &WireError| {
-        WireError::new(
-            ErrorCode::Unavailable,
-            format!(
-                "{err}, and live delivery failed ({}); retry with the same id",
-                live.message
-            ),
-        )
-    };
-    // Stored mail may be delivered by any replica: a retry through another one is caught by
-    // the ids recorded in Redis.
-    if let Some(duplicate) = record_in_cluster(mesh, team, from, &envelope.id, recorded).await? {
-        return Ok(duplicate);
-    }
-    // Live delivery, after the store kept the message or when it could not.
-    let deliver_live = || {
-        deliver(
-            io,
-            mesh,
-            team,
-            from,
-            target,
-            envelope,
-            CrossReplicaDedup::Recorded,
-        )
-    };
-    match target {
-        Target::Agent(to) => match store.append_direct(team, to, envelope).await {
-            Ok(entry) => {
-                if !mesh.registry.is_online(team, to) {
-                    return Ok(stored(envelope));
-                }
-                let timeout = mesh.limits.ack_timeout;
-                // The recipient's deliverer runs where its connection is: here, or on another
-                // replica, which is woken and reports the ack back.
-                let delivered = if mesh.registry.has_connection_on(team, to, &mesh.node) {
-                    let acked = mesh.deliverers.wake(io, mesh, store, team, to);
-                    crate::durable::Deliverers::acked(acked, &entry, timeout).await
-                } else if let Some(cluster) = &mesh.cluster {
-                    let acked = cluster.watch_delivered(team, to);
-                    cluster.wake(team, to);
-                    let delivered = crate::durable::Deliverers::acked(acked, &entry, timeout).await;
-                    cluster.unwatch_delivered(team, to);
-                    delivered
-                } else {
-                    false
-                };
-                Ok(if delivered {
-                    SendAck::delivered(envelope.id.clone(), None)
-                } else {
-                    stored(envelope)
-                })
-            }
-            Err(err) => deliver_live()
-                .await
-                .map_err(|live| unavailable(&err, &live)),
-        },
-        Target::Group(group) => {
-            let kept = store.append_group(team, group, envelope).await;
-            match (deliver_live().await, kept) {
-                (Ok(ack), _) => Ok(ack),
-                (Err(_), Ok(_)) => Ok(stored(envelope)),
-                (Err(live), Err(err)) => Err(unavailable(&err, &live)),
-            }
-        }
-    }
-}
-
-fn stored(envelope: &Envelope) -> SendAck {
-    SendAck {
-        status: Some(SendStatus::Stored),
-        ..SendAck::delivered(envelope.id.clone(), None)
-    }
+    .instrument(span)
+    .await;
 }
 
 async fn on_history<A: Adapter>(
@@ -811,57 +359,19 @@ async fn on_history<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
-    let correlation = Correlation::of(&data);
-    let result = history(&mesh, &session, data).await;
-    answer(ack, correlation, result);
-}
-
-async fn history(
-    mesh: &Mesh,
-    session: &Session,
-    data: Result<Value, socketioxide::ParserError>,
-) -> Result<HistoryAnswer, WireError> {
-    check_rate(mesh, session)?;
-    let request: HistoryRequest = wire::parse(payload(data)?)?;
-    let (target, limit) = request.validate()?;
-    let Some(store) = &mesh.store else {
-        return Err(WireError::new(
-            ErrorCode::Unavailable,
-            "this mesh keeps no history: it runs without persistence (--redis and --persistence)",
-        ));
-    };
-    let conversation = match target {
-        // Only what the caller may see: a group its token allows, its own conversations.
-        Target::Group(group) => {
-            if !session.0.may_join(&group) {
-                return Err(WireError::new(
-                    ErrorCode::Forbidden,
-                    format!("this agent's token does not allow group `{group}`"),
-                ));
-            }
-            crate::store::Conversation::Group(group)
+    let span = session.span.clone();
+    async move {
+        let correlation = Correlation::of(&data);
+        let result = async {
+            check_rate(&mesh, &session)?;
+            let request: HistoryRequest = wire::parse(payload(data)?)?;
+            routing::history(&mesh, &session, request).await
         }
-        Target::Agent(with) => crate::store::Conversation::Direct(session.agent().to_owned(), with),
-    };
-    let messages = store
-        .history(
-            session.team(),
-            &conversation,
-            limit,
-            request.before.as_deref(),
-        )
-        .await
-        .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))?;
-    Ok(HistoryAnswer {
-        ok: true,
-        messages: messages
-            .into_iter()
-            .map(|m| HistoryEntry {
-                envelope: m.envelope,
-                seq: m.entry,
-            })
-            .collect(),
-    })
+        .await;
+        answer(ack, correlation, result);
+    }
+    .instrument(span)
+    .await;
 }
 
 /// Answers a request: the value, or the error ack naming the request.
@@ -881,10 +391,15 @@ async fn on_presence<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
-    let result = check_rate(&mesh, &session).map(|()| PresenceList {
-        agents: mesh.registry.presence(session.team()),
-    });
-    answer(ack, Correlation::default(), result);
+    let span = session.span.clone();
+    async move {
+        let result = check_rate(&mesh, &session).map(|()| PresenceList {
+            agents: mesh.registry.presence(session.team()),
+        });
+        answer(ack, Correlation::default(), result);
+    }
+    .instrument(span)
+    .await;
 }
 
 /// Parses a `{ group }` request and checks the name.
@@ -903,33 +418,38 @@ async fn on_group_join<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
-    let correlation = Correlation::of(&data);
-    let result = async {
-        check_rate(&mesh, &session)?;
-        let group = group_request(data)?;
-        if !session.0.may_join(&group) {
-            return Err(WireError::new(
-                ErrorCode::Forbidden,
-                format!("this agent's token does not allow group `{group}`; ask for a token whose `groups` claim lists it"),
-            ));
+    let span = session.span.clone();
+    async move {
+        let correlation = Correlation::of(&data);
+        let result = async {
+            check_rate(&mesh, &session)?;
+            let group = group_request(data)?;
+            if !session.claims.may_join(&group) {
+                return Err(WireError::new(
+                    ErrorCode::Forbidden,
+                    format!("this agent's token does not allow group `{group}`; ask for a token whose `groups` claim lists it"),
+                ));
+            }
+            let (team, agent) = (session.team(), session.agent());
+            let members = mesh
+                .registry
+                .join(team, agent, &group, mesh.limits.max_groups_per_agent)
+                .map_err(|e| WireError::new(ErrorCode::Forbidden, e.to_string()))?;
+            if let Some(cluster) = &mesh.cluster {
+                cluster.joined(team, agent, &group);
+            }
+            // Every connection of the agent joins, on every replica, not only this one.
+            let room = group_room(team, &group);
+            if io.to(agent_room(team, agent)).join(room.clone()).await.is_err() {
+                let _ = io.to(agent_room(team, agent)).local().join(room).await;
+            }
+            Ok(GroupAck::members(group, members))
         }
-        let (team, agent) = (session.team(), session.agent());
-        let members = mesh
-            .registry
-            .join(team, agent, &group, mesh.limits.max_groups_per_agent)
-            .map_err(|e| WireError::new(ErrorCode::Forbidden, e.to_string()))?;
-        if let Some(cluster) = &mesh.cluster {
-            cluster.joined(team, agent, &group);
-        }
-        // Every connection of the agent joins, on every replica, not only this one.
-        let room = group_room(team, &group);
-        if io.to(agent_room(team, agent)).join(room.clone()).await.is_err() {
-            let _ = io.to(agent_room(team, agent)).local().join(room).await;
-        }
-        Ok(GroupAck::members(group, members))
+        .await;
+        answer(ack, correlation, result);
     }
+    .instrument(span)
     .await;
-    answer(ack, correlation, result);
 }
 
 async fn on_group_leave<A: Adapter>(
@@ -939,28 +459,33 @@ async fn on_group_leave<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
-    let correlation = Correlation::of(&data);
-    let result = async {
-        check_rate(&mesh, &session)?;
-        let group = group_request(data)?;
-        let (team, agent) = (session.team(), session.agent());
-        let members = mesh.registry.leave(team, agent, &group);
-        if let Some(cluster) = &mesh.cluster {
-            cluster.left(team, agent, &group);
+    let span = session.span.clone();
+    async move {
+        let correlation = Correlation::of(&data);
+        let result = async {
+            check_rate(&mesh, &session)?;
+            let group = group_request(data)?;
+            let (team, agent) = (session.team(), session.agent());
+            let members = mesh.registry.leave(team, agent, &group);
+            if let Some(cluster) = &mesh.cluster {
+                cluster.left(team, agent, &group);
+            }
+            let room = group_room(team, &group);
+            if io
+                .to(agent_room(team, agent))
+                .leave(room.clone())
+                .await
+                .is_err()
+            {
+                let _ = io.to(agent_room(team, agent)).local().leave(room).await;
+            }
+            Ok(GroupAck::members(group, members))
         }
-        let room = group_room(team, &group);
-        if io
-            .to(agent_room(team, agent))
-            .leave(room.clone())
-            .await
-            .is_err()
-        {
-            let _ = io.to(agent_room(team, agent)).local().leave(room).await;
-        }
-        Ok(GroupAck::members(group, members))
+        .await;
+        answer(ack, correlation, result);
     }
+    .instrument(span)
     .await;
-    answer(ack, correlation, result);
 }
 
 async fn on_group_list<A: Adapter>(
@@ -968,10 +493,15 @@ async fn on_group_list<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
-    let result = check_rate(&mesh, &session).map(|()| GroupList {
-        groups: mesh.registry.groups(session.team()),
-    });
-    answer(ack, Correlation::default(), result);
+    let span = session.span.clone();
+    async move {
+        let result = check_rate(&mesh, &session).map(|()| GroupList {
+            groups: mesh.registry.groups(session.team()),
+        });
+        answer(ack, Correlation::default(), result);
+    }
+    .instrument(span)
+    .await;
 }
 
 async fn on_group_members<A: Adapter>(
@@ -980,12 +510,17 @@ async fn on_group_members<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
-    let correlation = Correlation::of(&data);
-    let result = check_rate(&mesh, &session)
-        .and_then(|()| group_request(data))
-        .map(|group| {
-            let members = mesh.registry.members(session.team(), &group);
-            GroupAck::members(group, members)
-        });
-    answer(ack, correlation, result);
+    let span = session.span.clone();
+    async move {
+        let correlation = Correlation::of(&data);
+        let result = check_rate(&mesh, &session)
+            .and_then(|()| group_request(data))
+            .map(|group| {
+                let members = mesh.registry.members(session.team(), &group);
+                GroupAck::members(group, members)
+            });
+        answer(ack, correlation, result);
+    }
+    .instrument(span)
+    .await;
 }

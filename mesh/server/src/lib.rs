@@ -4,7 +4,10 @@
 //! `docs/mesh-protocol.md`. Layers: [`config`] and [`keys`] (input), [`registry`] and [`dedup`]
 //! (pure state), [`store`] (Redis Streams, when persistence is on) and `durable` (in-order
 //! delivery of stored messages), `cluster` and `pubsub` (several replicas over Redis),
-//! `handlers` (Socket.io events), `app` (HTTP, admin endpoints, shutdown).
+//! `rooms`, `session` and `emit` (what all of those use to reach sockets), `routing` (where a
+//! message goes), `handlers` (thin Socket.io event handlers), `app` (HTTP, admin endpoints,
+//! shutdown). Dependencies point down this list; `scripts/check-architecture.py` holds
+//! every crate to no module cycles.
 #![forbid(unsafe_code)]
 
 mod app;
@@ -12,6 +15,7 @@ mod cluster;
 pub mod config;
 pub mod dedup;
 mod durable;
+mod emit;
 mod gate;
 mod handlers;
 pub mod keys;
@@ -20,6 +24,9 @@ mod presence;
 mod pubsub;
 pub mod registry;
 mod revocation;
+mod rooms;
+mod routing;
+mod session;
 pub mod store;
 
 use std::sync::Arc;

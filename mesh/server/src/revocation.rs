@@ -7,13 +7,16 @@ use nsh_mesh_transport::token::LEEWAY;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 
-use crate::handlers::Session;
+use crate::session::Session;
 
 /// Why a live socket lost its right to stay.
 fn revoked(session: &Session, rekeyed_teams: &[String], now_unix: u64) -> Option<&'static str> {
-    if rekeyed_teams.iter().any(|team| *team == session.0.team) {
+    if rekeyed_teams
+        .iter()
+        .any(|team| *team == session.claims.team)
+    {
         Some("team key changed or removed")
-    } else if session.0.exp.saturating_add(LEEWAY.as_secs()) < now_unix {
+    } else if session.claims.exp.saturating_add(LEEWAY.as_secs()) < now_unix {
         Some("token expired")
     } else {
         None
@@ -32,7 +35,7 @@ pub(crate) fn disconnect_revoked<A: Adapter>(
             continue;
         };
         if let Some(why) = revoked(&session, rekeyed_teams, now_unix) {
-            tracing::info!(sid = %socket.id, team = %session.0.team, agent = %session.0.sub, why, "disconnecting: token no longer valid");
+            tracing::info!(sid = %socket.id, team = %session.claims.team, agent = %session.claims.sub, why, "disconnecting: token no longer valid");
             let _ = socket.disconnect();
             count += 1;
         }
@@ -42,23 +45,24 @@ pub(crate) fn disconnect_revoked<A: Adapter>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use nsh_mesh_transport::token::{Audience, Claims};
 
     use super::*;
 
     fn session(team: &str, exp: u64) -> Session {
-        Session(Arc::new(Claims {
-            sub: "a".into(),
-            team: team.into(),
-            groups: vec![],
-            iss: "nsh-mesh".into(),
-            aud: Audience::from("nsh-mesh"),
-            iat: 0,
-            exp,
-            jti: "j".into(),
-        }))
+        Session::new(
+            Claims {
+                sub: "a".into(),
+                team: team.into(),
+                groups: vec![],
+                iss: "nsh-mesh".into(),
+                aud: Audience::from("nsh-mesh"),
+                iat: 0,
+                exp,
+                jti: "j".into(),
+            },
+            "sid",
+        )
     }
 
     #[test]

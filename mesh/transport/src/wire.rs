@@ -26,7 +26,6 @@ pub const MAX_ID_LEN: usize = 128;
 pub enum MessageKind {
     Direct,
     Group,
-    System,
 }
 
 /// A message as the mesh delivers it. `from` and `timestamp` are set by the server.
@@ -171,16 +170,28 @@ impl SendAck {
             error: Some(error),
         }
     }
+}
 
-    /// The outcome as a `Result`, for callers that treat refusals as errors.
-    pub fn into_result(self) -> Result<SendStatus, WireError> {
-        match (self.ok, self.status, self.error) {
-            (true, Some(status), _) => Ok(status),
-            (_, _, Some(error)) => Err(error),
-            _ => Err(WireError::new(
-                ErrorCode::Invalid,
-                "ack carried neither status nor error",
-            )),
+/// The one shape of a refusal, for every event: `{ ok: false, error }`, plus the request's
+/// `id` or `group` (when it had one) so the client can match it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorAck {
+    /// Always `false`.
+    pub ok: bool,
+    pub error: WireError,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl ErrorAck {
+    pub fn new(error: WireError, id: Option<String>, group: Option<String>) -> Self {
+        Self {
+            ok: false,
+            error,
+            id,
+            group,
         }
     }
 }

@@ -1,0 +1,80 @@
+//! Emitting to sockets: to every replica's (falling back to this replica's own when the
+//! replicas' channel is down), and to this replica's connections of one agent with an ack.
+
+use futures_util::StreamExt as _;
+use nsh_mesh_transport::wire::{Envelope, event};
+use serde_json::Value;
+use socketioxide::adapter::Adapter;
+use socketioxide::operators::BroadcastOperators;
+use socketioxide::{BroadcastError, EmitWithAckError, SocketIo};
+
+use crate::rooms::agent_room;
+
+/// Emits to the sockets `select` picks, on every replica. If the replicas' channel (Redis)
+/// fails, this replica's own sockets still get it: local traffic goes on through an outage.
+pub(crate) async fn broadcast<A: Adapter, T: serde::Serialize + ?Sized>(
+    io: &SocketIo<A>,
+    select: impl Fn(&SocketIo<A>) -> BroadcastOperators<A>,
+    event: &str,
+    data: &T,
+) {
+    match select(io).emit(event, data).await {
+        Ok(()) => {}
+        // The adapter fails before emitting locally, so nothing is sent twice.
+        Err(BroadcastError::Adapter(err)) => {
+            tracing::debug!(%err, "cross-replica broadcast failed; this replica's sockets only");
+            let _ = select(io).local().emit(event, data).await;
+        }
+        Err(err) => tracing::debug!(%err, "broadcast failed for some sockets"),
+    }
+}
+
+/// [`broadcast`] with acks: the acks of every replica's sockets, or (`true`: other replicas
+/// unreachable) of this replica's alone.
+pub(crate) async fn broadcast_with_ack<A: Adapter, T: serde::Serialize + ?Sized>(
+    io: &SocketIo<A>,
+    select: impl Fn(&SocketIo<A>) -> BroadcastOperators<A>,
+    timeout: std::time::Duration,
+    event: &str,
+    data: &T,
+) -> Result<(socketioxide::ack::AckStream<Value, A>, bool), EmitWithAckError> {
+    match select(io).timeout(timeout).emit_with_ack(event, data).await {
+        Ok(stream) => Ok((stream, false)),
+        Err(EmitWithAckError::Adapter(err)) => {
+            tracing::debug!(%err, "cross-replica emit failed; this replica's sockets only");
+            let stream = select(io)
+                .local()
+                .timeout(timeout)
+                .emit_with_ack(event, data)
+                .await?;
+            Ok((stream, true))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Emits `envelope` to this replica's connections of `agent`; whether one acked in `timeout`.
+pub(crate) async fn deliver_here<A: Adapter>(
+    io: &SocketIo<A>,
+    team: &str,
+    agent: &str,
+    envelope: &Envelope,
+    timeout: std::time::Duration,
+) -> bool {
+    let acks = io
+        .local()
+        .to(agent_room(team, agent))
+        .timeout(timeout)
+        .emit_with_ack::<_, Value>(event::MESSAGE, envelope)
+        .await;
+    match acks {
+        Ok(stream) => {
+            stream
+                .filter(|(_, r)| futures_util::future::ready(r.is_ok()))
+                .count()
+                .await
+                > 0
+        }
+        Err(_) => false,
+    }
+}

@@ -60,11 +60,8 @@ where
         let client = client_config()
             .serve(transport)
             .await
-            .map_err(|e| Failure::Protocol(e.to_string()))?;
-        let tools = client
-            .list_all_tools()
-            .await
-            .map_err(|e| Failure::Protocol(format!("tools/list failed: {e}")))?;
+            .map_err(|e| Failure::Initialize(Box::new(e)))?;
+        let tools = client.list_all_tools().await.map_err(Failure::ListTools)?;
         let server_info = client.peer_info().and_then(|i| i.server_info.clone());
         let healthy = Healthy {
             name: server_info
@@ -83,7 +80,54 @@ where
 
 enum Failure {
     Timeout(Duration),
-    Protocol(String),
+    Initialize(Box<rmcp::service::ClientInitializeError>),
+    ListTools(rmcp::ServiceError),
+}
+
+impl Failure {
+    /// Whether the server went away mid-handshake (rather than answering wrongly): told by
+    /// rmcp's error variants and, for transport errors, the I/O error kind underneath.
+    fn closed(&self) -> bool {
+        use rmcp::service::ClientInitializeError as Init;
+        match self {
+            Self::Timeout(_) => false,
+            Self::Initialize(err) => match err.as_ref() {
+                Init::ConnectionClosed(_) => true,
+                Init::TransportError { error, .. } => io_gone(error),
+                _ => false,
+            },
+            Self::ListTools(rmcp::ServiceError::TransportClosed) => true,
+            Self::ListTools(rmcp::ServiceError::TransportSend(error)) => io_gone(error),
+            Self::ListTools(_) => false,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout(after) => write!(f, "no answer within {after:?}"),
+            Self::Initialize(err) => write!(f, "{err}"),
+            Self::ListTools(err) => write!(f, "tools/list failed: {err}"),
+        }
+    }
+}
+
+/// Whether an I/O error in `error`'s source chain means the peer is gone.
+fn io_gone(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = err.source();
+    }
+    false
 }
 
 async fn probe_command(
@@ -142,10 +186,10 @@ async fn probe_command(
                     "no answer to initialize/tools/list within {after:?}{}",
                     quote(&said)
                 ),
-                Failure::Protocol(why) if exited(pid) || closed_pipe(&why) => {
+                failure if exited(pid) || failure.closed() => {
                     format!("exited before completing the MCP handshake{}", quote(&said))
                 }
-                Failure::Protocol(why) => format!("protocol error: {why}{}", quote(&said)),
+                failure => format!("protocol error: {failure}{}", quote(&said)),
             })
         }
     }
@@ -161,13 +205,6 @@ fn exited(pid: Option<u32>) -> bool {
             .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
         Err(_) => cfg!(target_os = "linux"),
     }
-}
-
-/// Errors that mean the other end of the pipe went away.
-fn closed_pipe(why: &str) -> bool {
-    ["closed", "Broken pipe", "reset by peer"]
-        .iter()
-        .any(|sign| why.contains(sign))
 }
 
 fn quote(stderr: &str) -> String {
@@ -195,7 +232,7 @@ async fn probe_url(url: &str, server: &McpServer, timeout: Duration) -> Result<H
         .await
         .map_err(|failure| match failure {
             Failure::Timeout(after) => format!("no answer from {url} within {after:?}"),
-            Failure::Protocol(why) => format!("{url}: {why}"),
+            failure => format!("{url}: {failure}"),
         })
 }
 

@@ -57,6 +57,15 @@ pub enum McpTransport {
     },
 }
 
+/// Why an incoming message was not stored (and so not acked: the sender may retry).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreMessageError {
+    #[error(transparent)]
+    Inbox(InboxError),
+    #[error("the inbox write was interrupted: {0}")]
+    Interrupted(#[source] tokio::task::JoinError),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("{0}")]
@@ -65,8 +74,12 @@ pub enum ServeError {
     Server(nsh_mesh_transport::client::ClientError),
     #[error(transparent)]
     Inbox(#[from] InboxError),
+    #[error("MCP session could not start: {0}")]
+    McpStart(#[source] Box<rmcp::service::ServerInitializeError>),
     #[error("MCP session failed: {0}")]
-    Mcp(String),
+    McpSession(#[source] tokio::task::JoinError),
+    #[error("reading the inbox was interrupted: {0}")]
+    Interrupted(#[source] tokio::task::JoinError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -108,7 +121,7 @@ impl Seen {
 }
 
 impl Events for Receiver {
-    async fn message(&self, envelope: Envelope) -> Result<(), String> {
+    async fn message(&self, envelope: Envelope) -> Result<(), StoreMessageError> {
         if !self.seen.lock().expect("seen lock").insert(&envelope.id) {
             tracing::debug!(id = %envelope.id, "dropping a message already received");
             return Ok(());
@@ -118,8 +131,8 @@ impl Events for Receiver {
         let stored = entry.clone();
         let result = tokio::task::spawn_blocking(move || inbox.append(&stored))
             .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+            .map_err(StoreMessageError::Interrupted)
+            .and_then(|r| r.map_err(StoreMessageError::Inbox));
         if let Err(why) = result {
             // Not stored: forget the id so a retry of the same message is accepted.
             self.seen
@@ -159,7 +172,7 @@ pub async fn serve(
         let inbox = inbox.clone();
         tokio::task::spawn_blocking(move || inbox.recent_ids(SEEN_IDS))
             .await
-            .map_err(|e| ServeError::Mcp(e.to_string()))??
+            .map_err(ServeError::Interrupted)??
     };
     for id in &recent {
         seen.insert(id);
@@ -187,11 +200,8 @@ pub async fn serve(
             let service = mcp
                 .serve(rmcp::transport::stdio())
                 .await
-                .map_err(|e| ServeError::Mcp(e.to_string()))?;
-            service
-                .waiting()
-                .await
-                .map_err(|e| ServeError::Mcp(e.to_string()))?;
+                .map_err(|e| ServeError::McpStart(Box::new(e)))?;
+            service.waiting().await.map_err(ServeError::McpSession)?;
             tracing::info!("MCP session closed; mesh-client exiting");
             Ok(())
         }

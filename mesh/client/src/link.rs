@@ -104,7 +104,10 @@ impl ConnectionState {
 /// What the link hands to the rest of the mesh-client. `message` must store the envelope
 /// durably before it returns `Ok`: only then is the mesh told the message was received.
 pub trait Events: Send + Sync + 'static {
-    fn message(&self, envelope: Envelope) -> impl Future<Output = Result<(), String>> + Send;
+    fn message(
+        &self,
+        envelope: Envelope,
+    ) -> impl Future<Output = Result<(), crate::StoreMessageError>> + Send;
     fn presence(&self, change: PresenceChange);
     fn state(&self, state: &ConnectionState);
 }
@@ -117,15 +120,16 @@ pub enum LinkError {
     Token(#[from] TokenProblem),
     #[error("the new token is for agent `{got}`, but this mesh-client serves `{expected}`")]
     OtherAgent { expected: String, got: String },
+    /// The mesh refused or did not answer (shared: one failure may answer several callers).
     #[error("{0}")]
-    Mesh(String),
+    Mesh(Arc<ClientError>),
 }
 
 impl From<ClientError> for LinkError {
     fn from(err: ClientError) -> Self {
         match err {
             ClientError::Closed => Self::NotConnected("the connection closed".into()),
-            other => Self::Mesh(other.to_string()),
+            other => Self::Mesh(Arc::new(other)),
         }
     }
 }

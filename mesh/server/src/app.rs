@@ -36,7 +36,7 @@ pub enum ServerError {
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("cannot join the other replicas over Redis: {0}")]
-    Adapter(String),
+    Adapter(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("invalid limit: {0}")]
     Limit(String),
     #[error("server failed: {0}")]
@@ -197,7 +197,7 @@ impl Server {
                 let (layer, io) = builder.with_adapter::<ClusterAdapter>(ctr).build_layer();
                 handlers::register(&io)
                     .await
-                    .map_err(|e| ServerError::Adapter(e.to_string()))?;
+                    .map_err(|e| ServerError::Adapter(Box::new(e)))?;
                 (admin.layer(layer), Io::Replica(io))
             }
         };

@@ -168,8 +168,8 @@ fn tool_error(code: &str, message: impl std::fmt::Display, hint: &str) -> CallTo
     }))
 }
 
-fn hint_for(code: ErrorCode) -> &'static str {
-    match code {
+fn hint_for(code: ErrorCode) -> std::borrow::Cow<'static, str> {
+    let hint = match code {
         ErrorCode::RecipientOffline => {
             "the agent is not connected or did not answer; check mesh_presence and retry later with the same id"
         }
@@ -178,11 +178,18 @@ fn hint_for(code: ErrorCode) -> &'static str {
         }
         ErrorCode::RateLimited => "slow down: wait a second, then retry with the same id",
         ErrorCode::Invalid => "fix the field named in the message and call again",
-        ErrorCode::TooLarge => "shorten text and metadata (the mesh's limit is 64 KiB by default)",
+        ErrorCode::TooLarge => {
+            return format!(
+                "shorten text and metadata, or send a reference to the content (the mesh's limit is {} KiB unless it was started with another)",
+                nsh_mesh_transport::wire::DEFAULT_MAX_MESSAGE_BYTES / 1024
+            )
+            .into();
+        }
         ErrorCode::Unavailable => {
             "the mesh's message store is down; retry in a moment (it recovers by itself)"
         }
-    }
+    };
+    hint.into()
 }
 
 fn link_error(err: &LinkError) -> CallToolResult {
@@ -206,11 +213,11 @@ fn link_error(err: &LinkError) -> CallToolResult {
 }
 
 fn wire_failure(error: &WireError) -> CallToolResult {
-    tool_error(error.code.as_str(), &error.message, hint_for(error.code))
+    tool_error(error.code.as_str(), &error.message, &hint_for(error.code))
 }
 
 fn invalid(message: impl std::fmt::Display) -> CallToolResult {
-    tool_error("invalid", message, hint_for(ErrorCode::Invalid))
+    tool_error("invalid", message, &hint_for(ErrorCode::Invalid))
 }
 
 impl MeshMcp {

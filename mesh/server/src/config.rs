@@ -82,7 +82,7 @@ impl Default for Limits {
                 per_second: 50.0,
                 burst: 100,
             },
-            max_message_bytes: 64 * 1024,
+            max_message_bytes: nsh_mesh_transport::wire::DEFAULT_MAX_MESSAGE_BYTES,
             max_groups_per_agent: 32,
             max_connections_per_agent: 8,
             ack_timeout: Duration::from_secs(5),

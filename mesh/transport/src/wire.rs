@@ -21,6 +21,10 @@ pub const UNAUTHORIZED_PREFIX: &str = "unauthorized:";
 /// Longest message id accepted (a UUID is 36 characters, a ULID 26).
 pub const MAX_ID_LEN: usize = 128;
 
+/// The largest message a mesh accepts unless started with another `--max-message-bytes`:
+/// bytes of `text` plus the JSON of `metadata`.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageKind {

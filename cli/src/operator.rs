@@ -12,8 +12,8 @@ pub(crate) enum OperatorVerb {
     Crds(CrdsArgs),
     /// Print the least ClusterRole the operator needs, as YAML.
     Rbac,
-    /// Run the operator (Team, MeshServer and Agent controllers) against the current kubeconfig or
-    /// in-cluster config, until SIGTERM.
+    /// Run the operator (Team, MeshServer, Agent and McpGateway controllers) against the current
+    /// kubeconfig or in-cluster config, until SIGTERM.
     Run(RunArgs),
 }
 
@@ -25,6 +25,9 @@ pub(crate) struct RunArgs {
     /// Image for agent containers when an Agent does not name one.
     #[arg(long, env = "NSH_OPERATOR_DEFAULT_AGENT_IMAGE", default_value = concat!("ghcr.io/nsh-dev/nsh-agent:", env!("CARGO_PKG_VERSION")))]
     default_agent_image: String,
+    /// Watch and reconcile only this namespace (default: every namespace).
+    #[arg(long, value_name = "NAMESPACE", env = "NSH_OPERATOR_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
     /// Namespace of the leader-election Lease `nsh-operator`.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
@@ -61,17 +64,19 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes config: set KUBECONFIG or run in a cluster")?;
-    let ctx = std::sync::Arc::new(
-        nsh_operator::Context::new(client.clone(), args.default_image)
-            .with_agent_image(args.default_agent_image),
-    );
+    let mut ctx = nsh_operator::Context::new(client.clone(), args.default_image)
+        .with_agent_image(args.default_agent_image);
+    if let Some(namespace) = args.watch_namespace {
+        ctx = ctx.watching_only(namespace);
+    }
+    let ctx = std::sync::Arc::new(ctx);
     let mut registry = prometheus_client::registry::Registry::default();
     ctx.metrics.register(&mut registry);
     let readiness = nsh_admin::ReadinessHandle::new("starting");
     let listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("--admin-listen {}: cannot listen", args.admin_listen))?;
-    tracing::info!(admin = %listener.local_addr()?, lease_namespace = %args.lease_namespace, "operator starting");
+    tracing::info!(admin = %listener.local_addr()?, lease_namespace = %args.lease_namespace, watch_namespace = ctx.watch_namespace.as_deref().unwrap_or("*"), "operator starting");
     let admin = tokio::spawn(
         axum::serve(
             listener,

@@ -72,20 +72,14 @@ async fn doctor_checks_real_servers_and_names_what_is_broken() {
     let server = echo_server();
 
     // The SDK's server over streamable HTTP.
-    let port = nsh_testenv::free_port().unwrap();
+    // Port 0: the server picks one and says which.
     let mut http = Command::new(&node);
-    http.arg(&server).arg("--http").arg(port.to_string());
-    let _http = ManagedProcess::spawn("mcp echo over http", http, &home.path("http.log")).unwrap();
-    nsh_testenv::wait_for(
-        "the HTTP MCP server",
-        Duration::from_secs(15),
-        || async move {
-            Ok(std::net::TcpStream::connect(("127.0.0.1", port))
-                .is_ok()
-                .then_some(()))
-        },
-    )
-    .await;
+    http.arg(&server).arg("--http").arg("0");
+    let log = home.path("http.log");
+    let _http = ManagedProcess::spawn("mcp echo over http", http, &log).unwrap();
+    let port = nsh_testenv::logged_addr(&log, "listening", "addr", Duration::from_secs(15))
+        .await
+        .port();
 
     // The mesh preset needs a token: the user's agent settings point at one.
     std::fs::create_dir_all(home.path("home/.config/nsh")).unwrap();

@@ -128,11 +128,6 @@ fn server_serves_readyz_and_exits_cleanly_on_sigterm() {
         .arg(dir.path().join("alpha"))
         .assert()
         .success();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let mut server = StdCommand::new(assert_cmd::cargo::cargo_bin("nsh"))
         .args([
             "--log-format",
@@ -140,7 +135,7 @@ fn server_serves_readyz_and_exits_cleanly_on_sigterm() {
             "mesh",
             "server",
             "--listen",
-            &format!("127.0.0.1:{port}"),
+            "127.0.0.1:0",
             "--team-keys-dir",
         ])
         .arg(dir.path())
@@ -154,6 +149,10 @@ fn server_serves_readyz_and_exits_cleanly_on_sigterm() {
         first["fields"]["message"], "mesh server listening",
         "{first}"
     );
+    // It listens where it says: port 0 picked a free one.
+    let addr: std::net::SocketAddr = first["fields"]["addr"].as_str().unwrap().parse().unwrap();
+    let port = addr.port();
+    assert_ne!(port, 0);
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let ready = loop {
@@ -188,13 +187,8 @@ fn server_serves_readyz_and_exits_cleanly_on_sigterm() {
 #[test]
 fn up_runs_the_mesh_with_a_local_team_and_stops_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let mut up = StdCommand::new(assert_cmd::cargo::cargo_bin("nsh"))
-        .args(["up", "--mesh-port", &port.to_string(), "--data-dir"])
+        .args(["up", "--mesh-port", "0", "--data-dir"])
         .arg(data.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -208,7 +202,17 @@ fn up_runs_the_mesh_with_a_local_team_and_stops_on_sigterm() {
         })
         .unwrap()
         .unwrap();
-    assert!(banner.contains(&format!("127.0.0.1:{port}")), "{banner}");
+    // Port 0: the banner says which port was picked.
+    let port: u16 = banner
+        .strip_prefix("mesh-server: ws://127.0.0.1:")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("no bound address in {banner}"));
+    assert_ne!(port, 0, "{banner}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "the mesh listens where the banner says: {banner}"
+    );
 
     // The printed recipe works: a token minted with the local key verifies against it.
     let key_path = data.path().join("team-keys/local");

@@ -72,7 +72,10 @@ async fn tokens_that_cannot_work_are_refused_at_start_up() {
 #[tokio::test]
 async fn a_mesh_that_is_down_is_reported_and_mesh_connect_checks_tokens() {
     let mesh = common::MeshProcess::start().await;
-    let nowhere = format!("ws://127.0.0.1:{}", nsh_testenv::free_port().unwrap());
+    // A port this test holds without listening on it: connections to it are refused.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let nowhere = format!("ws://127.0.0.1:{}", held.local_addr().unwrap().port());
     let alice = common::mcp_client(
         &common::client_args(
             &nowhere,

@@ -15,10 +15,6 @@ const WAIT: Duration = Duration::from_secs(30);
 #[tokio::test]
 async fn a_sidecar_keeps_the_mesh_and_the_inbox_between_agent_sessions() {
     let mesh = common::MeshProcess::start().await;
-    let (port, admin) = (
-        nsh_testenv::free_port().unwrap(),
-        nsh_testenv::free_port().unwrap(),
-    );
     let mut sidecar = Command::new(common::nsh_path());
     sidecar
         .args(common::client_args(
@@ -26,12 +22,15 @@ async fn a_sidecar_keeps_the_mesh_and_the_inbox_between_agent_sessions() {
             &mesh.token_file("alice", &["ops"]),
             &mesh.path("inbox"),
         ))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--admin-listen")
-        .arg(format!("127.0.0.1:{admin}"));
-    let _sidecar =
-        ManagedProcess::spawn("mesh-client sidecar", sidecar, &mesh.path("sidecar.log")).unwrap();
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+    let log = mesh.path("sidecar.log");
+    let _sidecar = ManagedProcess::spawn("mesh-client sidecar", sidecar, &log).unwrap();
+    let admin = nsh_testenv::logged_addr(&log, "admin endpoints listening", "admin", WAIT)
+        .await
+        .port();
+    let port = nsh_testenv::logged_addr(&log, "serving MCP over HTTP", "mcp", WAIT)
+        .await
+        .port();
     // Probes go to the admin listener (in a pod: the pod IP), MCP stays on its own.
     let ready = nsh_testenv::wait_for("the sidecar's /readyz", WAIT, || async move {
         Ok(common::http_get(admin, "/readyz").filter(|(code, _)| *code == 200))

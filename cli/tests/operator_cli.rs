@@ -50,10 +50,8 @@ async fn run_reconciles_with_a_kubeconfig_and_stops_on_sigterm() {
         .await
         .unwrap();
     let ns = plane.namespace("cli-op").await.unwrap();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("operator.log");
     let mut operator = Command::new(assert_cmd::cargo::cargo_bin("nsh"))
         .args([
             "operator",
@@ -61,15 +59,20 @@ async fn run_reconciles_with_a_kubeconfig_and_stops_on_sigterm() {
             "--default-image",
             "nsh:test",
             "--admin-listen",
-            &admin.to_string(),
+            "127.0.0.1:0",
             "--lease-namespace",
         ])
         .arg(&ns)
+        .arg("--watch-namespace")
+        .arg(&ns)
         .env("KUBECONFIG", plane.kubeconfig_path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    // Port 0: the operator logs where its admin endpoints are.
+    let admin =
+        nsh_testenv::logged_addr(&log, "operator starting", "admin", Duration::from_secs(30)).await;
 
     let client = plane.client().await.unwrap();
     let team: Team = serde_json::from_value(serde_json::json!({ "metadata": { "name": "cli" }, "spec": { "meshRef": { "name": "m" } } })).unwrap();

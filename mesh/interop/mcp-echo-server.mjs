@@ -41,5 +41,8 @@ if (httpIndex === -1) {
       await server.connect(transport);
       await transport.handleRequest(req, res, body ? JSON.parse(body) : undefined);
     })
-    .listen(port, "127.0.0.1", () => console.error(`listening on ${port}`));
+    .listen(port, "127.0.0.1", function () {
+      // Port 0 picks a free one: say which, for the test that started us.
+      console.error(`listening addr=127.0.0.1:${this.address().port}`);
+    });
 }

@@ -47,7 +47,8 @@ impl MeshProcess {
         std::fs::write(dir.path().join("keys").join(TEAM), key).unwrap();
         let mut mesh = Self {
             dir,
-            port: nsh_testenv::free_port().unwrap(),
+            // Port 0: the server picks one and logs it, so no other test can take it first.
+            port: 0,
             process: None,
             extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
@@ -63,7 +64,7 @@ impl MeshProcess {
         self.dir.path().join(name)
     }
 
-    /// (Re)starts the server on the same port.
+    /// (Re)starts the server on the same port (a free one the first time).
     pub async fn start_again(&mut self) {
         let mut command = Command::new(nsh_path());
         command
@@ -72,9 +73,18 @@ impl MeshProcess {
             .arg("--team-keys-dir")
             .arg(self.path("keys"))
             .args(&self.extra);
-        self.process = Some(
-            ManagedProcess::spawn("nsh mesh server", command, &self.path("server.log")).unwrap(),
-        );
+        let log = self.path("server.log");
+        self.process = Some(ManagedProcess::spawn("nsh mesh server", command, &log).unwrap());
+        if self.port == 0 {
+            self.port = nsh_testenv::logged_addr(
+                &log,
+                "mesh server listening",
+                "addr",
+                Duration::from_secs(20),
+            )
+            .await
+            .port();
+        }
         let port = self.port;
         nsh_testenv::wait_for(
             "the mesh server's /readyz",

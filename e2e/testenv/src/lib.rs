@@ -49,7 +49,9 @@ pub fn repo_root() -> std::path::PathBuf {
 
 /// A free TCP port on 127.0.0.1: the OS picks one, we release it and hand it to a child.
 ///
-/// Another process may take it in between; the callers retry start-up on a bind failure.
+/// Another process may take it in between, so only for children that fail loudly on a taken
+/// port and are retried (etcd, the apiserver, Redis). Our own servers listen on port 0 and
+/// say where in their log: see [`logged_addr`].
 pub fn free_port() -> Result<u16> {
     let listener =
         std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(Error::io("bind 127.0.0.1:0"))?;
@@ -61,6 +63,36 @@ pub fn free_port() -> Result<u16> {
 
 /// Polls `probe` every 100 ms until it returns `Some`, or fails after `timeout` naming `what`
 /// and the last observation, so a test failure says what never happened.
+/// The address a process says it listens on: the value of `field=` in the first line of its
+/// text log at `log` that contains `message` (e.g. `nsh mesh server --listen 127.0.0.1:0`
+/// logs `mesh server listening addr=127.0.0.1:41234`). Waits up to `timeout` for the line.
+pub async fn logged_addr(
+    log: &std::path::Path,
+    message: &str,
+    field: &str,
+    timeout: std::time::Duration,
+) -> std::net::SocketAddr {
+    let key = format!("{field}=");
+    wait_for(
+        &format!("`{message}` in {}", log.display()),
+        timeout,
+        || {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let found = text
+                .lines()
+                .find(|line| line.contains(message))
+                .and_then(|line| line.split_whitespace().find_map(|w| w.strip_prefix(&key)))
+                .map(|value| {
+                    let value = value.trim_start_matches("http://").trim_end_matches("/mcp");
+                    value.parse().map_err(|e| format!("{field}={value}: {e}"))
+                })
+                .transpose();
+            async move { found }
+        },
+    )
+    .await
+}
+
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: std::time::Duration, mut probe: F) -> T
 where
     F: FnMut() -> Fut,

@@ -247,7 +247,8 @@ async fn serve_http(
                     addr: admin_addr,
                     source,
                 })?;
-            tracing::info!(%admin_addr, "admin endpoints listening");
+            let bound = listener.local_addr().unwrap_or(admin_addr);
+            tracing::info!(admin = %bound, "admin endpoints listening");
             tokio::spawn(async move {
                 let stopped = async {
                     let _ = admin_stopped.await;

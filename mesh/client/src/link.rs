@@ -25,8 +25,9 @@ pub enum TokenSource {
     File(PathBuf),
 }
 
-/// Clock skew the mesh allows on `exp`; a token older than that is refused before dialing.
-const EXPIRY_SKEW_SECS: u64 = 30;
+/// Clock skew the mesh allows on `exp` (its one leeway): a token expired for longer is
+/// refused before dialing.
+const EXPIRY_SKEW_SECS: u64 = nsh_mesh_transport::token::LEEWAY.as_secs();
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TokenProblem {

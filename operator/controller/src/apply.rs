@@ -306,6 +306,51 @@ pub fn condition(
     }
 }
 
+/// The common status of a reconcile that failed with `error` before it could say more:
+/// `Ready=False` with the error's reason; `None` as in [`not_ready`].
+pub fn failed(
+    previous: &[Condition],
+    error: &crate::Error,
+    generation: Option<i64>,
+) -> Option<nsh_operator_api::common::CommonStatus> {
+    Some(nsh_operator_api::common::CommonStatus {
+        conditions: vec![not_ready(previous, error, generation)?],
+        observed_generation: generation,
+    })
+}
+
+/// Deployment `name`'s ready pods (as applied) and the `Ready` condition they make: true
+/// once one serves; `detail` writes the message from the count.
+pub fn serving(
+    applied: &Applied,
+    name: &str,
+    previous: &[Condition],
+    generation: Option<i64>,
+    detail: impl FnOnce(i32) -> String,
+) -> (i32, Condition) {
+    use nsh_operator_api::conditions::{self, reason};
+    let ready_replicas = applied
+        .deployment(name)
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let serving = ready_replicas > 0;
+    let why = if serving {
+        reason::RECONCILED
+    } else {
+        reason::WAITING_FOR_PODS
+    };
+    let ready = condition(
+        previous,
+        conditions::READY,
+        serving,
+        why,
+        detail(ready_replicas),
+        generation,
+    );
+    (ready_replicas, ready)
+}
+
 /// The `Ready` condition of a reconcile that failed with `error`, or `None` when the failure
 /// says nothing about the object (an API call failed) and the status should stay as it is.
 pub fn not_ready(

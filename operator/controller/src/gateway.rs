@@ -22,10 +22,9 @@ use kube::runtime::controller::Action;
 use nsh_contract::command::GatewayRun;
 use nsh_contract::url::GATEWAY_PORT;
 use nsh_operator_api::common::CommonStatus;
-use nsh_operator_api::conditions::{self, reason};
 use nsh_operator_api::{HasConditions as _, McpGateway, McpGatewayStatus, Team};
 
-use crate::apply::{self, Applied, Desired, Kind, condition};
+use crate::apply::{self, Applied, Desired, Kind};
 use crate::pod::{config_hash, http_probe, restricted_container, restricted_deployment};
 use crate::{Context, Error, Result, team};
 
@@ -267,38 +266,20 @@ pub fn status(gateway: &McpGateway, outcome: &Result<(Refs, Applied)>) -> Option
         Ok(done) => done,
         Err(err) => {
             return Some(McpGatewayStatus {
-                common: CommonStatus {
-                    conditions: vec![apply::not_ready(previous, err, generation)?],
-                    observed_generation: generation,
-                },
+                common: apply::failed(previous, err, generation)?,
                 ..McpGatewayStatus::default()
             });
         }
     };
     let name = gateway.name_any();
-    let ready_replicas = applied
-        .deployment(&name)
-        .and_then(|d| d.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
-    let serving = ready_replicas > 0;
-    let ready = condition(
-        previous,
-        conditions::READY,
-        serving,
-        if serving {
-            reason::RECONCILED
-        } else {
-            reason::WAITING_FOR_PODS
-        },
+    let (ready_replicas, ready) = apply::serving(applied, &name, previous, generation, |ready| {
         format!(
-            "{ready_replicas}/{} replicas ready; {} upstream(s), teams {}",
+            "{ready}/{} replicas ready; {} upstream(s), teams {}",
             gateway.spec.replicas,
             gateway.spec.upstreams.len(),
             refs.teams.join(", ")
-        ),
-        generation,
-    );
+        )
+    });
     Some(McpGatewayStatus {
         common: CommonStatus {
             conditions: vec![ready],

@@ -23,10 +23,9 @@ use kube::runtime::controller::Action;
 use nsh_contract::url::DEFAULT_MESH_PORT;
 use nsh_contract::{command, env};
 use nsh_operator_api::common::CommonStatus;
-use nsh_operator_api::conditions::{self, reason};
 use nsh_operator_api::{HasConditions as _, MeshServer, MeshServerStatus, Team};
 
-use crate::apply::{self, condition};
+use crate::apply;
 use crate::apply::{Applied, Desired, Kind};
 use crate::pod::{
     config_hash, config_hash_of_map, http_probe, restricted_container, restricted_deployment,
@@ -468,37 +467,19 @@ pub fn status(mesh: &MeshServer, outcome: &Result<(Refs, Applied)>) -> Option<Me
         Ok(done) => done,
         Err(err) => {
             return Some(MeshServerStatus {
-                common: CommonStatus {
-                    conditions: vec![apply::not_ready(previous, err, generation)?],
-                    observed_generation: generation,
-                },
+                common: apply::failed(previous, err, generation)?,
                 ..MeshServerStatus::default()
             });
         }
     };
     let name = mesh.name_any();
-    let ready_replicas = applied
-        .deployment(&name)
-        .and_then(|d| d.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
-    let serving = ready_replicas > 0;
-    let ready = condition(
-        previous,
-        conditions::READY,
-        serving,
-        if serving {
-            reason::RECONCILED
-        } else {
-            reason::WAITING_FOR_PODS
-        },
+    let (ready_replicas, ready) = apply::serving(applied, &name, previous, generation, |ready| {
         format!(
-            "{ready_replicas}/{} replicas ready; {} team key(s) loaded",
+            "{ready}/{} replicas ready; {} team key(s) loaded",
             mesh.spec.replicas,
             refs.team_keys.len()
-        ),
-        generation,
-    );
+        )
+    });
     Some(MeshServerStatus {
         common: CommonStatus {
             conditions: vec![ready],

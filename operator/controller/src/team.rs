@@ -161,10 +161,7 @@ pub fn status(team: &Team, outcome: &Result<Refs>) -> Option<TeamStatus> {
         Ok(refs) => refs,
         Err(err) => {
             return Some(TeamStatus {
-                common: CommonStatus {
-                    conditions: vec![apply::not_ready(previous, err, generation)?],
-                    observed_generation: generation,
-                },
+                common: apply::failed(previous, err, generation)?,
                 ..TeamStatus::default()
             });
         }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane (kube-apiserver, kube-controller-manager,
-# kubectl), etcd and helm from their Go modules, at the versions pinned in
-# scripts/versions.env, into a cache folder outside the work tree.
+# kubectl), the node (kube-scheduler, kubelet, kube-proxy), etcd, CoreDNS and helm from
+# their Go modules, at the versions pinned in scripts/versions.env, into a cache folder
+# outside the work tree.
 #
 # Idempotent: a binary that is already there and reports the pinned version is kept.
 # Prints the folder that holds the binaries on its last line of stdout; everything
@@ -36,6 +37,9 @@ build_kubernetes() {
   local v="$KUBERNETES_VERSION" minor staging_v dir mod
   if version_ok "$out/kube-apiserver" "Kubernetes $v" &&
      version_ok "$out/kube-controller-manager" "Kubernetes $v" &&
+     version_ok "$out/kube-scheduler" "Kubernetes $v" &&
+     version_ok "$out/kubelet" "Kubernetes $v" &&
+     version_ok "$out/kube-proxy" "Kubernetes $v" &&
      [ -x "$out/kubectl" ] && "$out/kubectl" version --client 2>/dev/null | grep -qF "$v"; then
     log "kubernetes $v: cached"; return
   fi
@@ -66,10 +70,11 @@ build_kubernetes() {
   local ldflags="-s -w -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitCommit= -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$v -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
   log "kubernetes $v: resolving modules"
-  (cd "$dir" && go get "k8s.io/kubernetes/cmd/kube-apiserver@$v" "k8s.io/kubernetes/cmd/kube-controller-manager@$v" "k8s.io/kubernetes/cmd/kubectl@$v" >&2)
-  log "kubernetes $v: building kube-apiserver, kube-controller-manager, kubectl (a cold build takes several minutes)"
-  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl >&2)
+  local cmds=(kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy)
+  local pkgs=("${cmds[@]/#/k8s.io/kubernetes/cmd/}")
+  (cd "$dir" && go get "${pkgs[@]/%/@$v}" >&2)
+  log "kubernetes $v: building ${cmds[*]} (a cold build takes several minutes)"
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/" "${pkgs[@]}" >&2)
   version_ok "$out/kube-apiserver" "Kubernetes $v" || { log "kube-apiserver does not report $v"; exit 1; }
 }
 
@@ -87,6 +92,15 @@ build_etcd() {
   version_ok "$out/etcd" "etcd Version: ${v#v}" || { log "etcd does not report $v"; exit 1; }
 }
 
+build_coredns() {
+  local v="$COREDNS_VERSION"
+  if version_ok "$out/coredns" "CoreDNS-${v#v}"; then log "coredns $v: cached"; return; fi
+  log "coredns $v: building"
+  # No replace lines in its go.mod: `go install` builds it as published.
+  GOBIN="$out" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$v" >&2
+  version_ok "$out/coredns" "CoreDNS-${v#v}" || { log "coredns does not report $v"; exit 1; }
+}
+
 build_helm() {
   local v="$HELM_VERSION" dir="$work/helm-$HELM_VERSION"
   if [ -x "$out/helm" ] && "$out/helm" version --short 2>/dev/null | grep -qF "$v"; then log "helm $v: cached"; return; fi
@@ -102,10 +116,11 @@ build_helm() {
 }
 
 case "${1:-all}" in
-  all) build_etcd; build_kubernetes; build_helm ;;
+  all) build_etcd; build_kubernetes; build_coredns; build_helm ;;
   etcd) build_etcd ;;
   kubernetes) build_kubernetes ;;
+  coredns) build_coredns ;;
   helm) build_helm ;;
-  *) log "usage: $0 [all|etcd|kubernetes|helm]"; exit 2 ;;
+  *) log "usage: $0 [all|etcd|kubernetes|coredns|helm]"; exit 2 ;;
 esac
 echo "$out"

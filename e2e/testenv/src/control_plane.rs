@@ -2,6 +2,9 @@
 //! controller-manager, so garbage collection, namespace deletion and the workload controllers
 //! behave as in a real cluster. There is no kubelet: pods stay `Pending` unless a test sets
 //! their status through the status subresource.
+//!
+//! [`ControlPlane::with_node`] is the same control plane plus a node where pods really run
+//! ([`crate::node`]), all inside a network namespace of the test's own ([`crate::netns`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,7 +17,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::pki::{ADMIN_USER, Pki};
+use crate::netns::NetNs;
+use crate::node::{self, NodeBinaries, NodeFiles, NodeInputs};
+use crate::pki::{ADMIN_USER, Pki, PkiFor};
 use crate::process::ManagedProcess;
 use crate::{Binaries, Error, Result, free_port};
 
@@ -33,10 +38,25 @@ pub struct ControlPlane {
     server: String,
     kubeconfig: PathBuf,
     binaries: Binaries,
-    /// Started in order etcd, apiserver, controller-manager; stopped in reverse.
+    /// Started in order etcd, apiserver, controller-manager (then the node's); stopped in
+    /// reverse.
     processes: Vec<ManagedProcess>,
+    /// With a node: its namespace, files and janitor.
+    node: Option<NodeParts>,
     // Declared last so the files outlive the processes that use them.
     dir: tempfile::TempDir,
+}
+
+/// What a control plane with a node has besides the processes.
+#[derive(Debug)]
+struct NodeParts {
+    netns: NetNs,
+    files: NodeFiles,
+    binaries: NodeBinaries,
+    /// Removes the node (see [`NodeFiles::write_cleanup`]).
+    cleanup: PathBuf,
+    /// Runs `cleanup` if the test process dies without dropping the node (it is a static).
+    _janitor: ManagedProcess,
 }
 
 impl ControlPlane {
@@ -51,12 +71,49 @@ impl ControlPlane {
         SHARED.get_or_try_init(Self::start).await
     }
 
+    /// The control plane with a node every test of this test binary shares (one node per test
+    /// binary at most), started on first use: pods really run, Services and cluster DNS work,
+    /// `kubectl logs`, `exec` and `port-forward` too. Everything lives in a network namespace
+    /// of its own that the test reaches through a veth pair; needs root, containerd, runc, the
+    /// CNI plugins (scripts/test.sh installs them) and the images of `scripts/images.sh`.
+    ///
+    /// Its processes die with the test process; a janitor then removes its containers,
+    /// mounts, cgroups and namespace, and the next start removes what a killed run left.
+    pub async fn with_node() -> Result<&'static Self> {
+        static NODE: tokio::sync::OnceCell<ControlPlane> = tokio::sync::OnceCell::const_new();
+        NODE.get_or_try_init(Self::start_with_node).await
+    }
+
+    /// Starts a private control plane with a node; see [`Self::with_node`].
+    pub async fn start_with_node() -> Result<Self> {
+        let binaries = Binaries::locate()?;
+        let node_binaries = NodeBinaries::locate()?;
+        let base = base_dir()?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("cp-{}-", std::process::id()))
+            .tempdir_in(&base)
+            .map_err(Error::io("create control-plane folder"))?;
+        let netns = NetNs::create()?;
+        let files = NodeFiles {
+            dir: dir.path().join("node"),
+        };
+        tracing::info!(netns = %netns.name, host = %netns.host_ip, node = %netns.node_ip, "node namespace");
+        let cleanup = files.write_cleanup(&netns.name)?;
+        let janitor = crate::process::spawn_janitor(&cleanup, &dir.path().join("janitor.log"))?;
+        let node = NodeParts {
+            netns,
+            files,
+            binaries: node_binaries,
+            cleanup,
+            _janitor: janitor,
+        };
+        Self::start_in(binaries, dir, Some(node)).await
+    }
+
     /// Starts a private control plane and waits until it serves and its controllers run.
     pub async fn start() -> Result<Self> {
         let binaries = Binaries::locate()?;
-        let base = std::env::temp_dir().join("nsh-testenv");
-        std::fs::create_dir_all(&base).map_err(Error::io(format!("create {}", base.display())))?;
-        remove_stale_dirs(&base);
+        let base = base_dir()?;
         // Ports are picked free and then bound by the children; on the rare collision the
         // child exits at once and we try again with new ports.
         let mut attempt = 0;
@@ -66,7 +123,7 @@ impl ControlPlane {
                 .prefix(&format!("cp-{}-", std::process::id()))
                 .tempdir_in(&base)
                 .map_err(Error::io("create control-plane folder"))?;
-            match Self::start_in(binaries.clone(), dir).await {
+            match Self::start_in(binaries.clone(), dir, None).await {
                 Err(Error::Exited { log_tail, .. })
                     if attempt < 3 && log_tail.contains("address already in use") =>
                 {
@@ -80,27 +137,125 @@ impl ControlPlane {
         }
     }
 
-    async fn start_in(binaries: Binaries, dir: tempfile::TempDir) -> Result<Self> {
+    async fn start_in(
+        binaries: Binaries,
+        dir: tempfile::TempDir,
+        node: Option<NodeParts>,
+    ) -> Result<Self> {
         let started = Instant::now();
-        let pki = Pki::generate(dir.path())?;
+        let pki_for = match &node {
+            None => PkiFor::default(),
+            Some(node) => PkiFor {
+                ips: vec![node.netns.node_ip, node::KUBERNETES_SERVICE_IP],
+                node: Some(node::NODE_NAME.to_owned()),
+            },
+        };
+        let pki = Pki::generate(dir.path(), &pki_for)?;
         let mut plane = Self {
             server: String::new(),
             kubeconfig: dir.path().join("kubeconfig"),
             binaries,
             processes: Vec::new(),
+            node,
             dir,
         };
 
         let etcd_url = plane.start_etcd()?;
-        let apiserver_port = free_port()?;
-        plane.server = format!("https://127.0.0.1:{apiserver_port}");
-        write_kubeconfig(&plane.kubeconfig, &plane.server, &pki)?;
+        // In the node's namespace every port is free; on loopback one is picked.
+        let (address, apiserver_port) = match &plane.node {
+            Some(node) => (node.netns.node_ip.to_string(), 6443),
+            None => ("127.0.0.1".to_owned(), free_port()?),
+        };
+        plane.server = format!("https://{address}:{apiserver_port}");
+        write_kubeconfig(&plane.kubeconfig, &plane.server, &pki, None)?;
         plane.start_apiserver(&pki, &etcd_url, apiserver_port)?;
         plane.wait_until_serving().await?;
         plane.start_controller_manager(&pki)?;
         plane.wait_until_controllers_run().await?;
-        tracing::info!(server = %plane.server, elapsed = ?started.elapsed(), "control plane ready");
+        if plane.node.is_some() {
+            plane.start_node(&pki).await?;
+        }
+        tracing::info!(server = %plane.server, node = plane.node.is_some(), elapsed = ?started.elapsed(), "control plane ready");
         Ok(plane)
+    }
+
+    /// The node: containerd with the images, then kubelet, scheduler, kube-proxy and CoreDNS
+    /// behind the `kube-dns` Service; waits until the node is Ready.
+    async fn start_node(&mut self, pki: &Pki) -> Result<()> {
+        let node = self.node.as_ref().expect("a node to start");
+        let node_kubeconfig = self.dir.path().join("node/kubelet/kubeconfig");
+        std::fs::create_dir_all(self.dir.path().join("node/kubelet"))
+            .map_err(Error::io("create the kubelet's folder"))?;
+        write_kubeconfig(&node_kubeconfig, &self.server, pki, Some(node::NODE_NAME))?;
+        let inputs = NodeInputs {
+            netns: &node.netns,
+            files: &node.files,
+            binaries: &node.binaries,
+            ca_cert: &pki.ca_cert,
+            admin_kubeconfig: &self.kubeconfig,
+            node_kubeconfig: &node_kubeconfig,
+        };
+        let containerd = node::containerd(&inputs)?;
+        let components = node::components(&inputs)?;
+        let files = node.files.clone();
+        let node_ip = node.netns.node_ip;
+        self.spawn(&containerd.0, containerd.1)?;
+        let imported = node::import_images(&files).await?;
+        tracing::debug!(?imported, "images imported into the node's containerd");
+        for (name, command) in components {
+            self.spawn(&name, command)?;
+        }
+        self.apply_yaml(&node::dns_service_yaml(node_ip))?;
+        let client = self.client().await?;
+        let ready = node::until_ready(client);
+        tokio::pin!(ready);
+        // Watch the processes while waiting: a crashed kubelet says why at once.
+        loop {
+            tokio::select! {
+                result = &mut ready => {
+                    return result.map_err(|last_error| self.not_ready("kubelet", last_error));
+                }
+                () = tokio::time::sleep(Duration::from_millis(500)) => self.check_processes()?,
+            }
+        }
+    }
+
+    /// `kubectl apply -f -` of `yaml`.
+    fn apply_yaml(&self, yaml: &str) -> Result<()> {
+        use std::io::Write as _;
+        let mut child = self
+            .kubectl()
+            .args(["apply", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(Error::io("run kubectl apply"))?;
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(yaml.as_bytes())
+            .map_err(Error::io("write to kubectl apply"))?;
+        let output = child
+            .wait_with_output()
+            .map_err(Error::io("wait for kubectl apply"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(Error::Io {
+                context: "kubectl apply".into(),
+                source: std::io::Error::other(String::from_utf8_lossy(&output.stderr).into_owned()),
+            })
+        }
+    }
+
+    /// `program`, run where this control plane runs: in the node's namespace, or here.
+    fn command(&self, program: &Path) -> Command {
+        match &self.node {
+            Some(node) => node.netns.command(program),
+            None => Command::new(program),
+        }
     }
 
     /// `https://127.0.0.1:PORT` of the apiserver.
@@ -226,10 +381,13 @@ impl ControlPlane {
     }
 
     fn start_etcd(&mut self) -> Result<String> {
-        let (client, peer) = (free_port()?, free_port()?);
+        let (client, peer) = match self.node {
+            Some(_) => (2379, 2380),
+            None => (free_port()?, free_port()?),
+        };
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let mut command = Command::new(&self.binaries.etcd);
+        let mut command = self.command(&self.binaries.etcd);
         command
             .arg("--name=testenv")
             .arg(format!(
@@ -249,11 +407,16 @@ impl ControlPlane {
     }
 
     fn start_apiserver(&mut self, pki: &Pki, etcd_url: &str, port: u16) -> Result<()> {
-        let mut command = Command::new(&self.binaries.kube_apiserver);
+        let mut command = self.command(&self.binaries.kube_apiserver);
+        let (advertise, bind) = match &self.node {
+            // Pods reach the `kubernetes` Service through the node's address.
+            Some(node) => (node.netns.node_ip.to_string(), "0.0.0.0"),
+            None => ("127.0.0.1".to_owned(), "127.0.0.1"),
+        };
         command
             .arg(format!("--etcd-servers={etcd_url}"))
-            .arg("--advertise-address=127.0.0.1")
-            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--advertise-address={advertise}"))
+            .arg(format!("--bind-address={bind}"))
             .arg(format!("--secure-port={port}"))
             .arg(format!(
                 "--cert-dir={}",
@@ -275,12 +438,32 @@ impl ControlPlane {
                 pki.service_account_key.display()
             ))
             .arg(format!(
-                "--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"
+                "--service-cluster-ip-range={}",
+                self.service_range()
             ))
-            .arg("--authorization-mode=RBAC")
-            // No kubelet mounts tokens, so pods must be accepted without them (envtest does the same).
-            .arg("--disable-admission-plugins=ServiceAccount")
             .arg("--allow-privileged=true");
+        match &self.node {
+            Some(_) => {
+                command
+                    .arg("--authorization-mode=Node,RBAC")
+                    .arg("--enable-admission-plugins=NodeRestriction")
+                    // logs, exec and port-forward: the apiserver calls the kubelet as admin.
+                    .arg(format!(
+                        "--kubelet-client-certificate={}",
+                        pki.admin_cert.display()
+                    ))
+                    .arg(format!("--kubelet-client-key={}", pki.admin_key.display()))
+                    // The node's name resolves nowhere: call the kubelet at its address.
+                    .arg("--kubelet-preferred-address-types=InternalIP");
+            }
+            None => {
+                command
+                    .arg("--authorization-mode=RBAC")
+                    // No kubelet mounts tokens, so pods must be accepted without them (as
+                    // envtest does).
+                    .arg("--disable-admission-plugins=ServiceAccount");
+            }
+        }
         self.spawn("kube-apiserver", command)
     }
 
@@ -290,13 +473,17 @@ impl ControlPlane {
             .chain(CLOUD_CONTROLLERS.iter().map(|c| format!("-{c}")))
             .collect::<Vec<_>>()
             .join(",");
-        let mut command = Command::new(&self.binaries.kube_controller_manager);
+        let mut command = self.command(&self.binaries.kube_controller_manager);
+        let kcm_port = match self.node {
+            Some(_) => 10257,
+            None => free_port()?,
+        };
         command
             .arg(format!("--kubeconfig={kubeconfig}"))
             .arg(format!("--authentication-kubeconfig={kubeconfig}"))
             .arg(format!("--authorization-kubeconfig={kubeconfig}"))
             .arg("--bind-address=127.0.0.1")
-            .arg(format!("--secure-port={}", free_port()?))
+            .arg(format!("--secure-port={kcm_port}"))
             .arg(format!(
                 "--cert-dir={}",
                 self.dir.path().join("kcm-certs").display()
@@ -317,9 +504,17 @@ impl ControlPlane {
                 pki.ca_key.display()
             ))
             .arg(format!(
-                "--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"
+                "--service-cluster-ip-range={}",
+                self.service_range()
             ));
         self.spawn("kube-controller-manager", command)
+    }
+
+    fn service_range(&self) -> &'static str {
+        match self.node {
+            Some(_) => node::SERVICE_RANGE,
+            None => SERVICE_CLUSTER_IP_RANGE,
+        }
     }
 
     /// Every child still running, or the first that exited, with its log.
@@ -385,7 +580,21 @@ impl Drop for ControlPlane {
         while let Some(process) = self.processes.pop() {
             drop(process);
         }
+        if let Some(node) = &self.node {
+            let status = Command::new(&node.cleanup).status();
+            if !status.is_ok_and(|s| s.success()) {
+                tracing::warn!(script = %node.cleanup.display(), "the node's clean-up failed");
+            }
+        }
     }
+}
+
+/// `$TMPDIR/nsh-testenv`, without what dead test processes left in it.
+fn base_dir() -> Result<PathBuf> {
+    let base = std::env::temp_dir().join("nsh-testenv");
+    std::fs::create_dir_all(&base).map_err(Error::io(format!("create {}", base.display())))?;
+    remove_stale_dirs(&base);
+    Ok(base)
 }
 
 fn named_object<T: serde::de::DeserializeOwned>(name: &str) -> T {
@@ -393,8 +602,16 @@ fn named_object<T: serde::de::DeserializeOwned>(name: &str) -> T {
         .expect("a name-only object deserializes")
 }
 
-fn write_kubeconfig(path: &Path, server: &str, pki: &Pki) -> Result<()> {
+/// A kubeconfig for the admin, or (`node`) for that node's kubelet.
+fn write_kubeconfig(path: &Path, server: &str, pki: &Pki, node: Option<&str>) -> Result<()> {
     let b64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
+    let (cert, key) = match node {
+        Some(_) => (
+            pki.node_cert_pem.as_deref().expect("a node certificate"),
+            pki.node_key_pem.as_deref().expect("a node key"),
+        ),
+        None => (pki.admin_cert_pem.as_str(), pki.admin_key_pem.as_str()),
+    };
     let text = format!(
         "apiVersion: v1
 kind: Config
@@ -416,8 +633,8 @@ contexts:
 current-context: testenv
 ",
         ca = b64(&pki.ca_pem),
-        cert = b64(&pki.admin_cert_pem),
-        key = b64(&pki.admin_key_pem),
+        cert = b64(cert),
+        key = b64(key),
     );
     std::fs::write(path, text).map_err(Error::io(format!("write {}", path.display())))
 }
@@ -437,6 +654,11 @@ fn remove_stale_dirs(base: &Path) {
             continue;
         };
         if !Path::new("/proc").join(pid).exists() {
+            // A node the janitor could not remove (it was killed too): remove it first.
+            let cleanup = entry.path().join("node/cleanup.sh");
+            if cleanup.is_file() {
+                let _ = Command::new(&cleanup).status();
+            }
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

@@ -15,6 +15,8 @@ mod control_plane;
 mod error;
 pub mod kubelet;
 pub mod mesh_agent;
+mod netns;
+pub mod node;
 pub mod peers;
 mod pki;
 pub mod process;

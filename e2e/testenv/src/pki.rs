@@ -23,6 +23,22 @@ pub(crate) struct Pki {
     pub(crate) ca_pem: String,
     pub(crate) admin_cert_pem: String,
     pub(crate) admin_key_pem: String,
+    /// The admin's client cert and key as files (the apiserver's client to kubelets).
+    pub(crate) admin_cert: PathBuf,
+    pub(crate) admin_key: PathBuf,
+    /// With a node: the kubelet's client cert (`system:node:<name>` in `system:nodes`).
+    pub(crate) node_cert_pem: Option<String>,
+    pub(crate) node_key_pem: Option<String>,
+}
+
+/// Where a control plane is reached besides loopback, and the node it has, if any.
+#[derive(Debug, Default)]
+pub(crate) struct PkiFor {
+    /// More addresses the apiserver's serving cert names (the node IP, the `kubernetes`
+    /// Service IP).
+    pub(crate) ips: Vec<std::net::Ipv4Addr>,
+    /// The node's name, for its kubelet's client cert.
+    pub(crate) node: Option<String>,
 }
 
 /// The user the admin client cert authenticates as; `system:masters` is bound to cluster-admin.
@@ -30,7 +46,7 @@ pub(crate) const ADMIN_USER: &str = "nsh-testenv-admin";
 const ADMIN_GROUP: &str = "system:masters";
 
 impl Pki {
-    pub(crate) fn generate(dir: &Path) -> Result<Self> {
+    pub(crate) fn generate(dir: &Path, extra: &PkiFor) -> Result<Self> {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params
@@ -60,6 +76,14 @@ impl Pki {
         serving
             .subject_alt_names
             .push(SanType::IpAddress([10, 0, 0, 1].into()));
+        serving.subject_alt_names.push(SanType::DnsName(
+            "kubernetes.default.svc.cluster.local".try_into()?,
+        ));
+        for ip in &extra.ips {
+            serving
+                .subject_alt_names
+                .push(SanType::IpAddress((*ip).into()));
+        }
         serving
             .distinguished_name
             .push(DnType::CommonName, "kube-apiserver");
@@ -79,6 +103,23 @@ impl Pki {
 
         let service_account = KeyPair::generate()?;
 
+        let node = match &extra.node {
+            None => None,
+            Some(name) => {
+                let key = KeyPair::generate()?;
+                let mut params = CertificateParams::new(Vec::<String>::new())?;
+                params
+                    .distinguished_name
+                    .push(DnType::CommonName, format!("system:node:{name}"));
+                params
+                    .distinguished_name
+                    .push(DnType::OrganizationName, "system:nodes");
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+                let cert = params.signed_by(&key, &issuer)?;
+                Some((cert.pem(), key.serialize_pem()))
+            }
+        };
+
         let write = |name: &str, contents: &str| -> Result<PathBuf> {
             let path = dir.join(name);
             std::fs::write(&path, contents)
@@ -93,8 +134,12 @@ impl Pki {
             service_account_key: write("sa.key", &service_account.serialize_pem())?,
             service_account_pub: write("sa.pub", &service_account.public_key_pem())?,
             ca_pem: ca_cert.pem(),
+            admin_cert: write("admin.crt", &admin_cert.pem())?,
+            admin_key: write("admin.key", &admin_key.serialize_pem())?,
             admin_cert_pem: admin_cert.pem(),
             admin_key_pem: admin_key.serialize_pem(),
+            node_cert_pem: node.as_ref().map(|n| n.0.clone()),
+            node_key_pem: node.map(|n| n.1),
         })
     }
 }

@@ -29,7 +29,16 @@ pub struct ManagedProcess {
 
 impl ManagedProcess {
     /// Starts `command` with its output appended to `log`.
-    pub fn spawn(name: impl Into<String>, mut command: Command, log: &Path) -> Result<Self> {
+    pub fn spawn(name: impl Into<String>, command: Command, log: &Path) -> Result<Self> {
+        Self::spawn_with_death_signal(name, command, log, DeathSignal::Kill)
+    }
+
+    fn spawn_with_death_signal(
+        name: impl Into<String>,
+        mut command: Command,
+        log: &Path,
+        signal: DeathSignal,
+    ) -> Result<Self> {
         let name = name.into();
         let file = File::options()
             .create(true)
@@ -38,7 +47,7 @@ impl ManagedProcess {
             .map_err(Error::io(format!("open log {}", log.display())))?;
         let stderr = file.try_clone().map_err(Error::io("clone log handle"))?;
         command.stdin(Stdio::null()).stdout(file).stderr(stderr);
-        let child = spawn_tied_to_process(command).map_err(|source| Error::Spawn {
+        let child = spawn_with_signal(command, signal).map_err(|source| Error::Spawn {
             name: name.clone(),
             source,
         })?;
@@ -119,18 +128,38 @@ pub(crate) fn tail(path: &Path, lines: usize) -> String {
     }
 }
 
-type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+/// Starts a janitor: a shell that runs `script` when the test process dies (it gets SIGTERM as
+/// its parent-death signal and traps it) and otherwise sleeps. Dropping it kills it without
+/// running the script: whoever drops it cleans up themselves.
+pub(crate) fn spawn_janitor(script: &Path, log: &Path) -> Result<ManagedProcess> {
+    let mut command = Command::new("sh");
+    command.arg("-c").arg(format!(
+        "trap '{} >/dev/null 2>&1; exit 0' TERM; while :; do sleep 3600 & wait $!; done",
+        script.display()
+    ));
+    ManagedProcess::spawn_with_death_signal("janitor", command, log, DeathSignal::Terminate)
+}
+
+/// What a child gets when the test process dies.
+#[derive(Debug, Clone, Copy)]
+enum DeathSignal {
+    Kill,
+    /// For a child that must do something first (the janitor).
+    Terminate,
+}
+
+type SpawnRequest = (Command, DeathSignal, mpsc::Sender<std::io::Result<Child>>);
 
 /// Forks `command` from the long-lived spawner thread, with the parent-death signal set.
-fn spawn_tied_to_process(command: Command) -> std::io::Result<Child> {
+fn spawn_with_signal(command: Command, signal: DeathSignal) -> std::io::Result<Child> {
     static SPAWNER: OnceLock<mpsc::Sender<SpawnRequest>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (requests, incoming) = mpsc::channel::<SpawnRequest>();
         std::thread::Builder::new()
             .name("nsh-testenv-spawner".into())
             .spawn(move || {
-                for (mut command, reply) in incoming {
-                    set_parent_death_signal(&mut command);
+                for (mut command, signal, reply) in incoming {
+                    set_parent_death_signal(&mut command, signal);
                     let _ = reply.send(command.spawn());
                 }
             })
@@ -139,7 +168,7 @@ fn spawn_tied_to_process(command: Command) -> std::io::Result<Child> {
     });
     let (reply, result) = mpsc::channel();
     spawner
-        .send((command, reply))
+        .send((command, signal, reply))
         .map_err(|_| std::io::Error::other("spawner thread is gone"))?;
     result
         .recv()
@@ -148,13 +177,17 @@ fn spawn_tied_to_process(command: Command) -> std::io::Result<Child> {
 
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn set_parent_death_signal(command: &mut Command) {
+fn set_parent_death_signal(command: &mut Command, signal: DeathSignal) {
     use std::os::unix::process::CommandExt as _;
+    let signal = match signal {
+        DeathSignal::Kill => libc::SIGKILL,
+        DeathSignal::Terminate => libc::SIGTERM,
+    };
     // SAFETY: the closure runs in the forked child before exec and only calls prctl(2) and
     // getppid(2), which are async-signal-safe and touch no memory shared with the parent.
     unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) == -1 {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may have died between fork and prctl: then nobody would send the signal.
@@ -167,7 +200,7 @@ fn set_parent_death_signal(command: &mut Command) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn set_parent_death_signal(_command: &mut Command) {}
+fn set_parent_death_signal(_command: &mut Command, _signal: DeathSignal) {}
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,11 @@ pub fn helm() -> &'static str {
     lookup("HELM_VERSION")
 }
 
+/// Tag of the pause (pod sandbox) image the test node's containerd uses, e.g. `3.10.2`.
+pub fn pause() -> &'static str {
+    lookup("PAUSE_VERSION")
+}
+
 fn lookup(key: &str) -> &'static str {
     parse(VERSIONS_ENV, key).unwrap_or_else(|| panic!("scripts/versions.env has no {key}="))
 }

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Builds the container images the tests run into a cache folder outside the work tree, as
-# `docker save` archives the one-node test cluster imports into its containerd:
+# Builds the container images into a cache folder outside the work tree, as `docker save`
+# archives (the one-node test cluster imports them into its containerd):
+#   - nsh (Dockerfile): the static `nsh` binary (musl), non-root, CA certificates;
+#   - nsh-agent (agent-image/Dockerfile): Claude Code, Node.js, git and nsh on slim Debian;
 #   - pause (the pod sandbox), from the pinned Kubernetes module's pause.c.
-# Built with buildah (Debian's package) from the same Dockerfiles a user builds with Docker.
+# No registry is reachable here, so the Debian base is made with debootstrap from Debian's
+# mirror and stored under the name the Dockerfile asks for (docker.io/library/debian:...).
+# Built with buildah (Debian's package) from the same Dockerfiles a user builds with Docker;
+# NSH_IMAGE_BUILDER=docker builds with a Docker engine instead (e2e/kind does).
 #
 # Idempotent: an archive whose inputs did not change is kept. Prints the folder on its last
 # line of stdout; everything else goes to stderr.
@@ -19,7 +24,8 @@ mkdir -p "$out"
 
 log() { printf 'images: %s\n' "$*" >&2; }
 
-for tool in buildah gcc go; do
+builder="${NSH_IMAGE_BUILDER:-buildah}"
+for tool in "$builder" gcc go cargo; do
   command -v "$tool" >/dev/null || { log "$tool is not on PATH (scripts/test.sh installs buildah and gcc with apt)"; exit 1; }
 done
 
@@ -31,10 +37,18 @@ build() {
   if [ -f "$out/$name.tar" ] && [ "$(cat "$out/$name.stamp" 2>/dev/null)" = "$tag $stamp" ]; then
     log "$name: cached ($tag)"; return
   fi
-  log "$name: building $tag"
-  buildah bud --quiet --layers -f "$context/Dockerfile" -t "$tag" "$context" >&2
+  log "$name: building $tag with $builder"
   rm -f "$out/$name.tar.tmp"
-  buildah push --quiet "$tag" "docker-archive:$out/$name.tar.tmp:$tag" >&2
+  case "$builder" in
+    buildah)
+      # Host network: build steps fetch from Debian's mirror and the npm registry.
+      buildah bud --quiet --layers --network host -f "$context/Dockerfile" -t "$tag" "$context" >&2
+      buildah push --quiet "$tag" "docker-archive:$out/$name.tar.tmp:$tag" >&2 ;;
+    docker)
+      docker build --quiet -f "$context/Dockerfile" -t "$tag" "$context" >&2
+      docker save -o "$out/$name.tar.tmp" "$tag" >&2 ;;
+    *) log "NSH_IMAGE_BUILDER must be buildah or docker"; exit 2 ;;
+  esac
   mv "$out/$name.tar.tmp" "$out/$name.tar"
   echo "$tag $stamp" >"$out/$name.stamp"
   log "$name: $(du -h "$out/$name.tar" | cut -f1) ($tag)"
@@ -53,5 +67,60 @@ build_pause() {
   build pause "registry.k8s.io/pause:$PAUSE_VERSION" "$work"
 }
 
+build_nsh() {
+  local work="$cache/images-src/nsh" target="x86_64-unknown-linux-musl" version
+  version="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n 1)"
+  rustup target list --installed 2>/dev/null | grep -qx "$target" || rustup target add "$target" >&2
+  command -v musl-gcc >/dev/null || { log "musl-gcc is not on PATH (apt-get install musl-tools)"; exit 1; }
+  log "nsh: cargo build --release --target $target"
+  # Static: musl links it so; the C parts (ring, mimalloc) go through musl-gcc.
+  (cd "$root" && CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked -p nsh --target "$target" >&2)
+  mkdir -p "$work"
+  cp "$root/Dockerfile" "$work/Dockerfile"
+  cp "${CARGO_TARGET_DIR:-$root/target}/$target/release/nsh" "$work/nsh.new"
+  cmp -s "$work/nsh.new" "$work/nsh" && rm "$work/nsh.new" || mv "$work/nsh.new" "$work/nsh"
+  cp /etc/ssl/certs/ca-certificates.crt "$work/ca-certificates.crt"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$work/passwd"
+  printf 'root:x:0:\nnonroot:x:65532:\n' >"$work/group"
+  build nsh "ghcr.io/nsh-dev/nsh:$version" "$work"
+}
+
+# The Debian base under its registry name, made locally when the builder does not have it.
+seed_debian() {
+  local name="docker.io/library/debian:$DEBIAN_SUITE-slim" rootfs="$cache/images-src/debian-$DEBIAN_SUITE.tar"
+  [ "$builder" = buildah ] || return 0
+  buildah inspect --type image "$name" >/dev/null 2>&1 && { log "$name: present"; return; }
+  if [ ! -f "$rootfs" ]; then
+    command -v debootstrap >/dev/null || { log "debootstrap is not on PATH (apt-get install debootstrap)"; exit 1; }
+    log "$name: debootstrap --variant=minbase $DEBIAN_SUITE (once; cached)"
+    local dir="$cache/images-src/debian-$DEBIAN_SUITE.rootfs"
+    rm -rf "$dir"
+    debootstrap --variant=minbase "$DEBIAN_SUITE" "$dir" http://deb.debian.org/debian >&2
+    # As the official slim image: no apt lists or caches.
+    rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin
+    tar -C "$dir" -cf "$rootfs.tmp" . && mv "$rootfs.tmp" "$rootfs"
+    rm -rf "$dir"
+  fi
+  local ctr
+  ctr="$(buildah from scratch)"
+  buildah add --quiet "$ctr" "$rootfs" / >&2
+  buildah config --cmd /bin/bash --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$ctr"
+  buildah commit --quiet --rm "$ctr" "$name" >&2
+  log "$name: made from debootstrap"
+}
+
+build_agent() {
+  local work="$cache/images-src/nsh-agent" version
+  version="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n 1)"
+  seed_debian
+  mkdir -p "$work"
+  cp "$root/agent-image/Dockerfile" "$work/Dockerfile"
+  # The nsh image it copies from changed: so does this one.
+  cp "$out/nsh.stamp" "$work/nsh.stamp"
+  build nsh-agent "ghcr.io/nsh-dev/nsh-agent:$version" "$work"
+}
+
 build_pause
+build_nsh
+build_agent
 echo "$out"

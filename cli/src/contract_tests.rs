@@ -145,7 +145,7 @@ fn the_mesh_server_pod_runs_with_settings_nsh_accepts() {
     );
     for mesh in &meshes {
         mesh_server::validate(mesh).unwrap();
-        let built = mesh_server::build(mesh, &BTreeMap::new(), "nsh");
+        let built = mesh_server::build(mesh, &BTreeMap::new(), &"nsh".into());
         let pod = built.deployment.spec.unwrap().template.spec.unwrap();
         let container = &pod.containers[0];
         let env = built.config_map.data.unwrap();

@@ -19,15 +19,28 @@ pub(crate) enum OperatorVerb {
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// Image for mesh pods when a MeshServer does not name one.
-    #[arg(long, env = "NSH_OPERATOR_DEFAULT_IMAGE", default_value = concat!("ghcr.io/nsh-dev/nsh:", env!("CARGO_PKG_VERSION")))]
-    default_image: String,
-    /// Image for agent containers when an Agent does not name one.
-    #[arg(long, env = "NSH_OPERATOR_DEFAULT_AGENT_IMAGE", default_value = concat!("ghcr.io/nsh-dev/nsh-agent:", env!("CARGO_PKG_VERSION")))]
-    default_agent_image: String,
-    /// Watch and reconcile only this namespace (default: every namespace).
-    #[arg(long, value_name = "NAMESPACE", env = "NSH_OPERATOR_WATCH_NAMESPACE")]
-    watch_namespace: Option<String>,
+    /// The nsh image for every nsh component a spec does not give one (mesh, gateway,
+    /// mesh-client sidecar) unless a more specific flag below does [default: this release's].
+    #[arg(long, env = "NSH_OPERATOR_DEFAULT_IMAGE")]
+    default_image: Option<String>,
+    /// Image of mesh server pods [default: --default-image].
+    #[arg(long, env = "NSH_OPERATOR_MESH_IMAGE")]
+    mesh_image: Option<String>,
+    /// Image of agents' mesh-client sidecars [default: --default-image].
+    #[arg(long, env = "NSH_OPERATOR_SIDECAR_IMAGE")]
+    sidecar_image: Option<String>,
+    /// Image of MCP gateway pods [default: --default-image].
+    #[arg(long, env = "NSH_OPERATOR_GATEWAY_IMAGE")]
+    gateway_image: Option<String>,
+    /// Image of agent containers when an Agent does not name one [default: this release's].
+    #[arg(long, env = "NSH_OPERATOR_DEFAULT_AGENT_IMAGE")]
+    default_agent_image: Option<String>,
+    /// Image of a MeshServer's managed Redis when it does not name one.
+    #[arg(long, env = "NSH_OPERATOR_REDIS_IMAGE", default_value = nsh_contract::image::REDIS)]
+    redis_image: String,
+    /// Watch and reconcile only these namespaces, comma-separated (default: every namespace).
+    #[arg(long, value_name = "NAMESPACE", env = "NSH_OPERATOR_WATCH_NAMESPACES", value_delimiter = ',')]
+    watch_namespace: Vec<String>,
     /// Namespace of the leader-election Lease `nsh-operator`.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
@@ -64,19 +77,26 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes config: set KUBECONFIG or run in a cluster")?;
-    let mut ctx = nsh_operator::Context::new(client.clone(), args.default_image)
-        .with_agent_image(args.default_agent_image);
-    if let Some(namespace) = args.watch_namespace {
-        ctx = ctx.watching_only(namespace);
-    }
-    let ctx = std::sync::Arc::new(ctx);
+    let nsh = args.default_image.unwrap_or_else(nsh_contract::image::nsh);
+    let images = nsh_operator::Images {
+        mesh: args.mesh_image.unwrap_or_else(|| nsh.clone()),
+        sidecar: args.sidecar_image.unwrap_or_else(|| nsh.clone()),
+        gateway: args.gateway_image.unwrap_or_else(|| nsh.clone()),
+        agent: args
+            .default_agent_image
+            .unwrap_or_else(nsh_contract::image::agent),
+        redis: args.redis_image,
+    };
+    tracing::info!(?images, "images for pods whose spec names none");
+    let ctx = std::sync::Arc::new(nsh_operator::Context::new(client.clone(), images));
+    let namespaces = args.watch_namespace;
     let mut registry = prometheus_client::registry::Registry::default();
     ctx.metrics.register(&mut registry);
     let readiness = nsh_admin::ReadinessHandle::new("starting");
     let listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("--admin-listen {}: cannot listen", args.admin_listen))?;
-    tracing::info!(admin = %listener.local_addr()?, lease_namespace = %args.lease_namespace, watch_namespace = ctx.watch_namespace.as_deref().unwrap_or("*"), "operator starting");
+    tracing::info!(admin = %listener.local_addr()?, lease_namespace = %args.lease_namespace, watch_namespaces = ?namespaces, "operator starting");
     let admin = tokio::spawn(
         axum::serve(
             listener,
@@ -93,7 +113,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     );
     let ended = nsh_operator::leader::Elector::new(client, config)
         .lead(crate::signal::shutdown_signal(), move |mut lost| {
-            nsh_operator::run(ctx, async move {
+            nsh_operator::run_in(ctx, namespaces.clone(), async move {
                 let _ = lost.wait_for(|l| *l).await;
             })
         })

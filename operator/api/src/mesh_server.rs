@@ -114,7 +114,8 @@ pub struct RedisSpec {
     /// development and small teams; bring your own Redis for durability).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<bool>,
-    /// Image of the operator-run Redis (with `managed: true`); `redis:7.4-alpine` when unset.
+    /// Image of the operator-run Redis (with `managed: true`); the operator's `--redis-image`
+    /// (the chart's `images.redis`) when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 }

@@ -1,16 +1,56 @@
 use kube::runtime::events::{Recorder, Reporter};
 
+/// The images the operator puts into pods when a spec names none (the chart passes its
+/// values' images; `nsh operator run` defaults to this release's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Images {
+    pub mesh: String,
+    pub sidecar: String,
+    pub gateway: String,
+    pub agent: String,
+    pub redis: String,
+}
+
+impl Images {
+    /// `nsh` for every nsh component, `agent` for agent containers, `redis` for managed Redis.
+    pub fn new(nsh: &str, agent: &str, redis: &str) -> Self {
+        Self {
+            mesh: nsh.to_owned(),
+            sidecar: nsh.to_owned(),
+            gateway: nsh.to_owned(),
+            agent: agent.to_owned(),
+            redis: redis.to_owned(),
+        }
+    }
+}
+
+impl Default for Images {
+    /// This release's images.
+    fn default() -> Self {
+        Self::new(
+            &nsh_contract::image::nsh(),
+            &nsh_contract::image::agent(),
+            nsh_contract::image::REDIS,
+        )
+    }
+}
+
+/// One image for every nsh component, the release's defaults for the rest (tests).
+impl From<&str> for Images {
+    fn from(nsh: &str) -> Self {
+        let defaults = Self::default();
+        Self::new(nsh, &defaults.agent, &defaults.redis)
+    }
+}
+
 /// What every reconcile gets: the client, an event recorder, metrics, and settings.
 #[derive(Clone)]
 pub struct Context {
     pub client: kube::Client,
     pub recorder: Recorder,
     pub metrics: crate::metrics::Metrics,
-    /// Image for mesh and gateway pods, and agents' mesh-client sidecars, when a spec does not
-    /// name one.
-    pub default_image: String,
-    /// Image for agent containers when an Agent does not name one.
-    pub agent_image: String,
+    /// Images for pods whose spec names none.
+    pub images: Images,
     /// Watch only this namespace (`None`: every namespace).
     pub watch_namespace: Option<String>,
 }
@@ -18,15 +58,14 @@ pub struct Context {
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
-            .field("default_image", &self.default_image)
-            .field("agent_image", &self.agent_image)
+            .field("images", &self.images)
             .field("watch_namespace", &self.watch_namespace)
             .finish_non_exhaustive()
     }
 }
 
 impl Context {
-    pub fn new(client: kube::Client, default_image: impl Into<String>) -> Self {
+    pub fn new(client: kube::Client, images: impl Into<Images>) -> Self {
         let reporter = Reporter {
             controller: crate::apply::FIELD_MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -35,8 +74,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics: crate::metrics::Metrics::default(),
-            default_image: default_image.into(),
-            agent_image: concat!("ghcr.io/nsh-dev/nsh-agent:", env!("CARGO_PKG_VERSION")).into(),
+            images: images.into(),
             watch_namespace: None,
         }
     }
@@ -57,12 +95,5 @@ impl Context {
             Some(namespace) => kube::Api::namespaced(self.client.clone(), namespace),
             None => kube::Api::all(self.client.clone()),
         }
-    }
-
-    /// Sets the default agent container image.
-    #[must_use]
-    pub fn with_agent_image(mut self, image: impl Into<String>) -> Self {
-        self.agent_image = image.into();
-        self
     }
 }

@@ -247,7 +247,7 @@ pub async fn reconcile(gateway: Arc<McpGateway>, ctx: Arc<Context>) -> Result<Ac
     let outcome = async {
         let refs = dereference(&ctx.client, &gateway).await?;
         validate(&gateway)?;
-        let built = build(&gateway, &refs.teams, &ctx.default_image);
+        let built = build(&gateway, &refs.teams, &ctx.images.gateway);
         let applied = apply::owned(&ctx.client, gateway.as_ref(), built.into_desired()).await?;
         Ok((refs, applied))
     }

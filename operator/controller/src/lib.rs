@@ -26,6 +26,6 @@ pub mod rbac;
 pub mod run;
 pub mod team;
 
-pub use context::Context;
+pub use context::{Context, Images};
 pub use error::{Error, Result};
-pub use run::run;
+pub use run::{run, run_in};

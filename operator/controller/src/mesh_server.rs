@@ -30,14 +30,13 @@ use crate::apply::{Applied, Desired, Kind};
 use crate::pod::{
     config_hash, config_hash_of_map, http_probe, restricted_container, restricted_deployment,
 };
-use crate::{Context, Error, Result, team};
+use crate::{Context, Error, Images, Result, team};
 
 const KEYS_MOUNT: &str = "/etc/nsh/team-keys";
 const COMPONENT: &str = "mesh-server";
 
 const REDIS_COMPONENT: &str = "redis";
 const REDIS_PORT: i32 = 6379;
-pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.4-alpine";
 
 /// What the schema cannot check.
 pub fn validate(mesh: &MeshServer) -> Result<()> {
@@ -149,7 +148,7 @@ pub fn keys_secret_name(mesh: &str) -> String {
 pub fn build(
     mesh: &MeshServer,
     team_keys: &BTreeMap<String, Vec<u8>>,
-    default_image: &str,
+    images: &Images,
 ) -> Built {
     let name = mesh.name_any();
     let spec = &mesh.spec;
@@ -225,7 +224,7 @@ pub fn build(
         image: Some(
             spec.image
                 .clone()
-                .unwrap_or_else(|| default_image.to_owned()),
+                .unwrap_or_else(|| images.mesh.clone()),
         ),
         args: Some(server.args()),
         env: redis_from_secret.map(|env| vec![env]),
@@ -298,7 +297,7 @@ pub fn build(
         }),
         ..PodDisruptionBudget::default()
     });
-    let redis = is_managed(mesh).then(|| build_redis(mesh));
+    let redis = is_managed(mesh).then(|| build_redis(mesh, &images.redis));
     Built {
         config_map,
         keys,
@@ -311,7 +310,7 @@ pub fn build(
 
 /// One Redis pod for the mesh: data in an emptyDir (kept across container restarts, not pod
 /// moves), append-only when persistence is on.
-fn build_redis(mesh: &MeshServer) -> (Deployment, Service) {
+fn build_redis(mesh: &MeshServer, default_image: &str) -> (Deployment, Service) {
     let name = redis_name(&mesh.name_any());
     let selector = apply::selector(REDIS_COMPONENT, &name);
     let appendonly = if mesh.spec.persistence.enabled {
@@ -334,7 +333,7 @@ fn build_redis(mesh: &MeshServer) -> (Deployment, Service) {
                 .redis
                 .as_ref()
                 .and_then(|r| r.image.clone())
-                .unwrap_or_else(|| DEFAULT_REDIS_IMAGE.to_owned()),
+                .unwrap_or_else(|| default_image.to_owned()),
         ),
         command: Some(vec!["redis-server".into()]),
         args: Some(
@@ -443,7 +442,7 @@ pub async fn reconcile(mesh: Arc<MeshServer>, ctx: Arc<Context>) -> Result<Actio
     let outcome = async {
         let refs = dereference(&ctx.client, &mesh).await?;
         validate(&mesh)?;
-        let built = build(&mesh, &refs.team_keys, &ctx.default_image);
+        let built = build(&mesh, &refs.team_keys, &ctx.images);
         let applied = apply::owned(
             &ctx.client,
             mesh.as_ref(),
@@ -513,7 +512,7 @@ mod tests {
         let built = build(
             &mesh(serde_json::json!({ "service": { "port": 4000 } })),
             &keys,
-            "nsh:test",
+            &Images::from("nsh:test"),
         );
         assert!(built.pdb.is_none());
         let pod = built.deployment.spec.unwrap().template.spec.unwrap();
@@ -543,7 +542,7 @@ mod tests {
     #[test]
     fn settings_changes_roll_the_pods_but_key_changes_do_not() {
         let hash = |spec: serde_json::Value, keys: &BTreeMap<String, Vec<u8>>| {
-            build(&mesh(spec), keys, "nsh:test")
+            build(&mesh(spec), keys, &Images::from("nsh:test"))
                 .deployment
                 .spec
                 .unwrap()
@@ -603,7 +602,7 @@ mod tests {
         let built = build(
             &mesh(serde_json::json!({ "replicas": 3, "redis": { "url": "redis://r:6379/1" } })),
             &BTreeMap::new(),
-            "nsh:test",
+            &Images::from("nsh:test"),
         );
         assert_eq!(
             built.config_map.data.unwrap()["NSH_MESH_REDIS"],
@@ -627,7 +626,7 @@ mod tests {
                 serde_json::json!({ "replicas": 2, "redis": { "managed": true }, "persistence": { "enabled": true } }),
             ),
             &BTreeMap::new(),
-            "nsh:test",
+            &Images::from("nsh:test"),
         );
         assert_eq!(
             built.config_map.data.unwrap()["NSH_MESH_REDIS"],
@@ -642,7 +641,7 @@ mod tests {
         let pod = spec.template.spec.unwrap();
         assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
         let redis = &pod.containers[0];
-        assert_eq!(redis.image.as_deref(), Some(DEFAULT_REDIS_IMAGE));
+        assert_eq!(redis.image.as_deref(), Some(nsh_contract::image::REDIS));
         let args = redis.args.clone().unwrap();
         let appendonly = args.iter().position(|a| a == "--appendonly").unwrap();
         assert_eq!(args[appendonly + 1], "yes", "persistence on: append-only");
@@ -664,7 +663,7 @@ mod tests {
                 serde_json::json!({ "redis": { "url": "redis://r:6379/0" }, "persistence": { "enabled": true, "retention": "24h", "maxLength": 500 } }),
             ),
             &BTreeMap::new(),
-            "nsh:test",
+            &Images::from("nsh:test"),
         );
         let data = with_url.config_map.data.unwrap();
         assert_eq!(data["NSH_MESH_PERSISTENCE"], "true");
@@ -681,7 +680,7 @@ mod tests {
                 serde_json::json!({ "redis": { "secretRef": { "name": "redis", "key": "url" } }, "persistence": { "enabled": true } }),
             ),
             &BTreeMap::new(),
-            "nsh:test",
+            &Images::from("nsh:test"),
         );
         assert!(
             !with_secret

@@ -134,6 +134,31 @@ where
     controller
 }
 
+/// [`run`] over `namespaces` only (a namespaced install: one set of controllers per
+/// namespace, each watching its own), or over every namespace when the list is empty.
+pub async fn run_in(
+    ctx: Arc<Context>,
+    namespaces: Vec<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    if namespaces.is_empty() {
+        return run(ctx, shutdown).await;
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runs = namespaces.into_iter().map(|namespace| {
+        let mut stopped = stopped.clone();
+        let ctx = Arc::new(ctx.as_ref().clone().watching_only(namespace));
+        run(ctx, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+    });
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    futures_util::future::join_all(runs).await;
+}
+
 /// Runs the Team, MeshServer, Agent and McpGateway controllers until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -11,6 +11,7 @@
 
 pub mod command;
 pub mod env;
+pub mod image;
 pub mod names;
 pub mod quote;
 pub mod rate;

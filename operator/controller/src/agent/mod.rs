@@ -94,8 +94,8 @@ async fn pipeline(
             agent,
             settings,
             mesh_url,
-            &ctx.default_image,
-            &ctx.agent_image,
+            &ctx.images.sidecar,
+            &ctx.images.agent,
         );
         desired.extend(built.into_desired());
     }

@@ -186,3 +186,42 @@ fn the_gateway_pod_command_line_waits_for_the_gateway_verb() {
     assert!(err.to_string().contains("'run'"), "{err}");
     assert_eq!(&line[1..3], ["gateway", "run"]);
 }
+
+#[test]
+fn the_charts_operator_pod_runs_a_command_line_nsh_accepts() {
+    let helm = nsh_testenv::Binaries::locate().unwrap().helm;
+    for sets in [&[][..], &["--set", "watchNamespaces={a,b}"][..]] {
+        let output = std::process::Command::new(&helm)
+            .args(["template", "nsh-mesh"])
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/nsh-mesh"))
+            .args(["--kube-version", nsh_testenv::versions::kubernetes()])
+            .args(sets)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let rendered = String::from_utf8(output.stdout).unwrap();
+        let deployment: k8s_openapi::api::apps::v1::Deployment = rendered
+            .split("\n---\n")
+            .find(|doc| doc.contains("kind: Deployment"))
+            .map(|doc| serde_saphyr::from_str(doc).unwrap())
+            .unwrap();
+        let container = &deployment.spec.unwrap().template.spec.unwrap().containers[0];
+        let mut line = vec!["nsh".to_owned()];
+        line.extend(container.args.iter().flatten().cloned());
+        match parse(&line).command {
+            Command::Operator(_) => {}
+            other => panic!("the operator pod runs {other:?}"),
+        }
+        // Its variables are read by nsh's flags too (POD_* by leader election).
+        let env: BTreeMap<String, String> = container
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| e.name.starts_with("NSH_"))
+            .map(|e| (e.name.clone(), e.value.clone().unwrap()))
+            .collect();
+        let mut with_env = line.clone();
+        with_env.extend(env_as_flags(&["operator", "run"], &env));
+        parse(&with_env);
+    }
+}

@@ -11,7 +11,7 @@ pub(crate) enum OperatorVerb {
     /// Print the nsh.dev CRDs as YAML, or write one file per CRD with --out.
     Crds(CrdsArgs),
     /// Print the least ClusterRole the operator needs, as YAML.
-    Rbac,
+    Rbac(RbacArgs),
     /// Run the operator (Team, MeshServer, Agent and McpGateway controllers) against the current
     /// kubeconfig or in-cluster config, until SIGTERM.
     Run(RunArgs),
@@ -39,7 +39,12 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "NSH_OPERATOR_REDIS_IMAGE", default_value = nsh_contract::image::REDIS)]
     redis_image: String,
     /// Watch and reconcile only these namespaces, comma-separated (default: every namespace).
-    #[arg(long, value_name = "NAMESPACE", env = "NSH_OPERATOR_WATCH_NAMESPACES", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        env = "NSH_OPERATOR_WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
     watch_namespace: Vec<String>,
     /// Namespace of the leader-election Lease `nsh-operator`.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
@@ -58,16 +63,31 @@ pub(crate) struct CrdsArgs {
     /// Folder to write `<plural>.nsh.dev.yaml` files into (replaced atomically).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Write them as the templates of the `nsh-mesh-crds` chart: with the
+    /// `helm.sh/resource-policy: keep` annotation while the chart's `keep` value is true.
+    #[arg(long, requires = "out")]
+    helm: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RbacArgs {
+    /// Print only the rules (the `nsh-mesh` chart renders them into a ClusterRole, or Roles in
+    /// each watched namespace).
+    #[arg(long)]
+    rules_only: bool,
 }
 
 pub(crate) async fn run(verb: OperatorVerb) -> anyhow::Result<()> {
     match verb {
         OperatorVerb::Crds(args) => crds(&args),
-        OperatorVerb::Rbac => Ok(write!(
-            std::io::stdout().lock(),
-            "{}",
-            nsh_operator::rbac::cluster_role_yaml()?
-        )?),
+        OperatorVerb::Rbac(args) => {
+            let yaml = if args.rules_only {
+                nsh_operator::rbac::rules_yaml()?
+            } else {
+                nsh_operator::rbac::cluster_role_yaml()?
+            };
+            Ok(write!(std::io::stdout().lock(), "{yaml}")?)
+        }
         OperatorVerb::Run(args) => run_operator(args).await,
     }
 }
@@ -142,8 +162,13 @@ fn crds(args: &CrdsArgs) -> anyhow::Result<()> {
         Some(dir) => {
             for crd in &crds {
                 let path = dir.join(nsh_operator_api::file_name(crd));
+                let yaml = if args.helm {
+                    nsh_operator_api::to_helm_template(crd)?
+                } else {
+                    nsh_operator_api::to_yaml(crd)?
+                };
                 // Atomic, and creates the folder: readers never see half a file.
-                nsh_config_files::write_atomic(&path, nsh_operator_api::to_yaml(crd)?.as_bytes())
+                nsh_config_files::write_atomic(&path, yaml.as_bytes())
                     .with_context(|| format!("--out {}", dir.display()))?;
             }
         }

@@ -145,11 +145,7 @@ pub fn keys_secret_name(mesh: &str) -> String {
 }
 
 /// Builds every owned object from the spec and the team keys (team name -> key bytes).
-pub fn build(
-    mesh: &MeshServer,
-    team_keys: &BTreeMap<String, Vec<u8>>,
-    images: &Images,
-) -> Built {
+pub fn build(mesh: &MeshServer, team_keys: &BTreeMap<String, Vec<u8>>, images: &Images) -> Built {
     let name = mesh.name_any();
     let spec = &mesh.spec;
     let port = spec.service.port;
@@ -221,11 +217,7 @@ pub fn build(
     let probe = |path: &str| http_probe(path, "socketio");
     let container = Container {
         name: "mesh".to_owned(),
-        image: Some(
-            spec.image
-                .clone()
-                .unwrap_or_else(|| images.mesh.clone()),
-        ),
+        image: Some(spec.image.clone().unwrap_or_else(|| images.mesh.clone())),
         args: Some(server.args()),
         env: redis_from_secret.map(|env| vec![env]),
         env_from: Some(vec![EnvFromSource {

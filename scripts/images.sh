@@ -3,6 +3,7 @@
 # archives (the one-node test cluster imports them into its containerd):
 #   - nsh (Dockerfile): the static `nsh` binary (musl), non-root, CA certificates;
 #   - nsh-agent (agent-image/Dockerfile): Claude Code, Node.js, git and nsh on slim Debian;
+#   - nsh-agent-standin: the agent image with a stand-in for `claude` (tests only);
 #   - pause (the pod sandbox), from the pinned Kubernetes module's pause.c.
 # No registry is reachable here, so the Debian base is made with debootstrap from Debian's
 # mirror and stored under the name the Dockerfile asks for (docker.io/library/debian:...).
@@ -17,14 +18,22 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
+# The caches (cargo's target dir among them) outside the work tree.
+# shellcheck source=env.sh
+source "$here/env.sh"
 
-cache="${NSH_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nsh-mesh}"
+cache="$NSH_CACHE_DIR"
 out="$cache/images"
 mkdir -p "$out"
 
 log() { printf 'images: %s\n' "$*" >&2; }
 
 builder="${NSH_IMAGE_BUILDER:-buildah}"
+# The CA bundle build steps download with (this machine's, which may trust a TLS proxy); a
+# build secret, never stored in an image.
+ca_bundle="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
+# Every image of ours is tagged with the workspace's version (the operator's defaults).
+version="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n 1)"
 for tool in "$builder" gcc go cargo; do
   command -v "$tool" >/dev/null || { log "$tool is not on PATH (scripts/test.sh installs buildah and gcc with apt)"; exit 1; }
 done
@@ -42,10 +51,12 @@ build() {
   case "$builder" in
     buildah)
       # Host network: build steps fetch from Debian's mirror and the npm registry.
-      buildah bud --quiet --layers --network host -f "$context/Dockerfile" -t "$tag" "$context" >&2
+      buildah bud --quiet --layers --network host --secret "id=extra-ca,src=$ca_bundle" \
+        -f "$context/Dockerfile" -t "$tag" "$context" >&2
       buildah push --quiet "$tag" "docker-archive:$out/$name.tar.tmp:$tag" >&2 ;;
     docker)
-      docker build --quiet -f "$context/Dockerfile" -t "$tag" "$context" >&2
+      DOCKER_BUILDKIT=1 docker build --quiet --secret "id=extra-ca,src=$ca_bundle" \
+        -f "$context/Dockerfile" -t "$tag" "$context" >&2
       docker save -o "$out/$name.tar.tmp" "$tag" >&2 ;;
     *) log "NSH_IMAGE_BUILDER must be buildah or docker"; exit 2 ;;
   esac
@@ -68,8 +79,7 @@ build_pause() {
 }
 
 build_nsh() {
-  local work="$cache/images-src/nsh" target="x86_64-unknown-linux-musl" version
-  version="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n 1)"
+  local work="$cache/images-src/nsh" target="x86_64-unknown-linux-musl"
   rustup target list --installed 2>/dev/null | grep -qx "$target" || rustup target add "$target" >&2
   command -v musl-gcc >/dev/null || { log "musl-gcc is not on PATH (apt-get install musl-tools)"; exit 1; }
   log "nsh: cargo build --release --target $target"
@@ -77,7 +87,8 @@ build_nsh() {
   (cd "$root" && CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked -p nsh --target "$target" >&2)
   mkdir -p "$work"
   cp "$root/Dockerfile" "$work/Dockerfile"
-  cp "${CARGO_TARGET_DIR:-$root/target}/$target/release/nsh" "$work/nsh.new"
+  # Without symbols: a third of the size, and backtraces keep their line tables out of pods.
+  strip -o "$work/nsh.new" "$CARGO_TARGET_DIR/$target/release/nsh"
   cmp -s "$work/nsh.new" "$work/nsh" && rm "$work/nsh.new" || mv "$work/nsh.new" "$work/nsh"
   cp /etc/ssl/certs/ca-certificates.crt "$work/ca-certificates.crt"
   printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$work/passwd"
@@ -96,8 +107,12 @@ seed_debian() {
     local dir="$cache/images-src/debian-$DEBIAN_SUITE.rootfs"
     rm -rf "$dir"
     debootstrap --variant=minbase "$DEBIAN_SUITE" "$dir" http://deb.debian.org/debian >&2
-    # As the official slim image: no apt lists or caches.
-    rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin
+    # As the official slim image: no apt lists, caches or downloaded packages, and apt set
+    # to clean up after itself.
+    rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin "$dir"/var/cache/apt/archives/*.deb
+    printf '%s\n' 'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };' \
+      'APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };' \
+      'Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";' >"$dir/etc/apt/apt.conf.d/docker-clean"
     tar -C "$dir" -cf "$rootfs.tmp" . && mv "$rootfs.tmp" "$rootfs"
     rm -rf "$dir"
   fi
@@ -110,8 +125,7 @@ seed_debian() {
 }
 
 build_agent() {
-  local work="$cache/images-src/nsh-agent" version
-  version="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n 1)"
+  local work="$cache/images-src/nsh-agent"
   seed_debian
   mkdir -p "$work"
   cp "$root/agent-image/Dockerfile" "$work/Dockerfile"
@@ -120,7 +134,17 @@ build_agent() {
   build nsh-agent "ghcr.io/nsh-dev/nsh-agent:$version" "$work"
 }
 
+# The agent image with `claude` replaced by a stand-in (tests only: no model API here).
+build_standin() {
+  local work="$cache/images-src/nsh-agent-standin"
+  mkdir -p "$work"
+  cp "$root/e2e/testenv/images/agent-standin/"* "$work/"
+  cp "$out/nsh-agent.stamp" "$work/nsh-agent.stamp"
+  build nsh-agent-standin "ghcr.io/nsh-dev/nsh-agent-standin:$version" "$work"
+}
+
 build_pause
 build_nsh
 build_agent
+build_standin
 echo "$out"

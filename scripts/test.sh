@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test, first installing what the tests need:
-#   - redis-server (Debian package),
+#   - Debian packages: redis-server; containerd, runc, containernetworking-plugins and
+#     iptables (the one-node test cluster); buildah, debootstrap, gcc, musl-tools (images),
 #   - the official Socket.io peers for interop tests (npm packages in mesh/interop, and
 #     python-socketio in a virtualenv under the cache),
-#   - etcd, kube-apiserver, kube-controller-manager, kubectl and helm, built from their Go
+#   - etcd, the Kubernetes control plane and node binaries, CoreDNS, kubectl and helm, built from their Go
 #     modules at the versions in scripts/versions.env (cached; see scripts/testbin.sh),
-# then the layering check (scripts/check-architecture.py) and `cargo test` over the whole
+# and the container images (scripts/images.sh: nsh, the agent image, pause), then the
+# layering check (scripts/check-architecture.py) and `cargo test` over the whole
 # workspace. Extra arguments go to `cargo test`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,13 +21,25 @@ need() {
 need cargo "Install Rust 1.94 or newer (rustup)."
 need go "Install Go 1.26 or newer."
 
-if ! command -v redis-server >/dev/null; then
-  say "installing redis-server (Debian package)"
-  need apt-get "Install redis-server with your package manager."
+# Debian packages: Redis; the one-node test cluster's containerd, runc, CNI plugins and
+# iptables; the image builder (buildah), debootstrap for the agent image's base, gcc for the
+# pause image, musl-gcc for the static nsh binary.
+packages=(redis-server containerd runc containernetworking-plugins iptables buildah debootstrap gcc musl-tools)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  need apt-get "Install ${missing[*]} with your package manager."
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+rustup target list --installed | grep -qx x86_64-unknown-linux-musl || {
+  say "adding the Rust target x86_64-unknown-linux-musl (the static nsh binary in the images)"
+  rustup target add x86_64-unknown-linux-musl
+}
 
 need node "Install Node.js 20 or newer."
 need python3 "Install Python 3.11 or newer."
@@ -46,6 +60,10 @@ export NSH_INTEROP_PYTHON="$venv/bin/python"
 say "building the pinned control plane and helm (cached after the first run)"
 NSH_TESTBIN_DIR="$(scripts/testbin.sh | tail -n 1)"
 export NSH_TESTBIN_DIR
+
+say "building the images (nsh, nsh-agent, its test stand-in, pause; cached after the first run)"
+NSH_IMAGES_DIR="$(scripts/images.sh | tail -n 1)"
+export NSH_IMAGES_DIR
 
 say "layers point one way, no module cycles"
 python3 scripts/check-architecture.py

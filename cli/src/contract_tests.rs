@@ -198,7 +198,11 @@ fn the_charts_operator_pod_runs_a_command_line_nsh_accepts() {
             .args(sets)
             .output()
             .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let rendered = String::from_utf8(output.stdout).unwrap();
         let deployment: k8s_openapi::api::apps::v1::Deployment = rendered
             .split("\n---\n")

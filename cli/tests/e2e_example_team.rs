@@ -159,7 +159,7 @@ async fn the_example_team_runs_as_real_pods_and_its_agents_talk() {
 
     // 1. The charts: the CRDs, then the operator (with the stand-in for `claude`).
     helm(
-        &plane,
+        plane,
         &[
             "install",
             "nsh-mesh-crds",
@@ -168,7 +168,7 @@ async fn the_example_team_runs_as_real_pods_and_its_agents_talk() {
         ],
     );
     helm(
-        &plane,
+        plane,
         &[
             "install",
             "nsh-mesh",
@@ -231,8 +231,8 @@ async fn the_example_team_runs_as_real_pods_and_its_agents_talk() {
     until_ready(&agents, "bob").await;
 
     // 3. alice -> bob, through alice's sidecar, into bob's inbox.
-    let (_alice_forward, alice) = sidecar(&plane, "alice", &log("pf-alice")).await;
-    let (_bob_forward, bob) = sidecar(&plane, "bob", &log("pf-bob")).await;
+    let (_alice_forward, alice) = sidecar(plane, "alice", &log("pf-alice")).await;
+    let (_bob_forward, bob) = sidecar(plane, "bob", &log("pf-bob")).await;
     let ack = send_until_acked(
         &alice,
         json!({ "to": "bob", "text": "hello from alice's pod" }),
@@ -346,7 +346,7 @@ async fn the_example_team_runs_as_real_pods_and_its_agents_talk() {
         .metadata
         .generation;
     helm(
-        &plane,
+        plane,
         &[
             "upgrade",
             "nsh-mesh",
@@ -369,7 +369,7 @@ async fn the_example_team_runs_as_real_pods_and_its_agents_talk() {
     let status = after.status.unwrap();
     assert_eq!(status.updated_replicas, Some(1), "rolled out");
     helm(
-        &plane,
+        plane,
         &[
             "uninstall",
             "nsh-mesh",
@@ -378,7 +378,7 @@ async fn the_example_team_runs_as_real_pods_and_its_agents_talk() {
             "--wait",
         ],
     );
-    helm(&plane, &["uninstall", "nsh-mesh-crds", "--wait"]);
+    helm(plane, &["uninstall", "nsh-mesh-crds", "--wait"]);
     assert!(deployments.get_opt("nsh-mesh").await.unwrap().is_none());
     assert!(
         agents.get_opt("alice").await.unwrap().is_some(),

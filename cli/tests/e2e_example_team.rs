@@ -205,7 +205,7 @@ async fn the_example_team_runs_as_real_pods_and_its_agents_talk() {
         .clone()
         .unwrap();
     let metrics = port_forward(
-        &plane,
+        plane,
         RELEASE_NAMESPACE,
         &operator_pod,
         8080,

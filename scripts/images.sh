@@ -129,6 +129,11 @@ build_agent() {
   seed_debian
   mkdir -p "$work"
   cp "$root/agent-image/Dockerfile" "$work/Dockerfile"
+  # A new base makes a new image too.
+  case "$builder" in
+    buildah) buildah inspect --type image --format '{{.FromImageID}}' "docker.io/library/debian:$DEBIAN_SUITE-slim" ;;
+    docker) docker image inspect --format '{{.Id}}' "docker.io/library/debian:$DEBIAN_SUITE-slim" 2>/dev/null || true ;;
+  esac >"$work/base.id"
   # The nsh image it copies from changed: so does this one.
   cp "$out/nsh.stamp" "$work/nsh.stamp"
   build nsh-agent "ghcr.io/nsh-dev/nsh-agent:$version" "$work"

@@ -65,7 +65,9 @@ async fn port_forward(
         namespace,
         "port-forward",
         &format!("pod/{pod}"),
-        &format!("127.0.0.1::{port}"),
+        &format!(":{port}"),
+        "--address",
+        "127.0.0.1",
     ]);
     let process = ManagedProcess::spawn(format!("port-forward {pod}"), kubectl, log).unwrap();
     let local = wait_for(&format!("port-forward to {pod}"), WAIT, || {
@@ -77,7 +79,7 @@ async fn port_forward(
                 .parse::<u16>()
                 .ok()
         });
-        async move { Ok(port) }
+        async move { port.map(Some).ok_or(format!("kubectl says: {text}")) }
     })
     .await;
     PortForward {
@@ -156,6 +158,8 @@ async fn the_example_team_runs_as_real_pods_and_its_agents_talk() {
     let client = plane.client().await.unwrap();
     let logs = tempfile::tempdir().unwrap();
     let log = |name: &str| logs.path().join(format!("{name}.log"));
+
+    plane.load_image("nsh-agent-standin").await.unwrap();
 
     // 1. The charts: the CRDs, then the operator (with the stand-in for `claude`).
     helm(

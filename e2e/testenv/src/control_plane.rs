@@ -200,8 +200,7 @@ impl ControlPlane {
         let files = node.files.clone();
         let node_ip = node.netns.node_ip;
         self.spawn(&containerd.0, containerd.1)?;
-        let imported = node::import_images(&files).await?;
-        tracing::debug!(?imported, "images imported into the node's containerd");
+        node::import_images(&files, node::BASE_IMAGES).await?;
         for (name, command) in components {
             self.spawn(&name, command)?;
         }
@@ -218,6 +217,22 @@ impl ControlPlane {
                 () = tokio::time::sleep(Duration::from_millis(500)) => self.check_processes()?,
             }
         }
+    }
+
+    /// Imports image `name` (`<name>.tar` built by `scripts/images.sh`) into the node's
+    /// containerd, for pods that run it (`pause` and `nsh` are always there).
+    pub async fn load_image(&self, name: &str) -> Result<()> {
+        let node = self.node.as_ref().ok_or_else(|| Error::Io {
+            context: format!("load image {name}"),
+            source: std::io::Error::other(
+                "this control plane has no node: use ControlPlane::with_node",
+            ),
+        })?;
+        let files = node.files.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || node::import_image(&files, &name))
+            .await
+            .map_err(|e| Error::io("import an image")(std::io::Error::other(e)))?
     }
 
     /// `kubectl apply -f -` of `yaml`.

@@ -324,8 +324,12 @@ pub(crate) fn containerd(inputs: &NodeInputs<'_>) -> Result<Start> {
     Ok(("containerd".into(), command))
 }
 
-/// Waits for containerd's socket, then imports every image archive in [`images_dir`].
-pub(crate) async fn import_images(files: &NodeFiles) -> Result<Vec<String>> {
+/// Images every node has: the pod sandbox and nsh (operator, mesh, sidecars).
+pub(crate) const BASE_IMAGES: &[&str] = &["pause", "nsh"];
+
+/// Waits for containerd's socket, then imports the image archives `names` (`<name>.tar` in
+/// [`images_dir`]).
+pub(crate) async fn import_images(files: &NodeFiles, names: &[&str]) -> Result<()> {
     let socket = files.containerd_socket();
     let deadline = Instant::now() + READY_TIMEOUT;
     while !socket.exists() {
@@ -337,33 +341,27 @@ pub(crate) async fn import_images(files: &NodeFiles) -> Result<Vec<String>> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let dir = images_dir();
-    let archives: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(Error::io(format!(
-            "read {} (run scripts/images.sh to build the images)",
-            dir.display()
-        )))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tar"))
-        .collect();
-    if !archives.iter().any(|p| p.ends_with("pause.tar")) {
+    for name in names {
+        import_image(files, name)?;
+    }
+    Ok(())
+}
+
+/// Imports `<name>.tar` of [`images_dir`] into the node's containerd.
+pub(crate) fn import_image(files: &NodeFiles, name: &str) -> Result<()> {
+    let archive = images_dir().join(format!("{name}.tar"));
+    if !archive.is_file() {
         return Err(Error::MissingBinary {
-            name: "the pause image",
-            path: dir.join("pause.tar"),
+            name: "an image archive",
+            path: archive,
             fix: "scripts/images.sh",
         });
     }
-    let mut imported = Vec::new();
-    for archive in archives {
-        run(std::process::Command::new("ctr")
-            .arg("--address")
-            .arg(&socket)
-            .args(["--namespace", "k8s.io", "images", "import"])
-            .arg(&archive))?;
-        imported.push(archive.display().to_string());
-    }
-    Ok(imported)
+    run(std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(files.containerd_socket())
+        .args(["--namespace", "k8s.io", "images", "import"])
+        .arg(&archive))
 }
 
 /// The node's other processes, in start order.

@@ -79,13 +79,52 @@ impl ControlPlane {
     ///
     /// Its processes die with the test process; a janitor then removes its containers,
     /// mounts, cgroups and namespace, and the next start removes what a killed run left.
+    ///
+    /// With `NSH_E2E_KUBECONFIG` set, it is that cluster instead (kind, through
+    /// `e2e/kind/run.sh`), whose images are loaded already: the same tests run there.
     pub async fn with_node() -> Result<&'static Self> {
         static NODE: tokio::sync::OnceCell<ControlPlane> = tokio::sync::OnceCell::const_new();
-        NODE.get_or_try_init(Self::start_with_node).await
+        NODE.get_or_try_init(|| async {
+            match std::env::var_os("NSH_E2E_KUBECONFIG") {
+                Some(kubeconfig) => Self::existing(PathBuf::from(kubeconfig)),
+                None => Self::start_with_node().await,
+            }
+        })
+        .await
+    }
+
+    /// A cluster someone else runs, reached through `kubeconfig`; nothing to start or stop.
+    pub fn existing(kubeconfig: PathBuf) -> Result<Self> {
+        let binaries = Binaries::locate()?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("existing-{}-", std::process::id()))
+            .tempdir_in(base_dir()?)
+            .map_err(Error::io("create a folder for helm's state"))?;
+        let server = Kubeconfig::read_from(&kubeconfig)?
+            .clusters
+            .first()
+            .and_then(|c| c.cluster.as_ref()?.server.clone())
+            .unwrap_or_default();
+        Ok(Self {
+            server,
+            kubeconfig,
+            binaries,
+            processes: Vec::new(),
+            node: None,
+            dir,
+        })
     }
 
     /// Starts a private control plane with a node; see [`Self::with_node`].
     pub async fn start_with_node() -> Result<Self> {
+        if !rustix::process::geteuid().is_root() {
+            return Err(Error::Io {
+                context: "the one-node test cluster".into(),
+                source: std::io::Error::other(
+                    "needs root: it makes a network namespace, mounts and cgroups and runs containerd and the kubelet (run scripts/test.sh as root, or with sudo)",
+                ),
+            });
+        }
         let binaries = Binaries::locate()?;
         let node_binaries = NodeBinaries::locate()?;
         let base = base_dir()?;

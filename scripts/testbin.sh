@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane (kube-apiserver, kube-controller-manager,
-# kubectl), the node (kube-scheduler, kubelet, kube-proxy), etcd, CoreDNS and helm from
+# kubectl), the node (kube-scheduler, kubelet, kube-proxy), etcd, CoreDNS, helm and
+# kubeconform from
 # their Go modules, at the versions pinned in scripts/versions.env, into a cache folder
 # outside the work tree.
 #
@@ -101,6 +102,15 @@ build_coredns() {
   version_ok "$out/coredns" "CoreDNS-${v#v}" || { log "coredns does not report $v"; exit 1; }
 }
 
+build_kubeconform() {
+  local v="$KUBECONFORM_VERSION"
+  if [ -x "$out/kubeconform" ] && [ "$(cat "$out/kubeconform.version" 2>/dev/null)" = "$v" ]; then log "kubeconform $v: cached"; return; fi
+  log "kubeconform $v: building"
+  GOBIN="$out" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "github.com/yannh/kubeconform/cmd/kubeconform@$v" >&2
+  # It reports no version of its own when built with `go install`.
+  echo "$v" >"$out/kubeconform.version"
+}
+
 build_helm() {
   local v="$HELM_VERSION" dir="$work/helm-$HELM_VERSION"
   if [ -x "$out/helm" ] && "$out/helm" version --short 2>/dev/null | grep -qF "$v"; then log "helm $v: cached"; return; fi
@@ -116,11 +126,12 @@ build_helm() {
 }
 
 case "${1:-all}" in
-  all) build_etcd; build_kubernetes; build_coredns; build_helm ;;
+  all) build_etcd; build_kubernetes; build_coredns; build_helm; build_kubeconform ;;
   etcd) build_etcd ;;
   kubernetes) build_kubernetes ;;
   coredns) build_coredns ;;
   helm) build_helm ;;
-  *) log "usage: $0 [all|etcd|kubernetes|coredns|helm]"; exit 2 ;;
+  kubeconform) build_kubeconform ;;
+  *) log "usage: $0 [all|etcd|kubernetes|coredns|helm|kubeconform]"; exit 2 ;;
 esac
 echo "$out"

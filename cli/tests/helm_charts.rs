@@ -1,6 +1,7 @@
 //! The Helm charts: their generated files match their source, both lint, and what they render
-//! (cluster-wide and namespaced) is accepted by the pinned apiserver with strict field
-//! validation and Pod Security `restricted`, without a warning. Bad values are refused.
+//! (cluster-wide and namespaced) passes `kubeconform -strict` against the pinned apiserver's
+//! schemas and is accepted by that apiserver with strict field validation and Pod Security
+//! `restricted`, without a warning. Bad values are refused.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -145,6 +146,57 @@ async fn the_charts_render_what_the_apiserver_accepts_under_restricted_pod_secur
         dry_run(plane, &control).contains("would violate PodSecurity \"restricted"),
         "the apiserver warns about pods that break restricted"
     );
+    // kubeconform's schemas, from the pinned apiserver (with our CRDs) by the repo's converter.
+    let schemas = tempfile::tempdir().unwrap();
+    let (ok, openapi, err) = run(plane.kubectl().args(["get", "--raw", "/openapi/v2"]));
+    assert!(ok, "{err}");
+    let mut convert = Command::new("python3")
+        .arg(repo_root().join("scripts/k8s-json-schemas.py"))
+        .arg(schemas.path())
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    convert
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(openapi.as_bytes())
+        .unwrap();
+    assert!(convert.wait().unwrap().success());
+    let location = format!(
+        "{}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json",
+        schemas.path().display()
+    );
+    let kubeconform = |yaml: &str| {
+        let mut child = Command::new(nsh_testenv::kubeconform().unwrap())
+            .args(["-strict", "-summary", "-schema-location", &location, "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (ok, report) = kubeconform(&crds);
+    assert!(
+        ok && report.contains("Valid: 4, Invalid: 0, Errors: 0"),
+        "{report}"
+    );
+    // The control: a misspelt field is refused.
+    let (ok, report) =
+        kubeconform("apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {portz: []}\n");
+    assert!(!ok && report.contains("portz"), "{report}");
+
     let watch = format!("watchNamespaces={{{team_a},{team_b}}}");
     for sets in [
         vec![
@@ -154,6 +206,11 @@ async fn the_charts_render_what_the_apiserver_accepts_under_restricted_pod_secur
         vec![watch.as_str()],
     ] {
         let yaml = template(plane, "nsh-mesh", &release, &sets);
+        let (ok, report) = kubeconform(&yaml);
+        assert!(
+            ok && report.contains("Invalid: 0, Errors: 0, Skipped: 0"),
+            "{sets:?}: {report}"
+        );
         let warnings = dry_run(plane, &yaml);
         assert!(!warnings.contains("Warning"), "{sets:?}: {warnings}");
         if sets[0].starts_with("watchNamespaces") {

@@ -63,6 +63,20 @@ impl Binaries {
     }
 }
 
+/// Path of `kubeconform`, built by `scripts/testbin.sh` next to the others.
+pub fn kubeconform() -> Result<PathBuf> {
+    let path = Binaries::dir().join("kubeconform");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::MissingBinary {
+            name: "kubeconform",
+            path,
+            fix: BUILD_FIX,
+        })
+    }
+}
+
 /// Path of `redis-server`, from `PATH` or Debian's location.
 pub(crate) fn redis_server() -> Result<PathBuf> {
     let candidates: Vec<PathBuf> = std::env::var_os("PATH")

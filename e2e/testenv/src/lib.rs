@@ -23,7 +23,7 @@ pub mod process;
 mod redis_server;
 pub mod versions;
 
-pub use binaries::Binaries;
+pub use binaries::{Binaries, kubeconform};
 pub use control_plane::ControlPlane;
 pub use error::Error;
 pub use redis_server::RedisServer;

@@ -236,6 +236,9 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {{memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%}}
 serializeImagePulls: false
+# Secret and ConfigMap volumes follow their objects within seconds, not the default minute:
+# tests rotate keys and tokens and wait for the pods to see them.
+syncFrequency: 10s
 "#,
                 cgroup = Self::cgroup_root(),
                 socket = self.containerd_socket().display(),

@@ -63,4 +63,8 @@ pub struct TeamStatus {
     /// Name of the Secret holding the team's signing key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_secret_name: Option<String>,
+    /// Which key it is: its Secret's uid, new with every rotation. Agents' tokens are re-minted
+    /// when it changes (the key itself never leaves its Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }

@@ -88,8 +88,8 @@ pub struct Refs {
     pub mesh_exists: bool,
     /// Agents whose `teamRef` names it.
     pub members: usize,
-    /// Whether its key Secret exists (it is made once, never re-applied).
-    pub key_exists: bool,
+    /// The uid of its key Secret, if it exists (it is made once, never re-applied).
+    pub key_id: Option<String>,
 }
 
 pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
@@ -101,10 +101,10 @@ pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
 }
 
 async fn pipeline(client: &kube::Client, team: &Team) -> Result<Refs> {
-    let refs = dereference(client, team).await?;
+    let mut refs = dereference(client, team).await?;
     validate(team)?;
-    if !refs.key_exists {
-        create_key(client, team).await?;
+    if refs.key_id.is_none() {
+        refs.key_id = Some(create_key(client, team).await?);
     }
     Ok(refs)
 }
@@ -122,35 +122,39 @@ async fn dereference(client: &kube::Client, team: &Team) -> Result<Refs> {
         .iter()
         .filter(|agent| agent.spec.team_ref.name == team.name_any())
         .count();
-    let key_exists = Api::<Secret>::namespaced(client.clone(), &namespace)
+    let key_id = Api::<Secret>::namespaced(client.clone(), &namespace)
         .get_opt(&key_secret_name(&team.name_any()))
         .await?
-        .is_some();
+        .and_then(|secret| secret.metadata.uid);
     Ok(Refs {
         mesh_exists,
         members,
-        key_exists,
+        key_id,
     })
 }
 
 /// Creates the key Secret, once: applying a fresh random key on every reconcile would rotate it.
-async fn create_key(client: &kube::Client, team: &Team) -> Result<()> {
+/// Returns the uid of the Secret that holds the key.
+async fn create_key(client: &kube::Client, team: &Team) -> Result<String> {
     let namespace = team.namespace().unwrap_or_default();
     let secret = build_key_secret(team, &token::TeamKey::generate_text());
     let params = PostParams {
         field_manager: Some(apply::FIELD_MANAGER.into()),
         ..PostParams::default()
     };
-    match Api::<Secret>::namespaced(client.clone(), &namespace)
-        .create(&params, &secret)
-        .await
-    {
-        Ok(_) => tracing::info!("minted team signing key"),
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let created = match secrets.create(&params, &secret).await {
+        Ok(created) => {
+            tracing::info!("minted team signing key");
+            created
+        }
         // Another reconcile made it first: that key stays.
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            secrets.get(&key_secret_name(&team.name_any())).await?
+        }
         Err(err) => return Err(err.into()),
-    }
-    Ok(())
+    };
+    Ok(created.metadata.uid.unwrap_or_default())
 }
 
 /// The status for how the pipeline ended; `None` when an API call failed.
@@ -206,6 +210,7 @@ pub fn status(team: &Team, outcome: &Result<Refs>) -> Option<TeamStatus> {
         },
         members: Some(i32::try_from(refs.members).unwrap_or(i32::MAX)),
         key_secret_name: Some(secret_name),
+        key_id: refs.key_id.clone(),
     })
 }
 
@@ -264,7 +269,7 @@ mod tests {
         let refs = Refs {
             mesh_exists: false,
             members: 2,
-            key_exists: true,
+            key_id: Some("s1".into()),
         };
         let reported = status(&team, &Ok(refs)).unwrap();
         assert_eq!(reported.members, Some(2));

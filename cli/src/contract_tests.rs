@@ -77,6 +77,17 @@ fn env_as_flags(subcommand: &[&str], env: &BTreeMap<String, String>) -> Vec<Stri
         .collect()
 }
 
+/// The container's `NSH_*` variables with their values.
+fn nsh_env(container: &Container) -> BTreeMap<String, String> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .filter(|e| e.name.starts_with("NSH_"))
+        .map(|e| (e.name.clone(), e.value.clone().unwrap()))
+        .collect()
+}
+
 fn parse(line: &[String]) -> Cli {
     Cli::try_parse_from(line).unwrap_or_else(|err| panic!("`{}`:\n{err}", line.join(" ")))
 }
@@ -106,13 +117,7 @@ fn the_agent_pod_runs_command_lines_nsh_accepts() {
         let agent_container = &pod.containers[0];
         let line = command_line(agent_container);
         // The agent container's `NSH_*` variables are read by the Claude Code hooks it runs.
-        let env: BTreeMap<String, String> = agent_container
-            .env
-            .iter()
-            .flatten()
-            .filter(|e| e.name.starts_with("NSH_"))
-            .map(|e| (e.name.clone(), e.value.clone().unwrap()))
-            .collect();
+        let env = nsh_env(agent_container);
         assert!(!env.is_empty());
         let mut hook = vec![
             "nsh".to_owned(),
@@ -217,13 +222,7 @@ fn the_charts_operator_pod_runs_a_command_line_nsh_accepts() {
             other => panic!("the operator pod runs {other:?}"),
         }
         // Its variables are read by nsh's flags too (POD_* by leader election).
-        let env: BTreeMap<String, String> = container
-            .env
-            .iter()
-            .flatten()
-            .filter(|e| e.name.starts_with("NSH_"))
-            .map(|e| (e.name.clone(), e.value.clone().unwrap()))
-            .collect();
+        let env = nsh_env(container);
         let mut with_env = line.clone();
         with_env.extend(env_as_flags(&["operator", "run"], &env));
         parse(&with_env);

@@ -137,6 +137,13 @@ async fn send_until_acked(
     .await
 }
 
+/// alice sends `text` to bob until the mesh acks it `delivered`; it is then in bob's inbox.
+async fn alice_to_bob(alice: &common::McpClient, bob: &common::McpClient, text: &str) {
+    let ack = send_until_acked(alice, json!({ "to": "bob", "text": text })).await;
+    assert_eq!(ack["status"], "delivered", "{ack}");
+    assert!(inbox_texts(bob).await.contains(&text.to_owned()), "{text}");
+}
+
 /// The messages in `client`'s agent's inbox.
 async fn inbox_texts(client: &common::McpClient) -> Vec<String> {
     let (failed, inbox) = common::call(client, "mesh_inbox", json!({})).await;
@@ -237,17 +244,7 @@ async fn the_example_team_runs_as_real_pods_and_its_agents_talk() {
     // 3. alice -> bob, through alice's sidecar, into bob's inbox.
     let (_alice_forward, alice) = sidecar(plane, "alice", &log("pf-alice")).await;
     let (_bob_forward, bob) = sidecar(plane, "bob", &log("pf-bob")).await;
-    let ack = send_until_acked(
-        &alice,
-        json!({ "to": "bob", "text": "hello from alice's pod" }),
-    )
-    .await;
-    assert_eq!(ack["status"], "delivered", "{ack}");
-    assert!(
-        inbox_texts(&bob)
-            .await
-            .contains(&"hello from alice's pod".to_owned())
-    );
+    alice_to_bob(&alice, &bob, "hello from alice's pod").await;
     for (who, client) in [("alice", &alice), ("bob", &bob)] {
         let (failed, joined) =
             common::call(client, "mesh_group_join", json!({ "group": "dev" })).await;
@@ -273,12 +270,7 @@ async fn the_example_team_runs_as_real_pods_and_its_agents_talk() {
     pods.delete(&mesh_pod, &DeleteParams::default())
         .await
         .unwrap();
-    let ack = send_until_acked(
-        &alice,
-        json!({ "to": "bob", "text": "after the mesh restarted" }),
-    )
-    .await;
-    assert_eq!(ack["status"], "delivered", "{ack}");
+    alice_to_bob(&alice, &bob, "after the mesh restarted").await;
 
     // 4b. The team key is rotated (delete its Secret; the operator mints a new key and new
     // tokens, the mesh drops the old sockets, the sidecars reconnect with the new tokens).
@@ -299,17 +291,7 @@ async fn the_example_team_runs_as_real_pods_and_its_agents_talk() {
         }
     })
     .await;
-    let ack = send_until_acked(
-        &alice,
-        json!({ "to": "bob", "text": "after the key rotation" }),
-    )
-    .await;
-    assert_eq!(ack["status"], "delivered", "{ack}");
-    assert!(
-        inbox_texts(&bob)
-            .await
-            .contains(&"after the key rotation".to_owned())
-    );
+    alice_to_bob(&alice, &bob, "after the key rotation").await;
 
     // 4c. Deleting an Agent removes its pod, token Secret and launch ConfigMap.
     agents

@@ -82,9 +82,14 @@ build_nsh() {
   local work="$cache/images-src/nsh" target="x86_64-unknown-linux-musl"
   rustup target list --installed 2>/dev/null | grep -qx "$target" || rustup target add "$target" >&2
   command -v musl-gcc >/dev/null || { log "musl-gcc is not on PATH (apt-get install musl-tools)"; exit 1; }
-  log "nsh: cargo build --release --target $target"
+  # With cargo-auditable where it is installed: the dependency list goes into the binary,
+  # for scanners (`cargo audit bin`, trivy, syft). scripts/test.sh installs it.
+  local build=build
+  cargo auditable --version >/dev/null 2>&1 && build="auditable build"
+  log "nsh: cargo $build --release --target $target"
   # Static: musl links it so; the C parts (ring, mimalloc) go through musl-gcc.
-  (cd "$root" && CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked -p nsh --target "$target" >&2)
+  # shellcheck disable=SC2086 # $build is one or two words
+  (cd "$root" && CC_x86_64_unknown_linux_musl=musl-gcc cargo $build --release --locked -p nsh --target "$target" >&2)
   mkdir -p "$work"
   cp "$root/Dockerfile" "$work/Dockerfile"
   # Without symbols: a third of the size, and backtraces keep their line tables out of pods.

@@ -36,6 +36,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+cargo auditable --version >/dev/null 2>&1 || {
+  say "installing cargo-auditable (the images' binary carries its dependency list)"
+  cargo install --locked --quiet cargo-auditable
+}
 rustup target list --installed | grep -qx x86_64-unknown-linux-musl || {
   say "adding the Rust target x86_64-unknown-linux-musl (the static nsh binary in the images)"
   rustup target add x86_64-unknown-linux-musl

@@ -137,6 +137,18 @@ async fn send_until_acked(
     .await
 }
 
+/// The name of the first pod that `labels` select.
+async fn first_pod(pods: &Api<Pod>, labels: &str) -> String {
+    let list = pods
+        .list(&kube::api::ListParams::default().labels(labels))
+        .await
+        .unwrap();
+    list.items
+        .first()
+        .and_then(|pod| pod.metadata.name.clone())
+        .unwrap_or_else(|| panic!("no pod with {labels}"))
+}
+
 /// alice sends `text` to bob until the mesh acks it `delivered`; it is then in bob's inbox.
 async fn alice_to_bob(alice: &common::McpClient, bob: &common::McpClient, text: &str) {
     let ack = send_until_acked(alice, json!({ "to": "bob", "text": text })).await;
@@ -206,15 +218,11 @@ async fn the_example_team_runs_as_real_pods_and_its_agents_talk() {
         }
     })
     .await;
-    let operator_pod = Api::<Pod>::namespaced(client.clone(), RELEASE_NAMESPACE)
-        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/name=nsh-operator"))
-        .await
-        .unwrap()
-        .items[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
+    let operator_pod = first_pod(
+        &Api::<Pod>::namespaced(client.clone(), RELEASE_NAMESPACE),
+        "app.kubernetes.io/name=nsh-operator",
+    )
+    .await;
     let metrics = port_forward(
         plane,
         RELEASE_NAMESPACE,
@@ -258,15 +266,7 @@ async fn the_example_team_runs_as_real_pods_and_its_agents_talk() {
 
     // 4a. The mesh pod dies: its Deployment replaces it, the sidecars reconnect.
     let pods = Api::<Pod>::namespaced(client.clone(), TEAM_NAMESPACE);
-    let mesh_pod = pods
-        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/component=mesh-server"))
-        .await
-        .unwrap()
-        .items[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
+    let mesh_pod = first_pod(&pods, "app.kubernetes.io/component=mesh-server").await;
     pods.delete(&mesh_pod, &DeleteParams::default())
         .await
         .unwrap();

@@ -24,7 +24,7 @@ need go "Install Go 1.26 or newer."
 # Debian packages: Redis; the one-node test cluster's containerd, runc, CNI plugins and
 # iptables; the image builder (buildah), debootstrap for the agent image's base, gcc for the
 # pause image, musl-gcc for the static nsh binary.
-packages=(redis-server containerd runc containernetworking-plugins iptables buildah debootstrap gcc musl-tools)
+packages=(redis-server containerd runc containernetworking-plugins iptables iproute2 util-linux buildah debootstrap gcc musl-tools)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

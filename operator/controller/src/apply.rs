@@ -104,10 +104,6 @@ macro_rules! objects {
                 match self { $(Self::$kind(_) => Kind::$kind),* }
             }
 
-            pub fn name(&self) -> String {
-                match self { $(Self::$kind(o) => o.name_any()),* }
-            }
-
             async fn apply(&self, client: &kube::Client, namespace: &str) -> Result<Self> {
                 match self { $(Self::$kind(o) => Ok(Self::$kind(apply(client, namespace, o).await?))),* }
             }

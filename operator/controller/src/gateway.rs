@@ -299,6 +299,20 @@ pub fn status(gateway: &McpGateway, outcome: &Result<(Refs, Applied)>) -> Option
 mod tests {
     use super::*;
 
+    #[test]
+    fn everything_built_is_of_a_kind_the_controller_owns_and_watches() {
+        let gw = gateway(
+            serde_json::json!({ "upstreams": [{ "name": "a", "url": "http://a" }], "teams": ["alpha"] }),
+        );
+        for desired in build(&gw, &["alpha".into()], "nsh:1").into_desired() {
+            assert!(
+                OWNS.contains(&desired.kind()),
+                "{:?} is not in OWNS",
+                desired.kind()
+            );
+        }
+    }
+
     fn gateway(spec: serde_json::Value) -> McpGateway {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "nsh.dev/v1alpha1", "kind": "McpGateway",

@@ -489,6 +489,21 @@ pub fn status(mesh: &MeshServer, outcome: &Result<(Refs, Applied)>) -> Option<Me
 mod tests {
     use super::*;
 
+    #[test]
+    fn everything_built_is_of_a_kind_the_controller_owns_and_watches() {
+        let spec = serde_json::json!({ "replicas": 2, "redis": { "managed": true }, "persistence": { "enabled": true } });
+        for spec in [serde_json::json!({}), spec] {
+            let built = build(&mesh(spec), &BTreeMap::new(), &Images::from("nsh:test"));
+            for desired in built.into_desired("mesh") {
+                assert!(
+                    OWNS.contains(&desired.kind()),
+                    "{:?} is not in OWNS",
+                    desired.kind()
+                );
+            }
+        }
+    }
+
     fn mesh(spec: serde_json::Value) -> MeshServer {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "nsh.dev/v1alpha1", "kind": "MeshServer",

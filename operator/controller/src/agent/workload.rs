@@ -354,6 +354,24 @@ pub fn build(
 mod tests {
     use super::*;
 
+    #[test]
+    fn everything_built_is_of_a_kind_the_controller_owns_and_watches() {
+        let alice = agent("spec:\n  teamRef: { name: alpha }\n");
+        let settings = launch_settings(&alice, MESH, &BTreeMap::new()).unwrap();
+        let token = Desired::present(token::build_token_secret(&alice, "jwt"));
+        for desired in build(&alice, &settings, MESH, "nsh", "agent")
+            .into_desired()
+            .into_iter()
+            .chain([token])
+        {
+            assert!(
+                crate::agent::OWNS.contains(&desired.kind()),
+                "{:?} is not in OWNS",
+                desired.kind()
+            );
+        }
+    }
+
     fn agent(yaml: &str) -> Agent {
         let mut value: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
         value["apiVersion"] = "nsh.dev/v1alpha1".into();

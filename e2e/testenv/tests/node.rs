@@ -1,6 +1,5 @@
 //! The one-node cluster runs real pods: the node registers Ready, a pod of the locally built
-//! pause image runs and passes a probe, the `kubernetes` and `kube-dns` Services exist, and
-//! `kubectl` reaches the pod through the apiserver and kubelet.
+//! pause image runs, and `kubectl logs` and `exec` reach pods through the apiserver and kubelet.
 
 use std::time::Duration;
 
@@ -60,4 +59,49 @@ async fn a_pod_of_a_locally_built_image_runs_on_the_node() {
         "kubectl logs: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+
+    // exec, in a pod of the nsh image (which has no shell: nsh itself answers).
+    let nsh: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "nsh" },
+        "spec": {
+            "automountServiceAccountToken": false,
+            "containers": [{
+                "name": "nsh",
+                "image": format!("ghcr.io/nsh-dev/nsh:{}", env!("CARGO_PKG_VERSION")),
+                "imagePullPolicy": "Never",
+                "args": ["up", "--data-dir", "/data"],
+                "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
+            }],
+            "securityContext": { "fsGroup": 65532 },
+            "volumes": [{ "name": "data", "emptyDir": {} }],
+        },
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &nsh).await.unwrap();
+    let version = wait_for("kubectl exec in the nsh pod", WAIT, || {
+        let output = plane
+            .kubectl()
+            .args([
+                "-n",
+                &ns,
+                "exec",
+                "nsh",
+                "--",
+                "/usr/local/bin/nsh",
+                "--version",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let err = String::from_utf8_lossy(&output.stderr).into_owned();
+        async move {
+            if output.status.success() {
+                Ok(Some(text))
+            } else {
+                Err(err)
+            }
+        }
+    })
+    .await;
+    assert_eq!(version.trim(), format!("nsh {}", env!("CARGO_PKG_VERSION")));
 }

@@ -33,7 +33,7 @@ pub(crate) enum Command {
     /// The agent-to-agent mesh: server, client, tokens.
     Mesh(Group<crate::mesh::MeshVerb>),
     /// The MCP gateway in front of MCP servers.
-    Gateway(Group<GatewayVerb>),
+    Gateway(Group<crate::gateway::GatewayVerb>),
     /// MCP servers installed across MCP clients.
     Mcp(Group<crate::mcp::McpVerb>),
     /// Launch and configure coding agents.
@@ -52,8 +52,6 @@ pub(crate) struct Group<V: Subcommand> {
 }
 
 // Verbs arrive with the issues that build them; an empty enum is a group with no verbs.
-#[derive(Debug, Subcommand)]
-pub(crate) enum GatewayVerb {}
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterVerb {}
 

@@ -5,6 +5,7 @@ mod agent;
 mod cli;
 #[cfg(test)]
 mod contract_tests;
+mod gateway;
 mod keys;
 mod mcp;
 mod mcp_doctor;
@@ -52,7 +53,7 @@ async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Up(args) => up::run(&args).await,
         cli::Command::Mesh(group) => mesh::run(group.verb).await,
-        cli::Command::Gateway(group) => match group.verb {},
+        cli::Command::Gateway(group) => gateway::run(group.verb).await,
         cli::Command::Mcp(group) => mcp::run(group.verb).await,
         cli::Command::Agent(group) => agent::run(group.verb),
         cli::Command::Operator(group) => operator::run(group.verb).await,

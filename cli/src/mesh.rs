@@ -132,6 +132,10 @@ pub(crate) struct TokenArgs {
     /// Lifetime, e.g. 24h, 30m, 7d.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     ttl: Duration,
+    /// Also valid at these MCP gateways (their `audience`, e.g. nsh-gateway); repeatable.
+    /// The mesh accepts the token either way.
+    #[arg(long = "audience", value_name = "AUDIENCE")]
+    audiences: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +214,7 @@ fn mint_token(args: &TokenArgs) -> anyhow::Result<()> {
         agent: &args.agent,
         groups: &args.groups,
         ttl: args.ttl,
+        audiences: &args.audiences,
     };
     let token = token::mint(&request, &key, token::now_unix())?;
     writeln!(std::io::stdout().lock(), "{token}")?;

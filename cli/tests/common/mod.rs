@@ -121,6 +121,7 @@ impl MeshProcess {
             agent,
             groups: &groups,
             ttl: Duration::from_secs(ttl_secs.unsigned_abs()),
+            audiences: &[],
         };
         let now = token::now_unix();
         let issued = if ttl_secs < 0 {

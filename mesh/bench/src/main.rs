@@ -352,6 +352,7 @@ async fn connect_to_team(
             agent,
             groups: &[],
             ttl: Duration::from_secs(3600),
+            audiences: &[],
         },
         key,
         token::now_unix(),

@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 
 use crate::config::{HttpLimits, RateLimit};
 use crate::gate::SessionGate;
-use crate::keys::{KeyDir, KeyDirError};
 use crate::{Mesh, ServerConfig, dedup::Dedup, handlers, metrics::Metrics, registry::Registry};
+use nsh_mesh_transport::keys::{KeyDir, KeyDirError};
 
 /// How long shutdown waits for connections to close before giving up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -18,7 +18,7 @@ mod durable;
 mod emit;
 mod gate;
 mod handlers;
-pub mod keys;
+pub use nsh_mesh_transport::keys;
 mod metrics;
 mod presence;
 mod pubsub;

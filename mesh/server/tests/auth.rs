@@ -25,6 +25,7 @@ fn mint(team: &str, key: &str, ttl_secs: u64, now: u64) -> String {
             agent: "a1",
             groups: &[],
             ttl: Duration::from_secs(ttl_secs),
+            audiences: &[],
         },
         &key,
         now,

@@ -202,6 +202,7 @@ async fn a_socket_is_disconnected_when_its_token_expires() {
         agent: "alice",
         groups: &[],
         ttl: Duration::from_secs(71),
+        audiences: &[],
     };
     let expiring = token::mint(&request, &key, now - 100).unwrap();
     let alice = mesh.try_connect(&expiring).await.unwrap();

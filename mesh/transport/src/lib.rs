@@ -4,6 +4,7 @@
 //!   (documented for other implementations in `docs/mesh-protocol.md`);
 //! - [`token`]: team-scoped HS256 JWTs, minted by the operator and `nsh mesh token`, verified
 //!   by the server;
+//! - [`keys`]: the folder of team keys that verifiers (the mesh, the MCP gateway) re-read;
 //! - [`socketio`]: the Socket.io v5 / Engine.IO v4 packet codec;
 //! - [`client`]: a Socket.io client over WebSocket that can answer server acks;
 //! - [`display`]: untrusted text made safe for logs, errors and an agent's context.
@@ -11,6 +12,7 @@
 
 pub mod client;
 pub mod display;
+pub mod keys;
 pub mod socketio;
 pub mod token;
 pub mod wire;

@@ -131,6 +131,8 @@ pub struct TokenRequest<'a> {
     pub agent: &'a str,
     pub groups: &'a [String],
     pub ttl: Duration,
+    /// Verifiers besides the mesh that must accept the token (MCP gateways' audiences).
+    pub audiences: &'a [String],
 }
 
 /// Why a token was not minted or not accepted. The `Display` text is what a refused client
@@ -163,6 +165,10 @@ pub enum TokenError {
     TooLong { expires_in_secs: u64, max_secs: u64 },
     #[error("wrong issuer or audience: both must be `nsh-mesh`")]
     WrongIssuerOrAudience,
+    #[error(
+        "the token is not for `{0}`: its `aud` claim does not name it (mint it with that audience, e.g. `nsh mesh token --audience {0}`)"
+    )]
+    NotForThisAudience(String),
     #[error("missing claim `{0}`")]
     MissingClaim(String),
     #[error("`kid` header `{kid}` does not match the `team` claim `{team}`")]
@@ -231,7 +237,11 @@ pub fn mint(
         team: request.team.to_owned(),
         groups: request.groups.to_vec(),
         iss: ISSUER.to_owned(),
-        aud: Audience::from(AUDIENCE),
+        aud: Audience(
+            std::iter::once(AUDIENCE.to_owned())
+                .chain(request.audiences.iter().filter(|a| *a != AUDIENCE).cloned())
+                .collect(),
+        ),
         iat: now_unix,
         exp: now_unix + request.ttl.as_secs().max(1),
         jti: uuid::Uuid::new_v4().to_string(),
@@ -256,6 +266,18 @@ pub fn verify_with(
     max_ttl: Duration,
     now: u64,
 ) -> Result<Claims, TokenError> {
+    verify_for(token, keys, AUDIENCE, max_ttl, now)
+}
+
+/// [`verify_with`] for a verifier other than the mesh: the token's `aud` must name
+/// `audience` (an MCP gateway's; a token minted for the mesh alone is refused there).
+pub fn verify_for(
+    token: &str,
+    keys: &impl KeyLookup,
+    audience: &str,
+    max_ttl: Duration,
+    now: u64,
+) -> Result<Claims, TokenError> {
     let token = token.trim();
     if token.is_empty() {
         return Err(TokenError::Missing);
@@ -277,7 +299,7 @@ pub fn verify_with(
     // Off by default in jsonwebtoken: a token with `nbf` in the future must not work yet.
     validation.validate_nbf = true;
     validation.set_issuer(&[ISSUER]);
-    validation.set_audience(&[AUDIENCE]);
+    validation.set_audience(&[audience]);
     validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
     let key = DecodingKey::from_secret(key.as_bytes())
         .map_err(|e| TokenError::Malformed(e.to_string()))?;
@@ -288,7 +310,9 @@ pub fn verify_with(
         ErrorKind::ImmatureSignature => TokenError::NotYetValid,
         ErrorKind::InvalidSignature => TokenError::BadSignature(team.clone()),
         ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm("other than HS256".into()),
-        ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => TokenError::WrongIssuerOrAudience,
+        ErrorKind::InvalidIssuer => TokenError::WrongIssuerOrAudience,
+        ErrorKind::InvalidAudience if audience == AUDIENCE => TokenError::WrongIssuerOrAudience,
+        ErrorKind::InvalidAudience => TokenError::NotForThisAudience(audience.to_owned()),
         ErrorKind::MissingRequiredClaim(claim) => TokenError::MissingClaim(claim.clone()),
         other => TokenError::Malformed(format!("{other:?}")),
     })?;
@@ -356,6 +380,7 @@ mod tests {
                 agent: "a1",
                 groups: &groups,
                 ttl: Duration::from_secs(ttl),
+                audiences: &[],
             },
             &key(signing),
             now,
@@ -480,6 +505,7 @@ mod tests {
             agent: "a:b",
             groups: &no_groups,
             ttl: Duration::from_secs(1),
+            audiences: &[],
         };
         assert!(matches!(
             mint(&bad_agent, &k, 0),
@@ -490,6 +516,7 @@ mod tests {
             agent: "a",
             groups: &no_groups,
             ttl: Duration::ZERO,
+            audiences: &[],
         };
         assert_eq!(mint(&zero, &k, 0), Err(TokenError::ZeroTtl));
         assert_eq!(
@@ -595,6 +622,7 @@ mod tests {
             agent: "a",
             groups: &[],
             ttl: MAX_TTL + Duration::from_secs(1),
+            audiences: &[],
         };
         assert!(matches!(
             mint(&request, &key("alpha-secret-0123456789"), now),

@@ -69,7 +69,7 @@ proptest! {
         let key = TeamKey::from_file_contents(b"alpha-key-0123456789").unwrap();
         let keys = HashMap::from([("alpha".to_owned(), key.clone())]);
         let groups = vec!["ops".to_owned()];
-        let good = token::mint(&TokenRequest { team: "alpha", agent: "a1", groups: &groups, ttl: Duration::from_secs(60) }, &key, token::now_unix()).unwrap();
+        let good = token::mint(&TokenRequest { team: "alpha", agent: "a1", groups: &groups, ttl: Duration::from_secs(60), audiences: &[] }, &key, token::now_unix()).unwrap();
         let mut bytes = good.clone().into_bytes();
         let index = position % bytes.len();
         bytes[index] ^= 1 << bit;

@@ -129,6 +129,7 @@ pub fn token_for(team: &str, agent: &str, groups: &[&str]) -> String {
             agent,
             groups: &groups,
             ttl: Duration::from_secs(3600),
+            audiences: &[],
         },
         &key,
         token::now_unix(),

@@ -126,6 +126,7 @@ pub fn plan(
         agent: &name,
         groups,
         ttl,
+        audiences: &[],
     };
     let jwt = token::mint(&request, key, now).map_err(mint_error)?;
     let claims = token::peek_claims(&jwt).map_err(Error::Mint)?;

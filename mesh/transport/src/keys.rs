@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use nsh_mesh_transport::token::{KeyLookup, TeamKey};
+use crate::token::{KeyLookup, TeamKey};
 
 #[derive(Debug)]
 pub struct KeyDir {

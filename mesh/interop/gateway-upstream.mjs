@@ -15,7 +15,7 @@ import { z } from "zod";
 
 const name = process.argv[2] ?? "upstream";
 // Shared by every session: a change made through one is seen by all.
-const state = { echoDescription: "Returns the text it is given.", servers: new Set() };
+const state = { echoDescription: "Returns the text it is given.", servers: new Set(), headers: {}, cancelled: 0 };
 
 function build() {
   const server = new McpServer({ name: `test-${name}`, version: "1.0.0" });
@@ -42,7 +42,10 @@ function build() {
     },
     async ({ steps, ms }, extra) => {
       for (let i = 1; i <= steps; i++) {
-        if (extra.signal.aborted) return { content: [{ type: "text", text: "cancelled" }] };
+        if (extra.signal.aborted) {
+          state.cancelled += 1;
+          return { content: [{ type: "text", text: "cancelled" }] };
+        }
         await new Promise((r) => setTimeout(r, ms));
         if (extra._meta?.progressToken !== undefined) {
           await extra.sendNotification({
@@ -66,6 +69,16 @@ function build() {
       }
       return { content: [{ type: "text", text: "changed" }] };
     },
+  );
+  server.registerTool(
+    "stats",
+    { description: "How many calls were cancelled by their caller.", inputSchema: {} },
+    async () => ({ content: [{ type: "text", text: JSON.stringify({ cancelled: state.cancelled }) }] }),
+  );
+  server.registerTool(
+    "seen_headers",
+    { description: "The auth headers the HTTP server last received.", inputSchema: {} },
+    async () => ({ content: [{ type: "text", text: JSON.stringify(state.headers) }] }),
   );
   server.registerTool(
     "crash",
@@ -100,6 +113,10 @@ if (httpIndex === -1) {
         res.writeHead(404).end();
         return;
       }
+      state.headers = {
+        authorization: req.headers["authorization"] ?? null,
+        "x-api-key": req.headers["x-api-key"] ?? null,
+      };
       let body = "";
       for await (const chunk of req) body += chunk;
       const parsed = body ? JSON.parse(body) : undefined;

@@ -1,0 +1,80 @@
+//! The official SDK client, on both protocol revisions, sees the tools, prompts and resources
+//! of a stdio and an HTTP upstream merged under `<upstream>__<name>`, and each call, progress
+//! included, reaches the upstream it names.
+
+mod common;
+
+use common::gateway::Gateway;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_revisions_see_one_merged_catalog_and_calls_reach_the_named_upstream() {
+    let gateway = Gateway::start("").await;
+    for revision in ["legacy", "2026-07-28"] {
+        let mut client = gateway.client("alpha", "alice", revision).await;
+        let expected_version = if revision == "legacy" { "2025-11-25" } else { "2026-07-28" };
+        assert_eq!(client.hello["version"], expected_version, "{revision}");
+
+        let tools = client.tools().await;
+        for upstream in ["local", "web"] {
+            for tool in ["echo", "whoami", "slow", "delete_everything"] {
+                let name = format!("{upstream}__{tool}");
+                assert!(tools.contains(&name), "{revision}: {name} missing from {tools:?}");
+            }
+        }
+        assert!(tools.iter().all(|t| t.starts_with("local__") || t.starts_with("web__")));
+
+        for upstream in ["local", "web"] {
+            let answer = client
+                .call(&format!("{upstream}__echo"), json!({ "text": "ping" }))
+                .await;
+            assert_eq!(answer["result"]["text"], format!("{upstream}:ping"), "{revision}: {answer}");
+            let who = client.call(&format!("{upstream}__whoami"), json!({})).await;
+            let who: serde_json::Value =
+                serde_json::from_str(who["result"]["text"].as_str().unwrap()).unwrap();
+            assert_eq!(who["name"], upstream);
+        }
+
+        let slow = client
+            .send(json!({ "op": "call", "name": "web__slow", "args": { "steps": 3, "ms": 30 }, "progress": true }))
+            .await;
+        assert_eq!(slow["result"]["text"], "done after 3", "{slow}");
+        assert_eq!(slow["progress"], json!([1, 2, 3]), "{revision}: progress reaches the caller");
+
+        let prompts = client.send(json!({ "op": "prompts" })).await;
+        assert_eq!(prompts["prompts"], json!(["local__greet", "web__greet"]), "{prompts}");
+        let prompt = client
+            .send(json!({ "op": "prompt", "name": "local__greet", "args": { "who": "bob" } }))
+            .await;
+        assert_eq!(prompt["text"], "local greets bob", "{prompt}");
+        let resources = client.send(json!({ "op": "resources" })).await;
+        assert_eq!(
+            resources["resources"],
+            json!([
+                { "name": "local__notes", "uri": "mem://local/notes" },
+                { "name": "web__notes", "uri": "mem://web/notes" },
+            ]),
+            "{resources}"
+        );
+        let read = client.send(json!({ "op": "read", "uri": "mem://web/notes" })).await;
+        assert_eq!(read["text"], "notes of web", "{read}");
+        client.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_callers_progress_and_answers_never_cross() {
+    let gateway = Gateway::start("").await;
+    let mut alice = gateway.client("alpha", "alice", "legacy").await;
+    let mut bob = gateway.client("beta", "bob", "2026-07-28").await;
+    // The SDK numbers its requests and progress tokens from 0 in each client, so the two
+    // callers' ids collide at the gateway; each must still get only its own answers.
+    let call = |steps: u64| json!({ "op": "call", "name": "local__slow", "args": { "steps": steps, "ms": 20 }, "progress": true });
+    let (a, b) = tokio::join!(alice.send(call(4)), bob.send(call(6)));
+    assert_eq!(a["result"]["text"], "done after 4", "{a}");
+    assert_eq!(a["progress"], json!([1, 2, 3, 4]), "{a}");
+    assert_eq!(b["result"]["text"], "done after 6", "{b}");
+    assert_eq!(b["progress"], json!([1, 2, 3, 4, 5, 6]), "{b}");
+    alice.close().await;
+    bob.close().await;
+}

@@ -174,22 +174,66 @@ fn the_mesh_server_pod_runs_with_settings_nsh_accepts() {
 }
 
 #[test]
-fn the_gateway_pod_command_line_waits_for_the_gateway_verb() {
+fn the_gateway_pod_runs_command_lines_and_a_config_nsh_accepts() {
     let gateways: Vec<McpGateway> = of_kind(&example_team(), "McpGateway");
     let built = gateway::build(&gateways[0], &["alpha".to_owned()], "nsh");
     let pod = built.deployment.spec.unwrap().template.spec.unwrap();
     let line = command_line(&pod.containers[0]);
-    // `nsh gateway run` arrives with the gateway issue; until then this build refuses it, and
-    // the day it exists this test must parse it like the others.
-    let err = Cli::try_parse_from(&line).unwrap_err();
-    assert_eq!(
-        err.kind(),
-        clap::error::ErrorKind::UnknownArgument,
-        "`{}`: {err}",
-        line.join(" ")
+    assert!(
+        matches!(parse(&line).command, Command::Gateway(_)),
+        "{line:?}"
     );
-    assert!(err.to_string().contains("'run'"), "{err}");
-    assert_eq!(&line[1..3], ["gateway", "run"]);
+    // The config it reads is one `nsh gateway run` accepts.
+    let config = &built.config_map.data.unwrap()[gateway::CONFIG_FILE];
+    nsh_gateway_config::GatewayConfig::parse(std::path::Path::new("gateway.yaml"), config)
+        .unwrap_or_else(|e| panic!("{e}\n{config}"));
+    // The example's `command` upstream runs in its own container, from the copied binary.
+    let init = &pod.init_containers.as_ref().unwrap()[0];
+    assert!(matches!(
+        parse(&command_line(init)).command,
+        Command::Mcp(_)
+    ));
+    let upstreams: Vec<&Container> = pod.containers.iter().skip(1).collect();
+    assert!(!upstreams.is_empty());
+    for upstream in upstreams {
+        let line = command_line(&Container {
+            command: Some(vec!["nsh".into()]),
+            ..upstream.clone()
+        });
+        assert_eq!(
+            upstream.command.as_ref().unwrap()[0],
+            "/nsh/bin/nsh",
+            "runs the copied binary"
+        );
+        assert!(matches!(parse(&line).command, Command::Mcp(_)), "{line:?}");
+    }
+}
+
+#[test]
+fn the_headers_helper_the_agent_gets_is_a_command_nsh_accepts() {
+    let objects = example_team();
+    let gateways = BTreeMap::from([(
+        "tools".to_owned(),
+        nsh_contract::url::gateway_service("tools", "team-a"),
+    )]);
+    let mesh_url = nsh_contract::url::mesh_service("mesh", "team-a", 3456);
+    let agents: Vec<Agent> = of_kind(&objects, "Agent");
+    let with_gateway = agents
+        .iter()
+        .find(|a| a.spec.mcp_servers.iter().any(|s| s.gateway_ref.is_some()))
+        .expect("an example agent names the gateway");
+    let settings = workload::launch_settings(with_gateway, &mesh_url, &gateways).unwrap();
+    let helper = settings
+        .mcp
+        .as_ref()
+        .and_then(|m| m.servers.as_ref())
+        .and_then(|s| s.values().find_map(|s| s.headers_helper.clone()))
+        .expect("the gateway entry has a headers helper");
+    let words = shlex::split(&helper).unwrap();
+    assert!(
+        matches!(parse(&words).command, Command::Mesh(_)),
+        "{helper}"
+    );
 }
 
 #[test]

@@ -21,6 +21,45 @@ pub(crate) enum McpVerb {
     Uninstall(UninstallArgs),
     /// Start (or connect to) every installed server and check the MCP handshake and tools/list.
     Doctor(DoctorArgs),
+    /// One stdio MCP server shared by many clients.
+    Daemon(DaemonArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DaemonArgs {
+    #[command(subcommand)]
+    verb: DaemonVerb,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum DaemonVerb {
+    /// Run COMMAND once and serve it over streamable HTTP at /mcp to every client (what an
+    /// McpGateway's `command` upstream container runs).
+    Serve(DaemonServeArgs),
+    /// Copy this `nsh` binary to a path (an init container sharing it with containers of other
+    /// images, which then run `nsh mcp daemon serve`).
+    #[command(hide = true)]
+    CopyBinary(CopyBinaryArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CopyBinaryArgs {
+    /// Where to put the copy (its folder must exist).
+    #[arg(long, value_name = "PATH")]
+    to: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DaemonServeArgs {
+    /// Address of the MCP endpoint (/mcp) and /healthz, /readyz, /metrics.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: std::net::SocketAddr,
+    /// Name of the server, for logs.
+    #[arg(long, default_value = "server")]
+    name: String,
+    /// The stdio MCP server and its arguments, after `--`.
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -125,7 +164,40 @@ pub(crate) async fn run(verb: McpVerb) -> anyhow::Result<()> {
         McpVerb::Install(args) => install(args),
         McpVerb::Uninstall(args) => uninstall(&args),
         McpVerb::Doctor(args) => doctor(&args).await,
+        McpVerb::Daemon(DaemonArgs {
+            verb: DaemonVerb::Serve(args),
+        }) => {
+            let mut words = args.command.into_iter();
+            let command = nsh_gateway_config::Command {
+                command: words.next().unwrap_or_default(),
+                args: words.collect(),
+                env: Default::default(),
+                image: None,
+            };
+            nsh_mcp_gateway::run_shared_stdio(
+                args.listen,
+                args.name,
+                command,
+                crate::signal::shutdown_signal(),
+            )
+            .await?;
+            Ok(())
+        }
+        McpVerb::Daemon(DaemonArgs {
+            verb: DaemonVerb::CopyBinary(args),
+        }) => copy_binary(&args.to),
     }
+}
+
+fn copy_binary(to: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let me = std::env::current_exe().context("finding this binary")?;
+    std::fs::copy(&me, to)
+        .with_context(|| format!("copying {} to {}", me.display(), to.display()))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", to.display()))?;
+    tracing::info!(to = %to.display(), "nsh copied");
+    Ok(())
 }
 
 /// Where a server runs: its command line, or its URL.

@@ -23,6 +23,31 @@ pub(crate) enum MeshVerb {
     Client(crate::mesh_client::ClientArgs),
     /// Claude Code hooks that inject unread mesh messages (and `hook install` to add them).
     Hook(crate::mesh_client::HookArgs),
+    /// Print `{"Authorization": "Bearer <token>"}` from a token file, for an MCP client's
+    /// headers helper (Claude Code's `headersHelper`) in front of an MCP gateway.
+    AuthHeader(AuthHeaderArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuthHeaderArgs {
+    /// The agent's token file (re-read on every call, so rotated tokens are picked up).
+    #[arg(long = nsh_contract::command::mesh_client_flag::TOKEN_FILE, value_name = "FILE")]
+    token_file: PathBuf,
+}
+
+fn auth_header(args: &AuthHeaderArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("--token-file {}", args.token_file.display()))?;
+    let token = token.trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "--token-file {}: the file is empty",
+        args.token_file.display()
+    );
+    let header = serde_json::json!({ "Authorization": format!("Bearer {token}") });
+    writeln!(std::io::stdout().lock(), "{header}")?;
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +175,7 @@ pub(crate) async fn run(verb: MeshVerb) -> anyhow::Result<()> {
         MeshVerb::Server(args) => server(args).await,
         MeshVerb::Token(args) => mint_token(&args),
         MeshVerb::Keygen(args) => keygen(&args),
+        MeshVerb::AuthHeader(args) => auth_header(&args),
         MeshVerb::Client(args) => crate::mesh_client::client(args).await,
         MeshVerb::Hook(args) => crate::mesh_client::hook(args),
     }

@@ -10,7 +10,9 @@ fn post(port: u16, token: Option<&str>) -> (u16, String) {
     use std::io::{Read as _, Write as _};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
         "POST /mcp HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n{auth}Content-Length: {}\r\n\r\n{body}",
@@ -28,7 +30,10 @@ async fn tokens_without_this_audience_or_from_other_teams_are_refused() {
     let gateway = Gateway::start("").await;
     let (code, answer) = post(gateway.port, None);
     assert_eq!(code, 401, "{answer}");
-    assert!(answer.to_lowercase().contains("www-authenticate: bearer"), "{answer}");
+    assert!(
+        answer.to_lowercase().contains("www-authenticate: bearer"),
+        "{answer}"
+    );
 
     let mesh_only = gateway.token("alpha", "alice", &[]);
     let (code, answer) = post(gateway.port, Some(&mesh_only));
@@ -50,7 +55,11 @@ async fn tokens_without_this_audience_or_from_other_teams_are_refused() {
     // The SDK client sees the refusal as an HTTP 401, not a hang.
     let refused = Driver::start(&gateway.url(), &mesh_only, "legacy").await;
     assert_eq!(refused.hello["connected"], false, "{}", refused.hello);
-    assert_eq!(refused.hello["error"]["data"]["status"], 401, "{}", refused.hello);
+    assert_eq!(
+        refused.hello["error"]["data"]["status"], 401,
+        "{}",
+        refused.hello
+    );
 
     // A token for both the mesh and this gateway works.
     let both = gateway.client("alpha", "alice", "legacy").await;
@@ -70,6 +79,9 @@ async fn upstreams_get_their_configured_headers_and_never_the_callers_token() {
     let seen: serde_json::Value =
         serde_json::from_str(seen["result"]["text"].as_str().unwrap()).unwrap();
     assert_eq!(seen["x-api-key"], "key k-123", "{seen}");
-    assert!(seen["authorization"].is_null(), "the caller's token went upstream: {seen}");
+    assert!(
+        seen["authorization"].is_null(),
+        "the caller's token went upstream: {seen}"
+    );
     alice.close().await;
 }

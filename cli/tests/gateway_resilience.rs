@@ -32,10 +32,17 @@ async fn a_crashed_stdio_upstream_is_restarted_and_callers_are_told() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(second != 0 && second != first, "{revision}: local never came back: {}", gateway.log());
+        assert!(
+            second != 0 && second != first,
+            "{revision}: local never came back: {}",
+            gateway.log()
+        );
         // Gone, then back: at least two list_changed.
         let after = client.list_changed().await;
-        assert!(after >= changes + 2, "{revision}: list_changed {changes} -> {after}");
+        assert!(
+            after >= changes + 2,
+            "{revision}: list_changed {changes} -> {after}"
+        );
         // The other upstream never noticed.
         let web = client.call("web__echo", json!({ "text": "still" })).await;
         assert_eq!(web["result"]["text"], "web:still", "{web}");
@@ -53,15 +60,26 @@ async fn an_http_upstream_that_goes_away_leaves_and_comes_back() {
 
     // Its calls fail at once, with the upstream named; the gateway stays up.
     let failed = client.call("web__echo", json!({ "text": "x" })).await;
-    assert!(failed["error"]["message"].as_str().unwrap_or_default().contains("web"), "{failed}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("web"),
+        "{failed}"
+    );
     let gw = gateway.port;
     nsh_testenv::wait_for("web's tools to leave", Duration::from_secs(20), || {
-        let status = common::http_get(gw, "/status").map(|(_, b)| b).unwrap_or_default();
+        let status = common::http_get(gw, "/status")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
         async move { Ok(status.contains("\"down\":[\"web\"]").then_some(())) }
     })
     .await;
     let tools = client.tools().await;
-    assert!(tools.iter().all(|t| !t.starts_with("web__")) && tools.contains(&"local__echo".to_owned()), "{tools:?}");
+    assert!(
+        tools.iter().all(|t| !t.starts_with("web__")) && tools.contains(&"local__echo".to_owned()),
+        "{tools:?}"
+    );
     // Still serving the rest: ready, degraded, naming the upstream.
     let ready = nsh_testenv::wait_for("/readyz to say degraded", Duration::from_secs(5), || {
         let ready = common::http_get(gw, "/readyz");
@@ -73,7 +91,9 @@ async fn an_http_upstream_that_goes_away_leaves_and_comes_back() {
 
     gateway.web = Some(HttpUpstream::start(gateway.dir.path(), "web", port).await);
     nsh_testenv::wait_for("web's tools to return", Duration::from_secs(40), || {
-        let status = common::http_get(gw, "/status").map(|(_, b)| b).unwrap_or_default();
+        let status = common::http_get(gw, "/status")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
         async move { Ok(status.contains("\"down\":[]").then_some(())) }
     })
     .await;
@@ -93,14 +113,23 @@ async fn an_upstream_that_never_answers_stalls_nobody() {
             held.push(stream);
         }
     });
-    let stuck = format!("- name: stuck\n  url: http://127.0.0.1:{silent_port}/mcp\n  required: false\n  listTimeout: 1s\n");
+    let stuck = format!(
+        "- name: stuck\n  url: http://127.0.0.1:{silent_port}/mcp\n  required: false\n  listTimeout: 1s\n"
+    );
     let gateway = Gateway::start_with_env("", &[], &stuck).await;
     let mut client = gateway.client("alpha", "alice", "2026-07-28").await;
     let tools = client.tools().await;
-    assert!(tools.contains(&"local__echo".to_owned()) && tools.contains(&"web__echo".to_owned()), "{tools:?}");
+    assert!(
+        tools.contains(&"local__echo".to_owned()) && tools.contains(&"web__echo".to_owned()),
+        "{tools:?}"
+    );
     assert!(!tools.iter().any(|t| t.starts_with("stuck__")));
     let status = gateway.status();
-    assert_eq!(status["waiting"], json!([]), "stuck is not required: {status}");
+    assert_eq!(
+        status["waiting"],
+        json!([]),
+        "stuck is not required: {status}"
+    );
     assert_eq!(status["down"], json!(["stuck"]), "{status}");
     client.close().await;
 }
@@ -117,7 +146,8 @@ async fn a_callers_cancellation_reaches_the_upstream() {
         let mut seen = 0;
         for _ in 0..50 {
             let stats = client.call(&format!("{upstream}__stats"), json!({})).await;
-            let stats: Value = serde_json::from_str(stats["result"]["text"].as_str().unwrap()).unwrap();
+            let stats: Value =
+                serde_json::from_str(stats["result"]["text"].as_str().unwrap()).unwrap();
             seen = stats["cancelled"].as_u64().unwrap();
             if seen > 0 {
                 break;

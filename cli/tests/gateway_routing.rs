@@ -12,23 +12,38 @@ async fn both_revisions_see_one_merged_catalog_and_calls_reach_the_named_upstrea
     let gateway = Gateway::start("").await;
     for revision in ["legacy", "2026-07-28"] {
         let mut client = gateway.client("alpha", "alice", revision).await;
-        let expected_version = if revision == "legacy" { "2025-11-25" } else { "2026-07-28" };
+        let expected_version = if revision == "legacy" {
+            "2025-11-25"
+        } else {
+            "2026-07-28"
+        };
         assert_eq!(client.hello["version"], expected_version, "{revision}");
 
         let tools = client.tools().await;
         for upstream in ["local", "web"] {
             for tool in ["echo", "whoami", "slow", "delete_everything"] {
                 let name = format!("{upstream}__{tool}");
-                assert!(tools.contains(&name), "{revision}: {name} missing from {tools:?}");
+                assert!(
+                    tools.contains(&name),
+                    "{revision}: {name} missing from {tools:?}"
+                );
             }
         }
-        assert!(tools.iter().all(|t| t.starts_with("local__") || t.starts_with("web__")));
+        assert!(
+            tools
+                .iter()
+                .all(|t| t.starts_with("local__") || t.starts_with("web__"))
+        );
 
         for upstream in ["local", "web"] {
             let answer = client
                 .call(&format!("{upstream}__echo"), json!({ "text": "ping" }))
                 .await;
-            assert_eq!(answer["result"]["text"], format!("{upstream}:ping"), "{revision}: {answer}");
+            assert_eq!(
+                answer["result"]["text"],
+                format!("{upstream}:ping"),
+                "{revision}: {answer}"
+            );
             let who = client.call(&format!("{upstream}__whoami"), json!({})).await;
             let who: serde_json::Value =
                 serde_json::from_str(who["result"]["text"].as_str().unwrap()).unwrap();
@@ -39,10 +54,18 @@ async fn both_revisions_see_one_merged_catalog_and_calls_reach_the_named_upstrea
             .send(json!({ "op": "call", "name": "web__slow", "args": { "steps": 3, "ms": 30 }, "progress": true }))
             .await;
         assert_eq!(slow["result"]["text"], "done after 3", "{slow}");
-        assert_eq!(slow["progress"], json!([1, 2, 3]), "{revision}: progress reaches the caller");
+        assert_eq!(
+            slow["progress"],
+            json!([1, 2, 3]),
+            "{revision}: progress reaches the caller"
+        );
 
         let prompts = client.send(json!({ "op": "prompts" })).await;
-        assert_eq!(prompts["prompts"], json!(["local__greet", "web__greet"]), "{prompts}");
+        assert_eq!(
+            prompts["prompts"],
+            json!(["local__greet", "web__greet"]),
+            "{prompts}"
+        );
         let prompt = client
             .send(json!({ "op": "prompt", "name": "local__greet", "args": { "who": "bob" } }))
             .await;
@@ -56,7 +79,9 @@ async fn both_revisions_see_one_merged_catalog_and_calls_reach_the_named_upstrea
             ]),
             "{resources}"
         );
-        let read = client.send(json!({ "op": "read", "uri": "mem://web/notes" })).await;
+        let read = client
+            .send(json!({ "op": "read", "uri": "mem://web/notes" }))
+            .await;
         assert_eq!(read["text"], "notes of web", "{read}");
         client.close().await;
     }

@@ -123,7 +123,8 @@ pub fn mcp_config(servers: &BTreeMap<String, McpServer>) -> Value {
     json!({ "mcpServers": servers })
 }
 
-/// One server in Claude Code's shape: `{ command, args, env }` or `{ type, url, headers }`.
+/// One server in Claude Code's shape: `{ command, args, env }` or
+/// `{ type, url, headers, headersHelper }`.
 pub fn claude_server(server: &McpServer) -> Value {
     let mut out = Map::new();
     match (&server.command, &server.url) {
@@ -147,6 +148,9 @@ pub fn claude_server(server: &McpServer) -> Value {
             out.insert("url".into(), url.clone().into());
             if let Some(headers) = &server.headers {
                 out.insert("headers".into(), json!(headers));
+            }
+            if let Some(helper) = &server.headers_helper {
+                out.insert("headersHelper".into(), helper.clone().into());
             }
         }
         (None, None) => {}

@@ -121,6 +121,14 @@ pub struct McpServer {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<BTreeMap<String, String>>,
+    /// A command whose stdout is a JSON object of headers, run each time the client connects
+    /// (Claude Code's `headersHelper`): how an agent pod sends its current, rotated token.
+    #[serde(
+        default,
+        rename = "headersHelper",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub headers_helper: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -106,6 +106,7 @@ pub fn from_client(value: &Value) -> McpServer {
         env: map("env"),
         url,
         headers: map("headers").or_else(|| map("http_headers")),
+        headers_helper: string("headersHelper"),
     }
 }
 

@@ -71,7 +71,10 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let web = HttpUpstream::start(dir.path(), "web", 0).await;
         let mut gateway = Self {
-            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             web_extra: web_extra.to_owned(),
             dir,
             port: 0,
@@ -132,19 +135,28 @@ impl Gateway {
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         let log = self.path("gateway.log");
         self.process = Some(ManagedProcess::spawn("nsh gateway run", command, &log).unwrap());
-        self.port = nsh_testenv::logged_addr(&log, "gateway listening", "mcp", Duration::from_secs(30))
-            .await
-            .port();
+        self.port =
+            nsh_testenv::logged_addr(&log, "gateway listening", "mcp", Duration::from_secs(30))
+                .await
+                .port();
         // Later configs keep the port the first run was given.
         let config = std::fs::read_to_string(self.path("gateway.yaml")).unwrap();
-        let fixed = config.replacen("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{}", self.port), 1);
+        let fixed = config.replacen(
+            "listen: 127.0.0.1:0",
+            &format!("listen: 127.0.0.1:{}", self.port),
+            1,
+        );
         std::fs::write(self.path("gateway.yaml"), fixed).unwrap();
         let port = self.port;
-        nsh_testenv::wait_for("the gateway's /readyz", Duration::from_secs(30), || async move {
-            Ok(super::http_get(port, "/readyz")
-                .filter(|(code, _)| *code == 200)
-                .map(|_| ()))
-        })
+        nsh_testenv::wait_for(
+            "the gateway's /readyz",
+            Duration::from_secs(30),
+            || async move {
+                Ok(super::http_get(port, "/readyz")
+                    .filter(|(code, _)| *code == 200)
+                    .map(|_| ()))
+            },
+        )
         .await;
     }
 
@@ -169,7 +181,7 @@ impl Gateway {
     /// An SDK client as `agent` of `team`, with a token for this gateway.
     pub async fn client(&self, team: &str, agent: &str, revision: &str) -> Driver {
         let token = self.token(team, agent, &[AUDIENCE]);
-        let mut driver = Driver::start(&self.url(), &token, revision).await;
+        let driver = Driver::start(&self.url(), &token, revision).await;
         let hello = driver.hello.clone();
         assert_eq!(hello["connected"], true, "{hello}\n{}", self.log());
         driver
@@ -245,7 +257,8 @@ impl Driver {
     }
 
     pub async fn call(&mut self, name: &str, args: Value) -> Value {
-        self.send(json!({ "op": "call", "name": name, "args": args })).await
+        self.send(json!({ "op": "call", "name": name, "args": args }))
+            .await
     }
 
     pub async fn list_changed(&mut self) -> u64 {

@@ -26,8 +26,9 @@ pub struct Entry<T> {
 pub struct Index {
     pub tools: Vec<Entry<Tool>>,
     pub tool_by_name: HashMap<String, usize>,
-    /// Exposed names hidden because their upstream changed them after pinning.
-    pub changed: HashMap<String, Arc<UpstreamHandle>>,
+    /// Exposed names hidden because their upstream changed them after pinning, with the new
+    /// hash.
+    pub changed: HashMap<String, String>,
     pub prompts: Vec<Entry<Prompt>>,
     pub prompt_by_name: HashMap<String, usize>,
     pub resources: Vec<Entry<Resource>>,
@@ -107,7 +108,7 @@ pub fn build(
                                 })
                                 .inc();
                         }
-                        index.changed.insert(exposed, upstream.clone());
+                        index.changed.insert(exposed, hash);
                         continue;
                     }
                 }

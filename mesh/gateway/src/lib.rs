@@ -21,4 +21,4 @@ pub mod progress;
 pub mod serve;
 pub mod upstream;
 
-pub use serve::{GatewayError, run_http, run_stdio};
+pub use serve::{GatewayError, run_http, run_shared_stdio, run_stdio};

@@ -167,7 +167,9 @@ pub struct Status {
     pub waiting: Vec<String>,
     pub down: Vec<String>,
     pub tools: usize,
-    pub hidden_changed: Vec<String>,
+    /// Pinned tools hidden because their upstream changed them, with the new hash (put it in
+    /// `pinnedTools` to approve the change).
+    pub hidden_changed: std::collections::BTreeMap<String, String>,
 }
 
 fn status(gateway: &Gateway) -> Status {
@@ -178,7 +180,7 @@ fn status(gateway: &Gateway) -> Status {
         waiting,
         down,
         tools: index.tools.len(),
-        hidden_changed: index.changed.keys().cloned().collect(),
+        hidden_changed: index.changed.clone().into_iter().collect(),
     }
 }
 
@@ -318,4 +320,88 @@ pub async fn current_pins(
     let hashes = gateway.current_hashes();
     gateway.shutdown();
     Ok(hashes)
+}
+
+/// `nsh mcp daemon serve --listen ADDR -- COMMAND…`: one stdio server, started once, shared by
+/// every HTTP session (rmcp gives each upstream request its own id, so sessions never get
+/// each other's answers). Names are left as the server gives them; no auth (it listens on
+/// loopback inside a pod, for the gateway beside it), no policy, no audit.
+pub async fn run_shared_stdio(
+    listen: SocketAddr,
+    name: String,
+    command: nsh_gateway_config::Command,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let policy = nsh_gateway_config::GatewayPolicy {
+        upstreams: vec![nsh_gateway_config::Upstream {
+            name,
+            url: None,
+            headers: Vec::new(),
+            command: Some(command),
+            required: true,
+            list_timeout: None,
+            call_timeout: None,
+        }],
+        audit: nsh_gateway_config::Audit {
+            enabled: false,
+            ..Default::default()
+        },
+        // Limits are the gateway's business; here only the upstream's concurrency bound.
+        rate_limit: nsh_gateway_config::RateLimit {
+            rate: "1000000/s".into(),
+            burst: 1_000_000,
+            upstream_concurrency: 1024,
+        },
+        ..Default::default()
+    };
+    let mut registry = Registry::default();
+    let gateway = Gateway::start(
+        Policy::new(policy)?,
+        Naming::AsIs,
+        None,
+        Metrics::register(&mut registry),
+    )
+    .map_err(GatewayError::Audit)?;
+    let readiness = ReadinessHandle::new("starting the server");
+    tokio::spawn(follow_health(gateway.clone(), readiness.clone()));
+    let mut http = StreamableHttpServerConfig::default();
+    http.legacy_session_mode = true;
+    let front_gateway = gateway.clone();
+    let local_caller = Caller {
+        team: "local".into(),
+        agent: "local".into(),
+    };
+    let mcp = StreamableHttpService::new(
+        move || {
+            Ok(Front::new(
+                front_gateway.clone(),
+                Some(local_caller.clone()),
+            ))
+        },
+        Arc::new(LocalSessionManager::default()),
+        http,
+    );
+    let router = axum::Router::new()
+        .nest_service("/mcp", mcp)
+        .merge(nsh_admin::router(Arc::new(registry), readiness));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| GatewayError::Listen {
+            addr: listen.to_string(),
+            source,
+        })?;
+    let local = listener.local_addr().unwrap_or(listen);
+    tracing::info!(mcp = %format!("http://{local}/mcp"), "shared MCP server listening");
+    let served = nsh_admin::serve::serve(
+        listener,
+        router,
+        nsh_admin::serve::ServeLimits::default().fitted_to_descriptors(),
+        shutdown,
+    )
+    .await;
+    gateway.shutdown();
+    served.map_err(|source| GatewayError::Listen {
+        addr: listen.to_string(),
+        source,
+    })
 }

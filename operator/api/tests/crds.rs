@@ -77,7 +77,7 @@ async fn the_example_team_applies_and_reads_back_with_defaults() {
         .get("tools")
         .await
         .unwrap();
-    assert!(gateway.spec.audit.enabled && !gateway.spec.audit.log_arguments);
+    assert!(gateway.spec.policy.audit.enabled && !gateway.spec.policy.audit.log_arguments);
 
     // Short names and printer columns work in kubectl.
     let listed = kubectl(plane, &["get", "mesh,tm,ag,mcpgw", "-n", &ns]);

@@ -1,10 +1,13 @@
-//! McpGateway: a ConfigMap with the gateway's settings (its spec, as `gateway.yaml`), a
-//! Deployment running `nsh gateway run` with the allowed teams' keys mounted (a projected
-//! volume of their key Secrets, so rotations need no copy), and a Service at
+//! McpGateway: a ConfigMap with the gateway's config (`gateway.yaml`, the same type as the
+//! spec's policy), a Deployment running `nsh gateway run` with the allowed teams' keys mounted
+//! (a projected volume of their key Secrets, so rotations need no copy), and a Service at
 //! `http://<gateway>.<namespace>.svc:8080/mcp`, which Agents' `gatewayRef`s resolve to.
 //!
-//! The gateway process itself arrives with the gateway issue; until then its pods do not
-//! become ready and `Ready` stays `False` with `WaitingForPods`, as it should.
+//! Each `command` upstream runs in a container of its own in the gateway's pod, from the image
+//! its spec names: an init container copies `nsh` into a shared volume, and the container runs
+//! `nsh mcp daemon serve` on a loopback port, which the config names as that upstream's `url`.
+//! Header values from Secrets reach the gateway as environment variables the config refers to
+//! (`${NSH_UPSTREAM_<i>_HEADER_<j>}`), never as text in the ConfigMap.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,15 +15,17 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, KeyToPath, ProjectedVolumeSource,
-    SecretProjection, Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, KeyToPath, ProjectedVolumeSource, SecretKeySelector, SecretProjection, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams, ObjectMeta};
 use kube::runtime::controller::Action;
-use nsh_contract::command::GatewayRun;
+use nsh_contract::command::{CopyBinary, GatewayRun, McpDaemonServe};
 use nsh_contract::url::GATEWAY_PORT;
+use nsh_gateway_config::GatewayConfig;
 use nsh_operator_api::common::CommonStatus;
 use nsh_operator_api::{HasConditions as _, McpGateway, McpGatewayStatus, Team};
 
@@ -47,14 +52,17 @@ pub fn validate(gateway: &McpGateway) -> Result<()> {
             "list the teams whose agents may call it, or `*` for every team in the namespace",
         ));
     }
-    let mut seen = std::collections::BTreeSet::new();
-    for (index, upstream) in spec.upstreams.iter().enumerate() {
-        if !seen.insert(upstream.name.as_str()) {
-            return Err(Error::invalid(
-                format!("spec.upstreams[{index}].name"),
-                format!("`{}` is used twice", upstream.name),
-                "give every upstream its own name (tools are exposed as <name>__<tool>)",
-            ));
+    nsh_gateway_config::check_policy(&spec.policy, "spec")
+        .map_err(|e| Error::invalid(e.field, e.why, e.fix))?;
+    for (index, upstream) in spec.policy.upstreams.iter().enumerate() {
+        for (h, header) in upstream.headers.iter().enumerate() {
+            if header.value.as_deref().is_some_and(|v| v.contains("${")) {
+                return Err(Error::invalid(
+                    format!("spec.upstreams[{index}].headers[{h}].value"),
+                    "`${...}` refers to the gateway's environment, which the operator sets",
+                    "put the secret in a Secret and use valueFrom.secretKeyRef",
+                ));
+            }
         }
     }
     Ok(())
@@ -100,21 +108,160 @@ fn meta(gateway: &McpGateway, name: String) -> ObjectMeta {
     apply::owned_meta(gateway, COMPONENT, name)
 }
 
+/// The first loopback port of `command` upstreams' containers (one port each, in order).
+pub const UPSTREAM_BASE_PORT: u16 = 9100;
+const NSH_BIN_MOUNT: &str = "/nsh/bin";
+const PINS_MOUNT: &str = "/var/run/nsh/pins";
+
+/// The environment variable carrying header `header` of upstream `upstream` from a Secret.
+fn header_env(upstream: usize, header: usize) -> String {
+    format!("NSH_UPSTREAM_{upstream}_HEADER_{header}")
+}
+
+/// A container name for upstream `index` (DNS-1123: lowercase letters, digits and `-`).
+fn upstream_container(index: usize, name: &str) -> String {
+    let cleaned: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let mut out = format!("upstream-{index}-{cleaned}");
+    out.truncate(63);
+    out.trim_end_matches('-').to_owned()
+}
+
+/// The gateway's config as its pod sees it: `command` upstreams become loopback URLs of their
+/// containers, Secret headers become `${ENV}` references; and the containers and environment
+/// that make those work.
+#[derive(Debug, Clone, Default)]
+pub struct PodPlan {
+    pub config: GatewayConfig,
+    pub upstream_containers: Vec<Container>,
+    pub gateway_env: Vec<EnvVar>,
+}
+
+pub fn plan(gateway: &McpGateway, teams: &[String], image: &str) -> PodPlan {
+    let name = gateway.name_any();
+    let namespace = gateway.namespace().unwrap_or_default();
+    let mut policy = gateway.spec.policy.clone();
+    let mut upstream_containers = Vec::new();
+    let mut gateway_env = Vec::new();
+    for (index, upstream) in policy.upstreams.iter_mut().enumerate() {
+        if let Some(command) = upstream.command.take() {
+            let port = UPSTREAM_BASE_PORT + index as u16;
+            let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            upstream.url = Some(nsh_contract::url::mcp_endpoint(listen));
+            let args = McpDaemonServe {
+                listen,
+                name: upstream.name.clone(),
+                command: std::iter::once(command.command.clone())
+                    .chain(command.args.iter().cloned())
+                    .collect(),
+            }
+            .args();
+            let mut env: Vec<EnvVar> = command
+                .env
+                .iter()
+                .map(|(k, v)| EnvVar {
+                    name: k.clone(),
+                    value: Some(v.clone()),
+                    ..EnvVar::default()
+                })
+                .collect();
+            // Many stdio servers (npx, uvx) write caches under $HOME.
+            env.push(EnvVar {
+                name: "HOME".into(),
+                value: Some("/tmp".into()),
+                ..EnvVar::default()
+            });
+            let mut security = restricted_container();
+            // Any image may host a stdio server; most write somewhere besides $HOME.
+            security.read_only_root_filesystem = Some(false);
+            upstream_containers.push(Container {
+                name: upstream_container(index, &upstream.name),
+                image: Some(command.image.clone().unwrap_or_else(|| image.to_owned())),
+                command: Some(vec![format!(
+                    "{NSH_BIN_MOUNT}/{}",
+                    nsh_contract::command::NSH
+                )]),
+                args: Some(args),
+                env: Some(env),
+                volume_mounts: Some(vec![
+                    mount("nsh-bin", NSH_BIN_MOUNT, true),
+                    mount("tmp", "/tmp", false),
+                ]),
+                security_context: Some(security),
+                ..Container::default()
+            });
+        }
+        for (h, header) in upstream.headers.iter_mut().enumerate() {
+            if let Some(from) = header.value_from.take() {
+                let var = header_env(index, h);
+                header.value = Some(format!("${{{var}}}"));
+                gateway_env.push(EnvVar {
+                    name: var,
+                    value_from: Some(EnvVarSource {
+                        secret_key_ref: Some(SecretKeySelector {
+                            name: from.secret_key_ref.name,
+                            key: from.secret_key_ref.key,
+                            optional: Some(false),
+                        }),
+                        ..EnvVarSource::default()
+                    }),
+                    ..EnvVar::default()
+                });
+            }
+        }
+    }
+    // The pins the gateway records live in the pod (an emptyDir); the lasting ones are the
+    // spec's `pinnedTools`.
+    let config = GatewayConfig {
+        listen: format!("0.0.0.0:{GATEWAY_PORT}"),
+        audience: nsh_contract::url::gateway_audience(&name, &namespace),
+        team_keys_dir: Some(KEYS_MOUNT.into()),
+        teams: teams.to_vec(),
+        pins_file: Some(format!("{PINS_MOUNT}/pins.json")),
+        policy,
+    };
+    PodPlan {
+        config,
+        upstream_containers,
+        gateway_env,
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
 /// Builds the owned objects; `teams` are the teams whose keys the gateway verifies tokens with.
 pub fn build(gateway: &McpGateway, teams: &[String], default_image: &str) -> Built {
     let name = gateway.name_any();
     let spec = &gateway.spec;
-    let settings = serde_json::json!({
-        "listen": format!("0.0.0.0:{GATEWAY_PORT}"),
-        "teamKeysDir": KEYS_MOUNT,
-        "teams": teams,
-        "upstreams": spec.upstreams,
-        "toolPolicy": spec.tool_policy,
-        "rateLimit": spec.rate_limit,
-        "audit": spec.audit,
-    });
-    let yaml = serde_saphyr::to_string(&settings).expect("gateway settings serialize");
-    let hash = config_hash(yaml.as_bytes());
+    let image = spec
+        .image
+        .clone()
+        .unwrap_or_else(|| default_image.to_owned());
+    let plan = plan(gateway, teams, &image);
+    let yaml = serde_saphyr::to_string(&plan.config).expect("gateway config serializes");
+    // Pods roll when anything that applies only at start changes: the config is re-read live,
+    // but upstream containers and header environment are not.
+    let hash = config_hash(
+        format!("{yaml}{:?}{:?}", plan.upstream_containers, plan.gateway_env).as_bytes(),
+    );
     let config_map = ConfigMap {
         metadata: meta(gateway, config_map_name(&name)),
         data: Some(BTreeMap::from([(CONFIG_FILE.to_owned(), yaml)])),
@@ -147,17 +294,14 @@ pub fn build(gateway: &McpGateway, teams: &[String], default_image: &str) -> Bui
     };
     let container = Container {
         name: "gateway".into(),
-        image: Some(
-            spec.image
-                .clone()
-                .unwrap_or_else(|| default_image.to_owned()),
-        ),
+        image: Some(image.clone()),
         args: Some(
             GatewayRun {
                 config: format!("{CONFIG_MOUNT}/{CONFIG_FILE}"),
             }
             .args(),
         ),
+        env: (!plan.gateway_env.is_empty()).then(|| plan.gateway_env.clone()),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: i32::from(GATEWAY_PORT),
@@ -166,18 +310,9 @@ pub fn build(gateway: &McpGateway, teams: &[String], default_image: &str) -> Bui
         readiness_probe: Some(http_probe("/readyz", "http")),
         liveness_probe: Some(http_probe("/healthz", "http")),
         volume_mounts: Some(vec![
-            VolumeMount {
-                name: "config".into(),
-                mount_path: CONFIG_MOUNT.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "team-keys".into(),
-                mount_path: KEYS_MOUNT.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
+            mount("config", CONFIG_MOUNT, true),
+            mount("team-keys", KEYS_MOUNT, true),
+            mount("pins", PINS_MOUNT, false),
         ]),
         security_context: Some(restricted_container()),
         ..Container::default()
@@ -190,15 +325,40 @@ pub fn build(gateway: &McpGateway, teams: &[String], default_image: &str) -> Bui
         }),
         ..Volume::default()
     };
-    let deployment = restricted_deployment(
+    let mut volumes = vec![config_volume, keys, empty_dir("pins")];
+    if !plan.upstream_containers.is_empty() {
+        volumes.extend([empty_dir("nsh-bin"), empty_dir("tmp")]);
+    }
+    let mut deployment = restricted_deployment(
         meta(gateway, name.clone()),
         COMPONENT,
         &name,
         spec.replicas,
         hash,
         container,
-        vec![config_volume, keys],
+        volumes,
     );
+    if !plan.upstream_containers.is_empty()
+        && let Some(pod) = deployment
+            .spec
+            .as_mut()
+            .and_then(|d| d.template.spec.as_mut())
+    {
+        pod.init_containers = Some(vec![Container {
+            name: "nsh-bin".into(),
+            image: Some(image),
+            args: Some(
+                CopyBinary {
+                    to: format!("{NSH_BIN_MOUNT}/{}", nsh_contract::command::NSH),
+                }
+                .args(),
+            ),
+            volume_mounts: Some(vec![mount("nsh-bin", NSH_BIN_MOUNT, false)]),
+            security_context: Some(restricted_container()),
+            ..Container::default()
+        }]);
+        pod.containers.extend(plan.upstream_containers);
+    }
     let service = Service {
         metadata: meta(gateway, name),
         spec: Some(ServiceSpec {
@@ -209,6 +369,9 @@ pub fn build(gateway: &McpGateway, teams: &[String], default_image: &str) -> Bui
                 target_port: Some(IntOrString::String("http".into())),
                 ..ServicePort::default()
             }]),
+            // A 2025-11-25 session lives in one pod; the 2026-07-28 revision has no sessions
+            // and would need no affinity.
+            session_affinity: (spec.replicas > 1).then(|| "ClientIP".to_owned()),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -252,14 +415,47 @@ pub async fn reconcile(gateway: Arc<McpGateway>, ctx: Arc<Context>) -> Result<Ac
         Ok((refs, applied))
     }
     .await;
-    if let Some(status) = status(&gateway, &outcome) {
+    let reported = match &outcome {
+        Ok(_) => reported_status(&ctx.client, &gateway).await,
+        Err(_) => None,
+    };
+    if let Some(status) = status(&gateway, &outcome, reported) {
         apply::status(&ctx.client, gateway.as_ref(), &status).await?;
     }
-    outcome.map(|_| Action::requeue(Duration::from_secs(300)))
+    // Upstreams come and go without any object changing: look again within a minute.
+    outcome.map(|_| Action::requeue(Duration::from_secs(60)))
+}
+
+/// What a gateway pod reports on `/status` (one pod's view; replicas see the same upstreams).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct Reported {
+    pub answering: Vec<String>,
+    #[serde(default)]
+    pub hidden_changed: BTreeMap<String, String>,
+}
+
+/// `/status` of a gateway pod, read through the apiserver's service proxy; `None` while no
+/// pod answers.
+async fn reported_status(client: &kube::Client, gateway: &McpGateway) -> Option<Reported> {
+    let path = format!(
+        "/api/v1/namespaces/{}/services/{}:http/proxy/status",
+        gateway.namespace()?,
+        gateway.name_any()
+    );
+    let request = http::Request::get(path).body(Vec::new()).ok()?;
+    let text = tokio::time::timeout(Duration::from_secs(3), client.request_text(request))
+        .await
+        .ok()?
+        .ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// The status for how the pipeline ended; `None` when an API call failed.
-pub fn status(gateway: &McpGateway, outcome: &Result<(Refs, Applied)>) -> Option<McpGatewayStatus> {
+pub fn status(
+    gateway: &McpGateway,
+    outcome: &Result<(Refs, Applied)>,
+    reported: Option<Reported>,
+) -> Option<McpGatewayStatus> {
     let generation = gateway.metadata.generation;
     let previous = gateway.conditions();
     let (refs, applied) = match outcome {
@@ -276,7 +472,7 @@ pub fn status(gateway: &McpGateway, outcome: &Result<(Refs, Applied)>) -> Option
         format!(
             "{ready}/{} replicas ready; {} upstream(s), teams {}",
             gateway.spec.replicas,
-            gateway.spec.upstreams.len(),
+            gateway.spec.policy.upstreams.len(),
             refs.teams.join(", ")
         )
     });
@@ -286,8 +482,10 @@ pub fn status(gateway: &McpGateway, outcome: &Result<(Refs, Applied)>) -> Option
             observed_generation: generation,
         },
         ready_replicas: Some(ready_replicas),
-        // Reported by the gateway process once it answers (the gateway issue).
-        upstreams: None,
+        upstreams: reported
+            .as_ref()
+            .and_then(|r| i32::try_from(r.answering.len()).ok()),
+        changed_tools: reported.map(|r| r.hidden_changed).unwrap_or_default(),
         url: Some(nsh_contract::url::gateway_service(
             &name,
             &gateway.namespace().unwrap_or_default(),

@@ -39,6 +39,9 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
         &["services"],
         &["get", "list", "watch", "create", "patch", "delete"],
     ),
+    // An McpGateway's status counts the upstreams its pods report on `/status`, read through
+    // the apiserver's service proxy (so it works wherever the operator runs).
+    ("", &["services/proxy"], &["get"]),
     (
         "apps",
         &["deployments"],

@@ -861,3 +861,200 @@ async fn the_example_team_applied_with_kubectl_comes_up() {
         Some(format!("http://tools.{ns}.svc:8080/mcp").as_str())
     );
 }
+
+#[tokio::test]
+async fn a_gateway_runs_its_command_upstreams_beside_it_and_agents_get_its_audience() {
+    use k8s_openapi::api::core::v1::Secret;
+    use nsh_operator_api::{Agent, McpGateway};
+
+    let plane = ControlPlane::shared().await.unwrap();
+    let (ns, _operator) = start_operator(plane, "op-gw").await;
+    let client = plane.client().await.unwrap();
+    Api::<MeshServer>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &object(json!({ "metadata": { "name": "mesh" }, "spec": {} })),
+        )
+        .await
+        .unwrap();
+    Api::<Team>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &object(json!({ "metadata": { "name": "alpha" }, "spec": { "meshRef": { "name": "mesh" } } })))
+        .await
+        .unwrap();
+    let gateways = Api::<McpGateway>::namespaced(client.clone(), &ns);
+    gateways
+        .create(&PostParams::default(), &object(json!({ "metadata": { "name": "tools" }, "spec": {
+            "teams": ["alpha"],
+            "replicas": 2,
+            "upstreams": [
+                { "name": "github", "url": "https://api.githubcopilot.com/mcp/",
+                  "headers": [{ "name": "Authorization", "valueFrom": { "secretKeyRef": { "name": "gh", "key": "auth" } } }] },
+                { "name": "fetch", "command": { "command": "uvx", "args": ["mcp-server-fetch"], "image": "ghcr.io/astral-sh/uv:python3.12-bookworm-slim" } },
+            ],
+            "toolPolicy": { "rules": [{ "agents": ["alice"], "deny": ["github__*"] }] },
+            "pinTools": true,
+        } })))
+        .await
+        .unwrap();
+
+    // The config: the command upstream is a loopback URL, the Secret header an env reference.
+    let configs = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let config = wait_for("the gateway's config", WAIT, || {
+        let configs = configs.clone();
+        async move {
+            configs
+                .get_opt("tools-config")
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await
+    .data
+    .unwrap()["gateway.yaml"]
+        .clone();
+    let parsed =
+        nsh_gateway_config::GatewayConfig::parse(std::path::Path::new("gateway.yaml"), &config)
+            .unwrap_or_else(|e| panic!("{e}\n{config}"));
+    assert_eq!(parsed.audience, format!("nsh-gateway/{ns}/tools"));
+    assert_eq!(
+        parsed.policy.upstreams[1].url.as_deref(),
+        Some("http://127.0.0.1:9101/mcp")
+    );
+    assert!(parsed.policy.upstreams[1].command.is_none());
+    assert_eq!(
+        parsed.policy.upstreams[0].headers[0].value.as_deref(),
+        Some("${NSH_UPSTREAM_0_HEADER_0}")
+    );
+    assert!(!config.contains("secretKeyRef"), "{config}");
+
+    let deployment = wait_for("the gateway's Deployment", WAIT, || {
+        let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+        async move {
+            deployments
+                .get_opt("tools")
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["gateway", "upstream-1-fetch"]);
+    let upstream = &pod.containers[1];
+    assert_eq!(
+        upstream.image.as_deref(),
+        Some("ghcr.io/astral-sh/uv:python3.12-bookworm-slim")
+    );
+    assert_eq!(
+        upstream.args.as_ref().unwrap().join(" "),
+        "mcp daemon serve --listen 127.0.0.1:9101 --name fetch -- uvx mcp-server-fetch"
+    );
+    assert_eq!(pod.init_containers.as_ref().unwrap()[0].name, "nsh-bin");
+    let header = &pod.containers[0].env.as_ref().unwrap()[0];
+    assert_eq!(header.name, "NSH_UPSTREAM_0_HEADER_0");
+    let secret_ref = header
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (secret_ref.name.as_str(), secret_ref.key.as_str()),
+        ("gh", "auth")
+    );
+    let service = Api::<Service>::namespaced(client.clone(), &ns)
+        .get("tools")
+        .await
+        .unwrap();
+    assert_eq!(
+        service.spec.unwrap().session_affinity.as_deref(),
+        Some("ClientIP"),
+        "2025-11-25 sessions stay on one replica"
+    );
+
+    // An agent naming the gateway gets a token the gateway accepts and a headers helper.
+    Api::<Agent>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &object(json!({ "metadata": { "name": "alice" }, "spec": {
+            "teamRef": { "name": "alpha" },
+            "mcpServers": [{ "name": "tools", "gatewayRef": { "name": "tools" } }],
+        } })),
+        )
+        .await
+        .unwrap();
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let jwt = wait_for("alice's token", WAIT, || {
+        let secrets = secrets.clone();
+        async move {
+            Ok(secrets
+                .get_opt("alice-mesh-token")
+                .await
+                .map_err(|e| e.to_string())?
+                .and_then(|s| s.data)
+                .map(|d| String::from_utf8(d["token"].0.clone()).unwrap()))
+        }
+    })
+    .await;
+    let claims = nsh_mesh_transport::token::peek_claims(&jwt).unwrap();
+    assert_eq!(
+        claims.aud.0,
+        ["nsh-mesh".to_owned(), format!("nsh-gateway/{ns}/tools")]
+    );
+    let launch = wait_for("alice's launch settings", WAIT, || {
+        let configs = configs.clone();
+        async move {
+            configs
+                .get_opt("alice-launch")
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await
+    .data
+    .unwrap()["agent.yaml"]
+        .clone();
+    assert!(
+        launch.contains(
+            "headersHelper: nsh mesh auth-header --token-file /var/run/nsh/mesh-token/token"
+        ),
+        "{launch}"
+    );
+
+    // What the schema lets through and the gateway would refuse is refused by name.
+    gateways
+        .create(
+            &PostParams::default(),
+            &object(json!({ "metadata": { "name": "bad" }, "spec": {
+            "teams": ["alpha"],
+            "upstreams": [{ "name": "a__b", "url": "http://x/mcp" }],
+        } })),
+        )
+        .await
+        .unwrap_err();
+    gateways
+        .create(&PostParams::default(), &object(json!({ "metadata": { "name": "bad" }, "spec": {
+            "teams": ["alpha"],
+            "upstreams": [{ "name": "a", "url": "http://x/mcp", "headers": [{ "name": "X", "value": "${HOME}" }] }],
+        } })))
+        .await
+        .unwrap();
+    let (status, reason, message) = wait_for("bad's InvalidSpec", WAIT, || {
+        let gateways = gateways.clone();
+        async move {
+            Ok(gateways
+                .get("bad")
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .and_then(|s| ready_condition(&s.common.conditions)))
+        }
+    })
+    .await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    assert!(
+        message.starts_with("spec.upstreams[0].headers[0].value:"),
+        "{message}"
+    );
+}

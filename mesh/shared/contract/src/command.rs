@@ -100,6 +100,75 @@ impl GatewayRun {
     }
 }
 
+/// `nsh mesh auth-header --token-file FILE`: prints `{"Authorization": "Bearer <token>"}` for
+/// an MCP client's headers helper (Claude Code's `headersHelper`), reading the file each time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthHeader {
+    pub token_file: String,
+}
+
+impl AuthHeader {
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "mesh".to_owned(),
+            "auth-header".to_owned(),
+            flag(mesh_client_flag::TOKEN_FILE),
+            self.token_file.clone(),
+        ]
+    }
+
+    /// As one shell command line (what `headersHelper` takes).
+    pub fn command_line(&self) -> String {
+        let args = self.args();
+        crate::quote::join(std::iter::once(NSH).chain(args.iter().map(String::as_str)))
+    }
+}
+
+/// `nsh mcp daemon serve`: one stdio MCP server shared over HTTP on `listen` (a `command`
+/// upstream's container in an McpGateway's pod).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpDaemonServe {
+    pub listen: SocketAddr,
+    pub name: String,
+    pub command: Vec<String>,
+}
+
+impl McpDaemonServe {
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "mcp".to_owned(),
+            "daemon".to_owned(),
+            "serve".to_owned(),
+            "--listen".to_owned(),
+            self.listen.to_string(),
+            "--name".to_owned(),
+            self.name.clone(),
+            "--".to_owned(),
+        ];
+        args.extend(self.command.iter().cloned());
+        args
+    }
+}
+
+/// `nsh mcp daemon copy-binary`: copies `nsh` to `to`, so a container of any image can run it
+/// (an init container filling a volume the upstream containers share).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyBinary {
+    pub to: String,
+}
+
+impl CopyBinary {
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "mcp".to_owned(),
+            "daemon".to_owned(),
+            "copy-binary".to_owned(),
+            "--to".to_owned(),
+            self.to.clone(),
+        ]
+    }
+}
+
 /// `nsh mesh server`'s settings, passed as environment (a ConfigMap the pods read with
 /// `envFrom`, so the pod template's hash of it rolls them on a change).
 #[derive(Debug, Clone, PartialEq)]

@@ -18,6 +18,12 @@ pub fn gateway_service(name: &str, namespace: &str) -> String {
     format!("http://{name}.{namespace}.svc:{GATEWAY_PORT}/mcp")
 }
 
+/// The audience (`aud`) McpGateway `name` in `namespace` accepts: Agent tokens that name it
+/// in `gatewayRef` carry it beside the mesh's.
+pub fn gateway_audience(name: &str, namespace: &str) -> String {
+    format!("nsh-gateway/{namespace}/{name}")
+}
+
 /// The MCP URL of a streamable-HTTP server (the mesh-client sidecar) listening on `listen`.
 pub fn mcp_endpoint(listen: std::net::SocketAddr) -> String {
     format!("http://{listen}/mcp")

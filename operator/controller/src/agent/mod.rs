@@ -43,6 +43,8 @@ pub struct Refs {
     pub mesh: Option<MeshServer>,
     /// The McpGateways the agent names that exist, by name, with their MCP URLs.
     pub gateways: BTreeMap<String, String>,
+    /// Their audiences, which the agent's token carries beside the mesh's.
+    pub gateway_audiences: Vec<String>,
 }
 
 /// What validation settles.
@@ -80,7 +82,10 @@ async fn pipeline(
         &refs.team,
         &refs.key,
         refs.current_token.as_deref(),
-        &valid.groups,
+        token::Grants {
+            groups: &valid.groups,
+            gateways: &refs.gateway_audiences,
+        },
         valid.ttl,
         now,
     )?;
@@ -149,6 +154,7 @@ async fn dereference(client: &kube::Client, agent: &Agent) -> Result<Refs> {
     // Only the gateways this agent names (most name none: no API call at all).
     let gateway_api = Api::<McpGateway>::namespaced(client.clone(), &namespace);
     let mut gateways = BTreeMap::new();
+    let mut gateway_audiences = Vec::new();
     for reference in agent
         .spec
         .mcp_servers
@@ -157,14 +163,21 @@ async fn dereference(client: &kube::Client, agent: &Agent) -> Result<Refs> {
     {
         if let Some(found) = gateway_api.get_opt(&reference.name).await? {
             gateways.insert(found.name_any(), gateway::url(&found));
+            gateway_audiences.push(nsh_contract::url::gateway_audience(
+                &found.name_any(),
+                &namespace,
+            ));
         }
     }
+    gateway_audiences.sort();
+    gateway_audiences.dedup();
     Ok(Refs {
         team,
         key,
         current_token,
         mesh,
         gateways,
+        gateway_audiences,
     })
 }
 

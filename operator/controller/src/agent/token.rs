@@ -48,16 +48,29 @@ pub fn resolve_groups(agent: &Agent, team: &Team) -> Result<Vec<String>> {
     Ok(agent.spec.groups.clone())
 }
 
+/// The `aud` an agent's token carries: the mesh's, then each gateway's it names.
+pub fn audiences_for(gateways: &[String]) -> Vec<String> {
+    std::iter::once(token::AUDIENCE.to_owned())
+        .chain(gateways.iter().cloned())
+        .collect()
+}
+
 /// Whether a token with `current` claims must be replaced, at `now` (Unix seconds).
+/// `gateways` are the audiences of the McpGateways the agent names.
 pub fn needs_new_token(
     current: Option<&Claims>,
     team: &str,
     agent: &str,
     groups: &[String],
+    gateways: &[String],
     now: u64,
 ) -> bool {
     let Some(claims) = current else { return true };
-    if claims.team != team || claims.sub != agent || claims.groups != groups {
+    if claims.team != team
+        || claims.sub != agent
+        || claims.groups != groups
+        || claims.aud.0 != audiences_for(gateways)
+    {
         return true;
     }
     let lifetime = claims.exp.saturating_sub(claims.iat) as f64;
@@ -101,23 +114,33 @@ impl Plan {
     }
 }
 
+/// What the token allows besides the agent's identity.
+#[derive(Debug, Clone, Copy)]
+pub struct Grants<'a> {
+    /// Groups the agent may join.
+    pub groups: &'a [String],
+    /// Audiences of the McpGateways it may call.
+    pub gateways: &'a [String],
+}
+
 /// Decides on the agent's token at `now` (pure, apart from a new token's random id).
 pub fn plan(
     agent: &Agent,
     team: &Team,
     key: &TeamKey,
     current_jwt: Option<&str>,
-    groups: &[String],
+    grants: Grants<'_>,
     ttl: Duration,
     now: u64,
 ) -> Result<Plan> {
+    let Grants { groups, gateways } = grants;
     let (team_name, name) = (team.name_any(), agent.name_any());
     let current = current_jwt.and_then(|jwt| {
         token::verify_with(jwt, &SingleTeamKey(&team_name, key), token::MAX_TTL, now).ok()
     });
     if let Some(claims) = current
         .as_ref()
-        .filter(|c| !needs_new_token(Some(c), &team_name, &name, groups, now))
+        .filter(|c| !needs_new_token(Some(c), &team_name, &name, groups, gateways, now))
     {
         return Ok(Plan::Keep(claims.clone()));
     }
@@ -126,7 +149,7 @@ pub fn plan(
         agent: &name,
         groups,
         ttl,
-        audiences: &[],
+        audiences: gateways,
     };
     let jwt = token::mint(&request, key, now).map_err(mint_error)?;
     let claims = token::peek_claims(&jwt).map_err(Error::Mint)?;
@@ -228,25 +251,37 @@ mod tests {
             jti: "j".into(),
         };
         let ops = vec!["ops".to_owned()];
-        assert!(needs_new_token(None, "alpha", "alice", &ops, 1_000));
+        assert!(needs_new_token(None, "alpha", "alice", &ops, &[], 1_000));
         assert!(!needs_new_token(
             Some(&claims(&["ops"])),
             "alpha",
             "alice",
             &ops,
+            &[],
             1_500
         ));
         assert!(
-            needs_new_token(Some(&claims(&["ops"])), "alpha", "alice", &ops, 1_850),
+            needs_new_token(Some(&claims(&["ops"])), "alpha", "alice", &ops, &[], 1_850),
             "within the last 20%"
         );
         assert!(
-            needs_new_token(Some(&claims(&["dev"])), "alpha", "alice", &ops, 1_100),
+            needs_new_token(Some(&claims(&["dev"])), "alpha", "alice", &ops, &[], 1_100),
             "groups changed"
         );
         assert!(
-            needs_new_token(Some(&claims(&["ops"])), "beta", "alice", &ops, 1_100),
+            needs_new_token(Some(&claims(&["ops"])), "beta", "alice", &ops, &[], 1_100),
             "team changed"
+        );
+        assert!(
+            needs_new_token(
+                Some(&claims(&["ops"])),
+                "alpha",
+                "alice",
+                &ops,
+                &["nsh-gateway/ns/tools".to_owned()],
+                1_100
+            ),
+            "a gateway was added to the agent"
         );
     }
 

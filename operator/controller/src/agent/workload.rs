@@ -19,7 +19,7 @@ use kube::api::ObjectMeta;
 use nsh_agent_config::catalog::{self, CatalogContext};
 use nsh_agent_config::layers::{ConfigFile, Inputs};
 use nsh_agent_config::settings::{McpServer, McpSettings, MeshSettings, Settings};
-use nsh_contract::command::{AgentLaunch, MeshClient};
+use nsh_contract::command::{AgentLaunch, AuthHeader, MeshClient};
 use nsh_contract::env;
 use nsh_operator_api::Agent;
 use nsh_operator_api::conditions::reason;
@@ -126,7 +126,15 @@ pub fn launch_settings(
                 url: Some(url.clone()),
                 ..McpServer::default()
             },
+            // The gateway wants the agent's token; a helper reads it from the mounted Secret at
+            // each connect, so a rotated token is picked up without a restart.
             (None, None, Some(gateway)) => McpServer {
+                headers_helper: Some(
+                    AuthHeader {
+                        token_file: token_file(),
+                    }
+                    .command_line(),
+                ),
                 url: Some(gateways.get(&gateway.name).cloned().ok_or_else(|| {
                     Error::waiting(
                         reason::REFERENCE_MISSING,
@@ -288,12 +296,24 @@ pub fn build(
         working_dir: Some(WORKSPACE.into()),
         env: Some(agent_env),
         resources: agent.spec.resources.clone(),
-        volume_mounts: Some(vec![
-            mount("launch-config", &format!("{CONFIG_HOME}/nsh"), true),
-            mount("inbox", INBOX_MOUNT, false),
-            mount("home", HOME, false),
-            mount("workspace", WORKSPACE, false),
-        ]),
+        volume_mounts: Some({
+            let mut mounts = vec![
+                mount("launch-config", &format!("{CONFIG_HOME}/nsh"), true),
+                mount("inbox", INBOX_MOUNT, false),
+                mount("home", HOME, false),
+                mount("workspace", WORKSPACE, false),
+            ];
+            // The token, for the headers helper of the gateways it names.
+            if agent
+                .spec
+                .mcp_servers
+                .iter()
+                .any(|s| s.gateway_ref.is_some())
+            {
+                mounts.push(mount("mesh-token", TOKEN_MOUNT, true));
+            }
+            mounts
+        }),
         security_context: Some(restricted_container()),
         stdin: Some(true),
         tty: Some(true),

@@ -1,7 +1,8 @@
 //! `nsh up`: the local stack on one machine, on embedded defaults.
 //!
-//! Today the stack is the mesh server; the MCP daemon and gateway are listed as planned and
-//! `nsh up` says plainly that this build cannot start them. On first run it creates a team
+//! Today `nsh up` starts the mesh server; it lists the MCP gateway (in this build, started by
+//! hand with `nsh gateway run`) and the MCP daemon (planned) and says plainly that it does not
+//! start them. On first run it creates a team
 //! `local` with a fresh key, so agents on this machine can join at once.
 
 use std::fmt;
@@ -38,8 +39,17 @@ pub(crate) struct Component {
     pub(crate) name: &'static str,
     pub(crate) role: &'static str,
     pub(crate) listen: SocketAddr,
-    /// Whether this build contains the component. Parts that do not exist yet are listed as planned.
-    pub(crate) available: bool,
+    /// Whether `nsh up` starts it, and if not, why.
+    pub(crate) state: State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    Started,
+    /// In this build, but `nsh up` does not start it: how to start it by hand.
+    ByHand(&'static str),
+    /// Not in this build yet.
+    Planned,
 }
 
 /// The stack `nsh up` runs with these arguments, in start order.
@@ -50,19 +60,19 @@ pub(crate) fn plan(args: &UpArgs) -> Vec<Component> {
             name: "mesh-server",
             role: "Socket.io mesh for agent-to-agent messages",
             listen: at(args.mesh_port),
-            available: true,
+            state: State::Started,
         },
         Component {
             name: "mcp-daemon",
             role: "one shared MCP server instance for many agents",
             listen: at(3458),
-            available: false,
+            state: State::Planned,
         },
         Component {
             name: "mcp-gateway",
             role: "auth, tool policy and audit in front of MCP servers",
             listen: at(3457),
-            available: false,
+            state: State::ByHand("nsh gateway run --config FILE (docs/gateway.md)"),
         },
     ]
 }
@@ -73,10 +83,10 @@ impl fmt::Display for PlanReport<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "nsh up: local stack on embedded defaults")?;
         for c in self.0 {
-            let state = if c.available {
-                "in this build"
-            } else {
-                "planned, not in this build yet"
+            let state = match c.state {
+                State::Started => "started by nsh up".to_owned(),
+                State::ByHand(how) => format!("not started; run {how}"),
+                State::Planned => "planned, not in this build yet".to_owned(),
             };
             writeln!(
                 f,
@@ -84,7 +94,7 @@ impl fmt::Display for PlanReport<'_> {
                 c.name, c.listen, state, c.role
             )?;
         }
-        let missing = self.0.iter().filter(|c| !c.available).count();
+        let missing = self.0.iter().filter(|c| c.state == State::Planned).count();
         if missing > 0 {
             writeln!(
                 f,

@@ -149,6 +149,104 @@ async fn first_pod(pods: &Api<Pod>, labels: &str) -> String {
         .unwrap_or_else(|| panic!("no pod with {labels}"))
 }
 
+async fn mcp_gateway_step(plane: &ControlPlane, client: &kube::Client, log: &Path) {
+    let image = format!(
+        "ghcr.io/nsh-dev/nsh-agent-standin:{}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let manifest = format!(
+        "apiVersion: nsh.dev/v1alpha1
+kind: McpGateway
+metadata: {{ name: echo }}
+spec:
+  teams: [alpha]
+  upstreams:
+  - name: echo
+    command: {{ command: node, args: [/opt/nsh-test/echo-mcp.mjs], image: '{image}' }}
+  toolPolicy: {{ deny: ['*__delete_*'] }}
+---
+apiVersion: nsh.dev/v1alpha1
+kind: Agent
+metadata: {{ name: dave }}
+spec:
+  teamRef: {{ name: alpha }}
+  mcpServers:
+  - {{ name: echo, gatewayRef: {{ name: echo }} }}
+"
+    );
+    let file = log.with_extension("yaml");
+    std::fs::write(&file, manifest).unwrap();
+    run(plane
+        .kubectl()
+        .args(["-n", TEAM_NAMESPACE, "apply", "-f"])
+        .arg(&file));
+    let gateways = Api::<nsh_operator_api::McpGateway>::namespaced(client.clone(), TEAM_NAMESPACE);
+    until_ready(&gateways, "echo").await;
+    wait_for("the gateway's status to count its upstream", WAIT, || {
+        let gateways = gateways.clone();
+        async move {
+            let status = gateways
+                .get("echo")
+                .await
+                .map_err(|e| e.to_string())?
+                .status;
+            Ok((status.and_then(|s| s.upstreams) == Some(1)).then_some(()))
+        }
+    })
+    .await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), TEAM_NAMESPACE);
+    let token = wait_for("dave's token", WAIT, || {
+        let secrets = secrets.clone();
+        async move {
+            Ok(secrets
+                .get_opt("dave-mesh-token")
+                .await
+                .map_err(|e| e.to_string())?
+                .and_then(|s| s.data)
+                .map(|d| String::from_utf8(d["token"].0.clone()).unwrap()))
+        }
+    })
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), TEAM_NAMESPACE);
+    let pod = first_pod(&pods, "app.kubernetes.io/instance=echo").await;
+    let forward = port_forward(plane, TEAM_NAMESPACE, &pod, 8080, log).await;
+    let url = format!("http://127.0.0.1:{}/mcp", forward.port);
+    for revision in ["legacy", "2026-07-28"] {
+        let mut caller = common::gateway::Driver::start(&url, &token, revision).await;
+        assert_eq!(caller.hello["connected"], true, "{}", caller.hello);
+        assert_eq!(caller.tools().await, ["echo__echo"], "{revision}");
+        let answer = caller
+            .call("echo__echo", json!({ "text": "via the gateway" }))
+            .await;
+        let text = answer["result"]["text"].as_str().unwrap_or_default();
+        assert!(text.ends_with(": via the gateway"), "{revision}: {answer}");
+        let hidden = caller.call("echo__delete_everything", json!({})).await;
+        assert_eq!(
+            hidden["error"]["message"], "tool `echo__delete_everything` not found",
+            "{hidden}"
+        );
+        caller.close().await;
+    }
+    // A token minted for another gateway (alice names `tools`, not `echo`) is refused.
+    let alice_token = String::from_utf8(
+        secrets.get("alice-mesh-token").await.unwrap().data.unwrap()["token"]
+            .0
+            .clone(),
+    )
+    .unwrap();
+    let refused = common::gateway::Driver::start(&url, &alice_token, "legacy").await;
+    assert_eq!(refused.hello["connected"], false, "{}", refused.hello);
+    let logs = run(plane
+        .kubectl()
+        .args(["-n", TEAM_NAMESPACE, "logs", &pod, "-c", "gateway"]));
+    assert!(
+        logs.lines().any(|l| l.contains("\"audit\":\"nsh-gateway\"")
+            && l.contains("\"agent\":\"dave\"")
+            && l.contains("\"decision\":\"denied\"")),
+        "{logs}"
+    );
+}
+
 /// alice sends `text` to bob until the mesh acks it `delivered`; it is then in bob's inbox.
 async fn alice_to_bob(alice: &common::McpClient, bob: &common::McpClient, text: &str) {
     let ack = send_until_acked(alice, json!({ "to": "bob", "text": text })).await;
@@ -321,6 +419,12 @@ async fn the_example_team_runs_as_real_pods_and_its_agents_talk() {
         }
     })
     .await;
+
+    // 5. An McpGateway whose `command` upstream runs in its own container (from the stand-in
+    // image, which has Node and a stdio MCP server), and an Agent that names it: the agent's
+    // operator-minted token gets in, the policy hides a tool, the call is audited in the pod's
+    // log, and the McpGateway's status counts the upstream that answered.
+    mcp_gateway_step(plane, &client, &log("pf-gateway")).await;
 
     // 6. helm upgrade with a changed value rolls the operator; helm uninstall leaves the CRDs
     // and the team's objects.

@@ -85,6 +85,20 @@ async fn both_revisions_see_one_merged_catalog_and_calls_reach_the_named_upstrea
         assert_eq!(read["text"], "notes of web", "{read}");
         client.close().await;
     }
+    // Every request is audited, prompts and resources with the upstream that served them.
+    let audit = gateway.audit();
+    for (method, name, upstream) in [
+        ("prompts/get", "local__greet", "local"),
+        ("resources/read", "mem://web/notes", "web"),
+        ("tools/call", "web__slow", "web"),
+    ] {
+        assert!(
+            audit
+                .iter()
+                .any(|l| l["method"] == method && l["tool"] == name && l["upstream"] == upstream),
+            "no audit line for {method} {name}: {audit:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

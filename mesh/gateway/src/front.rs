@@ -429,36 +429,15 @@ impl ServerHandler for Front {
 
     async fn get_prompt(
         &self,
-        mut request: GetPromptRequestParams,
+        request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        self.caller(&context)?;
-        let index = self.gateway.index.load();
-        let Some(entry) = index
-            .prompt_by_name
-            .get(&request.name)
-            .map(|&i| &index.prompts[i])
-        else {
-            return Err(ErrorData::invalid_params(
-                format!("prompt `{}` not found", request.name),
-                None,
-            ));
-        };
-        let up = entry.upstream.name().to_owned();
-        let live = entry
-            .upstream
-            .live()
-            .ok_or_else(|| ErrorData::internal_error(format!("upstream `{up}` is down"), None))?;
-        request.name = entry.original.clone();
-        let mut response = live
-            .peer
-            .get_prompt_once(request)
-            .await
-            .map_err(|e| upstream_error(&up, e))?;
-        if let GetPromptResponse::Complete(result) = &mut response {
-            result.result_type.get_or_insert(ResultType::COMPLETE);
-        }
-        Ok(response)
+        let started = Instant::now();
+        let caller = self.caller(&context)?;
+        let name = request.name.clone();
+        let outcome = self.prompt(request).await;
+        self.record_other(&caller, &context, "prompts/get", &name, started, &outcome);
+        outcome.map(|(_, response)| response)
     }
 
     async fn list_resources(
@@ -490,7 +469,94 @@ impl ServerHandler for Front {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        self.caller(&context)?;
+        let started = Instant::now();
+        let caller = self.caller(&context)?;
+        let uri = request.uri.clone();
+        let outcome = self.resource(request).await;
+        self.record_other(&caller, &context, "resources/read", &uri, started, &outcome);
+        outcome.map(|(_, response)| response)
+    }
+}
+
+impl Front {
+    /// The audit line and metric of a prompt or resource request.
+    fn record_other<T>(
+        &self,
+        caller: &Caller,
+        context: &RequestContext<RoleServer>,
+        method: &str,
+        name: &str,
+        started: Instant,
+        outcome: &Result<(String, T), ErrorData>,
+    ) {
+        let (upstream, decision, error) = match outcome {
+            Ok((upstream, _)) => (Some(upstream.as_str()), Decision::Allowed, None),
+            Err(err)
+                if err.code == ErrorCode::INVALID_PARAMS
+                    || err.code == ErrorCode::RESOURCE_NOT_FOUND =>
+            {
+                (None, Decision::Unknown, None)
+            }
+            Err(err) => (None, Decision::UpstreamError, Some(err.message.to_string())),
+        };
+        self.record(
+            caller,
+            Self::session(context).as_deref(),
+            Line {
+                team: "",
+                agent: "",
+                session: None,
+                method,
+                upstream,
+                tool: Some(name),
+                decision,
+                latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+                result_bytes: None,
+                result_items: None,
+                error: error.as_deref(),
+                arguments: None,
+            },
+        );
+    }
+
+    /// `prompts/get` at the upstream that offers the prompt; with that upstream's name.
+    async fn prompt(
+        &self,
+        mut request: GetPromptRequestParams,
+    ) -> Result<(String, GetPromptResponse), ErrorData> {
+        let index = self.gateway.index.load();
+        let Some(entry) = index
+            .prompt_by_name
+            .get(&request.name)
+            .map(|&i| &index.prompts[i])
+        else {
+            return Err(ErrorData::invalid_params(
+                format!("prompt `{}` not found", request.name),
+                None,
+            ));
+        };
+        let up = entry.upstream.name().to_owned();
+        let live = entry
+            .upstream
+            .live()
+            .ok_or_else(|| ErrorData::internal_error(format!("upstream `{up}` is down"), None))?;
+        request.name = entry.original.clone();
+        let mut response = live
+            .peer
+            .get_prompt_once(request)
+            .await
+            .map_err(|e| upstream_error(&up, e))?;
+        if let GetPromptResponse::Complete(result) = &mut response {
+            result.result_type.get_or_insert(ResultType::COMPLETE);
+        }
+        Ok((up, response))
+    }
+
+    /// `resources/read` at the upstream that serves the URI; with that upstream's name.
+    async fn resource(
+        &self,
+        request: ReadResourceRequestParams,
+    ) -> Result<(String, ReadResourceResponse), ErrorData> {
         let index = self.gateway.index.load();
         // A listed URI, else the upstream whose template's fixed prefix it starts with.
         let upstream = index
@@ -526,11 +592,9 @@ impl ServerHandler for Front {
         if let ReadResourceResponse::Complete(result) = &mut response {
             result.result_type.get_or_insert(ResultType::COMPLETE);
         }
-        Ok(response)
+        Ok((up, response))
     }
-}
 
-impl Front {
     /// Sends the call upstream under rmcp's own request id and progress token, routes the
     /// upstream's progress back to this caller, and cancels upstream when the caller cancels.
     async fn forward(

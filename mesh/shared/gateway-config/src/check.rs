@@ -293,3 +293,93 @@ mod tests {
         assert_eq!(err.field, "spec.upstreams[0].name");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use crate::{Command, GatewayConfig, GatewayPolicy, PolicyRule, ToolPolicy, Upstream};
+
+    fn upstream() -> impl Strategy<Value = Upstream> {
+        (
+            "[a-z][a-z0-9-]{0,10}",
+            prop::bool::ANY,
+            "[a-z0-9/._-]{1,20}",
+            prop::collection::vec("[a-zA-Z0-9 _.-]{0,12}", 0..3),
+        )
+            .prop_map(|(name, is_url, target, args)| Upstream {
+                name,
+                url: is_url.then(|| format!("http://127.0.0.1:9/{target}")),
+                headers: Vec::new(),
+                command: (!is_url).then(|| Command {
+                    command: target,
+                    args,
+                    env: Default::default(),
+                    image: None,
+                }),
+                required: true,
+                list_timeout: None,
+                call_timeout: None,
+            })
+    }
+
+    fn globs() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec("[a-z*_?]{1,12}", 0..3)
+    }
+
+    proptest! {
+        /// Whatever the text, parsing answers (a config or an error naming a field), never
+        /// panics.
+        #[test]
+        fn any_text_is_parsed_or_refused(text in "\\PC{0,300}") {
+            let _ = GatewayConfig::parse(Path::new("gw.yaml"), &text);
+        }
+
+        /// A config the types can hold that passes the checks survives being written and read
+        /// back (the operator writes what the gateway reads).
+        #[test]
+        fn valid_configs_round_trip(
+            upstreams in prop::collection::vec(upstream(), 1..4),
+            allow in globs(),
+            deny in globs(),
+            rules in prop::collection::vec((globs(), globs(), globs(), globs()), 0..3),
+            log_arguments in prop::bool::ANY,
+        ) {
+            let mut config = GatewayConfig {
+                listen: "0.0.0.0:8080".into(),
+                audience: "nsh-gateway/ns/gw".into(),
+                team_keys_dir: Some("/keys".into()),
+                teams: vec!["alpha".into()],
+                pins_file: None,
+                policy: GatewayPolicy {
+                    upstreams,
+                    tool_policy: ToolPolicy {
+                        allow,
+                        deny,
+                        rules: rules
+                            .into_iter()
+                            .map(|(teams, agents, allow, mut deny)| {
+                                if allow.is_empty() && deny.is_empty() {
+                                    deny.push("x".into());
+                                }
+                                PolicyRule { teams, agents, allow, deny }
+                            })
+                            .collect(),
+                    },
+                    ..GatewayPolicy::default()
+                },
+            };
+            config.policy.audit.log_arguments = log_arguments;
+            // Names must be unique; keep the first of each.
+            let mut seen = std::collections::BTreeSet::new();
+            config.policy.upstreams.retain(|u| seen.insert(u.name.clone()));
+            prop_assume!(super::check(&config).is_ok());
+            let text = serde_saphyr::to_string(&config).unwrap();
+            let back = GatewayConfig::parse(Path::new("gw.yaml"), &text)
+                .map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+            prop_assert_eq!(back, config);
+        }
+    }
+}

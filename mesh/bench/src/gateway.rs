@@ -108,6 +108,9 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// One row: run, sessions, direct, through the gateway, gateway CPU µs per call.
+type Row = (usize, usize, Measured, Measured, f64);
+
 #[derive(Debug, Clone, Copy)]
 struct Measured {
     p50_us: f64,
@@ -238,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for run in 1..=args.runs {
         for &sessions in &args.sessions {
             let d = measure(&direct, None, "echo", sessions, args.duration).await?;
@@ -269,7 +272,7 @@ async fn main() -> anyhow::Result<()> {
     }
     out.push_str("\nmedian of the runs\n");
     for &sessions in &args.sessions {
-        let median = |f: &dyn Fn(&(usize, usize, Measured, Measured, f64)) -> f64| {
+        let median = |f: &dyn Fn(&Row) -> f64| {
             let mut values: Vec<f64> = rows.iter().filter(|r| r.1 == sessions).map(f).collect();
             values.sort_by(f64::total_cmp);
             values[values.len() / 2]

@@ -84,8 +84,8 @@ impl fmt::Display for PlanReport<'_> {
         writeln!(f, "nsh up: local stack on embedded defaults")?;
         for c in self.0 {
             let state = match c.state {
-                State::Started => "started by nsh up".to_owned(),
-                State::ByHand(how) => format!("not started; run {how}"),
+                State::Started => "nsh up starts it".to_owned(),
+                State::ByHand(_) => "in this build, not started".to_owned(),
                 State::Planned => "planned, not in this build yet".to_owned(),
             };
             writeln!(
@@ -94,11 +94,17 @@ impl fmt::Display for PlanReport<'_> {
                 c.name, c.listen, state, c.role
             )?;
         }
+        for c in self.0 {
+            if let State::ByHand(how) = c.state {
+                writeln!(f, "{}: start it by hand: {how}", c.name)?;
+            }
+        }
         let missing = self.0.iter().filter(|c| c.state == State::Planned).count();
         if missing > 0 {
+            let verb = if missing == 1 { "is" } else { "are" };
             writeln!(
                 f,
-                "{missing} of {} components are not in this build yet and will not start.",
+                "{missing} of {} components {verb} not in this build yet and will not start.",
                 self.0.len()
             )?;
         }
@@ -186,7 +192,11 @@ mod tests {
         let text = PlanReport(&plan(&args("127.0.0.1"))).to_string();
         assert!(text.contains("mesh-server  127.0.0.1:3456"), "{text}");
         assert!(
-            text.contains("2 of 3 components are not in this build yet"),
+            text.contains("1 of 3 components is not in this build yet"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mcp-gateway: start it by hand: nsh gateway run --config FILE"),
             "{text}"
         );
     }

@@ -50,10 +50,10 @@ fn up_dry_run_prints_the_plan_and_is_honest_about_missing_parts() {
         .success()
         .stdout(predicate::str::contains("mesh-server  127.0.0.1:3456"))
         .stdout(predicate::str::contains(
-            "1 of 3 components are not in this build yet",
+            "1 of 3 components is not in this build yet",
         ))
         .stdout(predicate::str::contains(
-            "not started; run nsh gateway run --config FILE",
+            "mcp-gateway: start it by hand: nsh gateway run --config FILE",
         ))
         .stdout(predicate::str::contains("nothing was started"));
 }

@@ -89,6 +89,14 @@ async fn upstream() -> anyhow::Result<()> {
     {
         println!("listening {}", listener.local_addr()?);
     }
+    // As production servers do (Go, Node, uvicorn): small SSE writes must not wait for
+    // Nagle's algorithm and delayed ACKs. BENCH_UPSTREAM_NAGLE=1 leaves it on, as a plain
+    // `axum::serve` does.
+    use axum::serve::ListenerExt as _;
+    let nodelay = std::env::var_os("BENCH_UPSTREAM_NAGLE").is_none();
+    let listener = listener.tap_io(move |tcp| {
+        let _ = tcp.set_nodelay(nodelay);
+    });
     axum::serve(listener, router).await?;
     Ok(())
 }

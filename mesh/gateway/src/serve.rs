@@ -127,25 +127,45 @@ pub async fn run_http(
             }),
         )
         .merge(nsh_admin::router(Arc::new(registry), readiness));
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| GatewayError::Listen {
-            addr: config.listen.clone(),
-            source,
-        })?;
-    let local: SocketAddr = listener
-        .local_addr()
-        .map_err(|source| GatewayError::Listen {
-            addr: config.listen.clone(),
-            source,
-        })?;
+    let listener = bind(&config.listen).await?;
     tracing::info!(
-        mcp = %format!("http://{local}/mcp"),
+        mcp = %mcp_url(&listener),
         audience = %config.audience,
         teams = ?config.teams,
         upstreams = config.policy.upstreams.len(),
         "gateway listening"
     );
+    serve_until(listener, router, &gateway, shutdown).await
+}
+
+async fn bind(addr: &str) -> Result<tokio::net::TcpListener, GatewayError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| GatewayError::Listen {
+            addr: addr.to_owned(),
+            source,
+        })
+}
+
+fn mcp_url(listener: &tokio::net::TcpListener) -> String {
+    listener
+        .local_addr()
+        .map(|local| format!("http://{local}/mcp"))
+        .unwrap_or_default()
+}
+
+/// Serves `router` with the admin crate's bounded accept loop until `shutdown`, then stops the
+/// upstreams (children exit with their connections).
+async fn serve_until(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    gateway: &Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let served = nsh_admin::serve::serve(
         listener,
         router,
@@ -154,10 +174,7 @@ pub async fn run_http(
     )
     .await;
     gateway.shutdown();
-    served.map_err(|source| GatewayError::Listen {
-        addr: config.listen,
-        source,
-    })
+    served.map_err(|source| GatewayError::Listen { addr, source })
 }
 
 /// What `/status` reports (the operator puts `answering` in the McpGateway's status).
@@ -384,24 +401,7 @@ pub async fn run_shared_stdio(
     let router = axum::Router::new()
         .nest_service("/mcp", mcp)
         .merge(nsh_admin::router(Arc::new(registry), readiness));
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| GatewayError::Listen {
-            addr: listen.to_string(),
-            source,
-        })?;
-    let local = listener.local_addr().unwrap_or(listen);
-    tracing::info!(mcp = %format!("http://{local}/mcp"), "shared MCP server listening");
-    let served = nsh_admin::serve::serve(
-        listener,
-        router,
-        nsh_admin::serve::ServeLimits::default().fitted_to_descriptors(),
-        shutdown,
-    )
-    .await;
-    gateway.shutdown();
-    served.map_err(|source| GatewayError::Listen {
-        addr: listen.to_string(),
-        source,
-    })
+    let listener = bind(&listen.to_string()).await?;
+    tracing::info!(mcp = %mcp_url(&listener), "shared MCP server listening");
+    serve_until(listener, router, &gateway, shutdown).await
 }

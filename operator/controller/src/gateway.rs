@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, KeyToPath, ProjectedVolumeSource, SecretKeySelector, SecretProjection, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
+    ServicePort, ServiceSpec, Volume, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt as _;
@@ -30,7 +30,7 @@ use nsh_operator_api::common::CommonStatus;
 use nsh_operator_api::{HasConditions as _, McpGateway, McpGatewayStatus, Team};
 
 use crate::apply::{self, Applied, Desired, Kind};
-use crate::pod::{config_hash, http_probe, restricted_container, restricted_deployment};
+use crate::pod::{config_hash, http_probe, mount, restricted_container, restricted_deployment};
 use crate::{Context, Error, Result, team};
 
 const COMPONENT: &str = "mcp-gateway";
@@ -227,15 +227,6 @@ pub fn plan(gateway: &McpGateway, teams: &[String], image: &str) -> PodPlan {
         config,
         upstream_containers,
         gateway_env,
-    }
-}
-
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(read_only),
-        ..VolumeMount::default()
     }
 }
 

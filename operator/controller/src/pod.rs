@@ -46,6 +46,16 @@ pub fn restricted_pod() -> PodSecurityContext {
 }
 
 /// An HTTP probe of `path` on the container port named `port`, every 5 s.
+/// A volume mount of volume `name` at `path`.
+pub fn mount(name: &str, path: &str, read_only: bool) -> k8s_openapi::api::core::v1::VolumeMount {
+    k8s_openapi::api::core::v1::VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
 pub fn http_probe(path: &str, port: &str) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    PodSpec, PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount,
+    PodSpec, PodTemplateSpec, SecretVolumeSource, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt as _;
@@ -26,7 +26,9 @@ use nsh_operator_api::conditions::reason;
 
 use crate::agent::token;
 use crate::apply::{self, Desired};
-use crate::pod::{config_hash, http_probe, restricted_container, restricted_pod, template_meta};
+use crate::pod::{
+    config_hash, http_probe, mount, restricted_container, restricted_pod, template_meta,
+};
 use crate::{Error, Result};
 
 const COMPONENT: &str = "agent";
@@ -193,15 +195,6 @@ pub fn launch_settings(
 
 fn meta(agent: &Agent, name: String) -> ObjectMeta {
     apply::owned_meta(agent, COMPONENT, name)
-}
-
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(read_only),
-        ..VolumeMount::default()
-    }
 }
 
 fn env(name: &str, value: &str) -> EnvVar {

@@ -612,7 +612,7 @@ impl Front {
             .await
             .map_err(|e| upstream_error(upstream, e))?;
         let upstream_id = handle.id.clone();
-        let _route = context.meta.get_progress_token().map(|caller_token| {
+        let route = context.meta.get_progress_token().map(|caller_token| {
             self.gateway.progress.open(
                 upstream,
                 handle.progress_token.clone(),
@@ -621,7 +621,12 @@ impl Front {
             )
         });
         tokio::select! {
-            result = handle.await_response() => result.map_err(|e| upstream_error(upstream, e)),
+            result = handle.await_response() => {
+                if let Some(route) = &route {
+                    route.settle().await;
+                }
+                result.map_err(|e| upstream_error(upstream, e))
+            }
             () = context.ct.cancelled() => {
                 let _ = peer
                     .notify_cancelled(CancelledNotificationParam::new(

@@ -4,7 +4,9 @@
 //! token the caller chose.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rmcp::RoleServer;
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
@@ -12,8 +14,8 @@ use rmcp::service::Peer;
 
 /// An upstream and the progress token rmcp gave the request sent to it.
 type UpstreamToken = (String, ProgressToken);
-/// The caller that asked and the token it chose.
-type CallerToken = (Peer<RoleServer>, ProgressToken);
+/// The caller that asked, the token it chose, and how many forwards are under way.
+type CallerToken = (Peer<RoleServer>, ProgressToken, Arc<AtomicUsize>);
 type Table = HashMap<UpstreamToken, CallerToken>;
 
 #[derive(Debug, Default)]
@@ -26,6 +28,22 @@ pub struct ProgressRoutes {
 pub struct Route<'a> {
     routes: &'a ProgressRoutes,
     key: UpstreamToken,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Route<'_> {
+    /// Lets progress that arrived before the response reach the caller before it: rmcp hands
+    /// each notification to a task of its own, so the last one can still be on its way when
+    /// the response is. Waits briefly, never long (progress after a response is dropped).
+    pub async fn settle(&self) {
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        while self.in_flight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
 }
 
 impl Drop for Route<'_> {
@@ -50,8 +68,14 @@ impl ProgressRoutes {
         caller_token: ProgressToken,
     ) -> Route<'_> {
         let key = (upstream.to_owned(), token);
-        self.lock().insert(key.clone(), (caller, caller_token));
-        Route { routes: self, key }
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        self.lock()
+            .insert(key.clone(), (caller, caller_token, in_flight.clone()));
+        Route {
+            routes: self,
+            key,
+            in_flight,
+        }
     }
 
     /// Sends `params` to the caller its token belongs to; progress nobody waits for is dropped.
@@ -60,11 +84,13 @@ impl ProgressRoutes {
             .lock()
             .get(&(upstream.to_owned(), params.progress_token.clone()))
             .cloned();
-        if let Some((caller, caller_token)) = route {
+        if let Some((caller, caller_token, in_flight)) = route {
+            in_flight.fetch_add(1, Ordering::AcqRel);
             params.progress_token = caller_token;
             if let Err(err) = caller.notify_progress(params).await {
                 tracing::debug!(%err, "progress not delivered: the caller left");
             }
+            in_flight.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }

@@ -30,6 +30,18 @@ fn example_team() -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The example's McpGateway and MeshServer URLs, as the Agent controller resolves them.
+fn example_urls() -> (BTreeMap<String, String>, String) {
+    let gateways = BTreeMap::from([(
+        "tools".to_owned(),
+        nsh_contract::url::gateway_service("tools", "team-a"),
+    )]);
+    (
+        gateways,
+        nsh_contract::url::mesh_service("mesh", "team-a", 3456),
+    )
+}
+
 fn of_kind<T: serde::de::DeserializeOwned>(objects: &[serde_json::Value], kind: &str) -> Vec<T> {
     objects
         .iter()
@@ -95,11 +107,7 @@ fn parse(line: &[String]) -> Cli {
 #[test]
 fn the_agent_pod_runs_command_lines_nsh_accepts() {
     let objects = example_team();
-    let gateways = BTreeMap::from([(
-        "tools".to_owned(),
-        nsh_contract::url::gateway_service("tools", "team-a"),
-    )]);
-    let mesh_url = nsh_contract::url::mesh_service("mesh", "team-a", 3456);
+    let (gateways, mesh_url) = example_urls();
     let agents: Vec<Agent> = of_kind(&objects, "Agent");
     assert_eq!(agents.len(), 2);
     for agent in &agents {
@@ -212,11 +220,7 @@ fn the_gateway_pod_runs_command_lines_and_a_config_nsh_accepts() {
 #[test]
 fn the_headers_helper_the_agent_gets_is_a_command_nsh_accepts() {
     let objects = example_team();
-    let gateways = BTreeMap::from([(
-        "tools".to_owned(),
-        nsh_contract::url::gateway_service("tools", "team-a"),
-    )]);
-    let mesh_url = nsh_contract::url::mesh_service("mesh", "team-a", 3456);
+    let (gateways, mesh_url) = example_urls();
     let agents: Vec<Agent> = of_kind(&objects, "Agent");
     let with_gateway = agents
         .iter()

@@ -45,7 +45,8 @@ pub enum Naming {
 }
 
 impl Naming {
-    fn name(self, upstream: &str, original: &str) -> String {
+    /// The exposed name of `original` of `upstream`.
+    pub fn name(self, upstream: &str, original: &str) -> String {
         match self {
             Self::Prefixed => names::exposed(upstream, original),
             Self::AsIs => original.to_owned(),

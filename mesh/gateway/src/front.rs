@@ -359,7 +359,7 @@ impl ServerHandler for Front {
                 None,
             ));
         };
-        let mut forwarded = request.clone();
+        let mut forwarded = request;
         forwarded.name = entry.original.clone().into();
         let outcome = self
             .forward(

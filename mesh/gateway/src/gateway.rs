@@ -209,20 +209,13 @@ impl Gateway {
             if let Some(live) = upstream.live() {
                 for tool in &live.catalog.tools {
                     out.insert(
-                        self.naming_name(upstream.name(), &tool.name),
+                        self.naming.name(upstream.name(), &tool.name),
                         crate::pins::hash(tool),
                     );
                 }
             }
         }
         out
-    }
-
-    fn naming_name(&self, upstream: &str, original: &str) -> String {
-        match self.naming {
-            Naming::Prefixed => nsh_gateway_config::names::exposed(upstream, original),
-            Naming::AsIs => original.to_owned(),
-        }
     }
 
     /// Stops every upstream (children exit with their connection).

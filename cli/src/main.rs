@@ -8,6 +8,7 @@ mod contract_tests;
 mod gateway;
 mod keys;
 mod mcp;
+mod mcp_daemon;
 mod mcp_doctor;
 mod mesh;
 mod mesh_client;
@@ -25,8 +26,7 @@ use clap::FromArgMatches as _;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     // HTTPS clients (kube, reqwest for `nsh mcp doctor`) share ring as rustls' provider; a
     // second provider would only add a C build and a choice to make at runtime.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -36,7 +36,15 @@ async fn main() -> std::process::ExitCode {
         Err(err) => err.exit(),
     };
     init_tracing(cli.log_format);
-    match dispatch(cli).await {
+    let result = match cli.command {
+        // The MCP daemon's verbs: a bridge per MCP client should not cost a thread pool.
+        cli::Command::Mcp(group) => match mcp::run_without_runtime(group.verb) {
+            Ok(result) => result,
+            Err(verb) => block_on(mcp::run(verb)),
+        },
+        command => block_on(dispatch(command)),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             // The message and its causes, never a backtrace: this is for the person at the terminal.
@@ -49,8 +57,16 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
-    match cli.command {
+fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| anyhow::anyhow!("starting the runtime: {err}"))?
+        .block_on(work)
+}
+
+async fn dispatch(command: cli::Command) -> anyhow::Result<()> {
+    match command {
         cli::Command::Up(args) => up::run(&args).await,
         cli::Command::Mesh(group) => mesh::run(group.verb).await,
         cli::Command::Gateway(group) => gateway::run(group.verb).await,

@@ -21,7 +21,10 @@ pub(crate) enum McpVerb {
     Uninstall(UninstallArgs),
     /// Start (or connect to) every installed server and check the MCP handshake and tools/list.
     Doctor(DoctorArgs),
-    /// One stdio MCP server shared by many clients.
+    /// Run a stdio MCP server shared by every client that runs the same: what an MCP
+    /// client's config runs instead of the server itself.
+    RunOnce(crate::mcp_daemon::SharedServerArgs),
+    /// One stdio MCP server shared by many clients: list, stop, serve over HTTP.
     Daemon(DaemonArgs),
 }
 
@@ -36,6 +39,16 @@ pub(crate) enum DaemonVerb {
     /// Run COMMAND once and serve it over streamable HTTP at /mcp to every client (what an
     /// McpGateway's `command` upstream container runs).
     Serve(DaemonServeArgs),
+    /// Every daemon started by `nsh mcp run-once`: clients, pid, uptime, memory.
+    List(crate::mcp_daemon::ListArgs),
+    /// Stop a daemon and its server.
+    Stop(crate::mcp_daemon::StopArgs),
+    /// The daemon process `run-once` starts.
+    #[command(hide = true)]
+    Host(crate::mcp_daemon::SharedServerArgs),
+    /// Start a server with a parent-death signal (the daemon starts its server this way).
+    #[command(hide = true)]
+    Exec(crate::mcp_daemon::ExecArgs),
     /// Copy this `nsh` binary to a path (an init container sharing it with containers of other
     /// images, which then run `nsh mcp daemon serve`).
     #[command(hide = true)]
@@ -158,6 +171,23 @@ fn env() -> anyhow::Result<Env> {
     ))
 }
 
+/// The verbs that must not run on the multi-threaded runtime (see `mcp_daemon`); `Err` gives
+/// the verb back.
+pub(crate) fn run_without_runtime(verb: McpVerb) -> Result<anyhow::Result<()>, McpVerb> {
+    use crate::mcp_daemon as daemon;
+    Ok(match verb {
+        McpVerb::RunOnce(args) => daemon::run_once(&args),
+        McpVerb::Daemon(DaemonArgs { verb }) => match verb {
+            DaemonVerb::Host(args) => daemon::host(&args),
+            DaemonVerb::Exec(args) => daemon::exec(&args),
+            DaemonVerb::List(args) => daemon::list(&args),
+            DaemonVerb::Stop(args) => daemon::stop(&args),
+            verb => return Err(McpVerb::Daemon(DaemonArgs { verb })),
+        },
+        verb => return Err(verb),
+    })
+}
+
 pub(crate) async fn run(verb: McpVerb) -> anyhow::Result<()> {
     match verb {
         McpVerb::ListInstalled(args) => list(&args),
@@ -186,6 +216,11 @@ pub(crate) async fn run(verb: McpVerb) -> anyhow::Result<()> {
         McpVerb::Daemon(DaemonArgs {
             verb: DaemonVerb::CopyBinary(args),
         }) => copy_binary(&args.to),
+        McpVerb::RunOnce(_)
+        | McpVerb::Daemon(DaemonArgs {
+            verb:
+                DaemonVerb::Host(_) | DaemonVerb::Exec(_) | DaemonVerb::List(_) | DaemonVerb::Stop(_),
+        }) => unreachable!("handled by run_without_runtime"),
     }
 }
 
@@ -221,7 +256,7 @@ fn transport(server: &McpServer) -> &'static str {
     }
 }
 
-fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
         .load_style(UTF8_FULL_CONDENSED)

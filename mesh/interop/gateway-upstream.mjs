@@ -5,15 +5,19 @@
 //
 // usage: node gateway-upstream.mjs NAME [--http PORT]
 
+import fs from "node:fs";
 import http from "node:http";
 import { randomUUID } from "node:crypto";
 
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { CreateMessageResultSchema } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 
 const name = process.argv[2] ?? "upstream";
+// The MCP daemon's tests count how many servers ran: each appends its pid here.
+if (process.env.INSTANCE_LOG) fs.appendFileSync(process.env.INSTANCE_LOG, `${process.pid}\n`);
 // Shared by every session: a change made through one is seen by all.
 const state = { echoDescription: "Returns the text it is given.", servers: new Set(), headers: {}, cancelled: 0 };
 
@@ -86,6 +90,17 @@ function build() {
     async () => {
       setTimeout(() => process.exit(3), 10);
       return { content: [{ type: "text", text: "bye" }] };
+    },
+  );
+  server.registerTool(
+    "ask_client",
+    { description: "Asks the calling client to sample (a server-to-client request) and returns its answer.", inputSchema: {} },
+    async (_args, extra) => {
+      const answer = await extra.sendRequest(
+        { method: "sampling/createMessage", params: { messages: [{ role: "user", content: { type: "text", text: "hi" } }], maxTokens: 5 } },
+        CreateMessageResultSchema,
+      );
+      return { content: [{ type: "text", text: answer.content.text }] };
     },
   );
   server.registerPrompt(

@@ -3,6 +3,8 @@
 // Notifications (list_changed, progress) are recorded and can be waited for.
 //
 // usage: node mcp-driver.mjs URL TOKEN [legacy|2026-07-28]
+//        node mcp-driver.mjs stdio - [legacy|2026-07-28]   (runs MCP_DRIVER_COMMAND, a JSON array)
+// The client declares sampling and answers it with "sampled by MCP_DRIVER_LABEL".
 // commands: {"op":"tools"} {"op":"call","name":N,"args":{},"progress":bool,"cancelAfterMs":n}
 //           {"op":"prompts"} {"op":"prompt","name":N,"args":{}} {"op":"resources"}
 //           {"op":"read","uri":U} {"op":"changes"} {"op":"version"} {"op":"close"}
@@ -10,6 +12,7 @@
 import readline from "node:readline";
 
 import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
+import { StdioClientTransport } from "@modelcontextprotocol/client/stdio";
 
 const [url, token, revision = "legacy"] = process.argv.slice(2);
 const seen = { listChanged: 0, tools: null };
@@ -25,9 +28,21 @@ const listChanged = {
   },
 };
 const options = revision === "legacy" ? { listChanged } : { listChanged, versionNegotiation: { mode: { pin: revision } } };
-const client = new Client({ name: "gateway-test", version: "1.0.0" }, options);
-const headers = token ? { Authorization: `Bearer ${token}` } : {};
-const transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers } });
+const label = process.env.MCP_DRIVER_LABEL ?? "driver";
+const client = new Client({ name: "gateway-test", version: "1.0.0" }, { ...options, capabilities: { sampling: {} } });
+client.setRequestHandler("sampling/createMessage", async () => ({
+  role: "assistant",
+  content: { type: "text", text: `sampled by ${label}` },
+  model: "test",
+}));
+const headers = token && token !== "-" ? { Authorization: `Bearer ${token}` } : {};
+let transport;
+if (url === "stdio") {
+  const [command, ...args] = JSON.parse(process.env.MCP_DRIVER_COMMAND);
+  transport = new StdioClientTransport({ command, args, env: { ...process.env }, stderr: "inherit" });
+} else {
+  transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers } });
+}
 
 function reply(value) {
   process.stdout.write(JSON.stringify(value) + "\n");

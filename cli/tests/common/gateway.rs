@@ -219,9 +219,20 @@ pub struct Driver {
 
 impl Driver {
     pub async fn start(url: &str, token: &str, revision: &str) -> Self {
+        Self::start_with_env(url, token, revision, &[]).await
+    }
+
+    /// With `url` "stdio", the driver runs `MCP_DRIVER_COMMAND` (a JSON array) from `env`.
+    pub async fn start_with_env(
+        url: &str,
+        token: &str,
+        revision: &str,
+        env: &[(String, String)],
+    ) -> Self {
         let mut child = tokio::process::Command::new(node())
             .arg(interop("mcp-driver.mjs"))
             .args([url, token, revision])
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -10,6 +10,7 @@ use std::time::Duration;
 use nsh_mesh_transport::token::{self, TeamKey, TokenRequest};
 use nsh_testenv::process::ManagedProcess;
 
+pub mod daemon;
 pub mod gateway;
 
 pub const TEAM: &str = "alpha";

@@ -213,20 +213,37 @@ fn pump(stream: UnixStream, files: &DaemonFiles) -> Result<(), BridgeError> {
     let mut to_daemon = stream.try_clone().map_err(io("cloning the socket"))?;
     let (stdin_done_tx, stdin_done) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_daemon);
+        let _ = relay(&mut std::io::stdin().lock(), &mut to_daemon);
         // The client is done: the daemon lets go of us, then closes its side.
         let _ = to_daemon.shutdown(std::net::Shutdown::Write);
         let _ = stdin_done_tx.send(());
     });
     let mut from_daemon = stream;
-    let copied = std::io::copy(&mut from_daemon, &mut std::io::stdout().lock());
-    let _ = std::io::stdout().flush();
+    let copied = relay(&mut from_daemon, &mut std::io::stdout().lock());
     match (copied, stdin_done.recv_timeout(Duration::from_millis(200))) {
         // The client closed stdin and the daemon closed after it: the normal end.
         (Ok(_), Ok(())) => Ok(()),
         _ => Err(BridgeError::Lost {
             log: files.log.clone(),
         }),
+    }
+}
+
+/// Copies until end of input, passing on each read as it comes. Not `std::io::copy`: between a
+/// pipe and a socket it uses `splice`, which holds a partial message back until more arrives.
+fn relay(from: &mut impl std::io::Read, to: &mut impl std::io::Write) -> std::io::Result<u64> {
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        to.write_all(&buffer[..n])?;
+        to.flush()?;
+        total += n as u64;
     }
 }
 

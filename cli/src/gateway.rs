@@ -68,6 +68,7 @@ pub(crate) struct ApproveArgs {
 pub(crate) async fn run(verb: GatewayVerb) -> anyhow::Result<()> {
     match verb {
         GatewayVerb::Run(args) => {
+            share_stdio_servers()?;
             nsh_mcp_gateway::run_http(args.config, crate::signal::shutdown_signal()).await?;
             Ok(())
         }
@@ -76,6 +77,7 @@ pub(crate) async fn run(verb: GatewayVerb) -> anyhow::Result<()> {
                 team: args.team,
                 agent: args.agent,
             };
+            share_stdio_servers()?;
             nsh_mcp_gateway::run_stdio(args.config.config, caller).await?;
             Ok(())
         }
@@ -150,4 +152,11 @@ async fn pins(verb: PinsVerb) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `command` upstreams run under the MCP daemon (`nsh mcp run-once`), shared and supervised.
+pub(crate) fn share_stdio_servers() -> anyhow::Result<()> {
+    let nsh = std::env::current_exe().context("finding this nsh binary")?;
+    nsh_mcp_gateway::upstream::share_stdio_servers_through(nsh);
+    Ok(())
 }

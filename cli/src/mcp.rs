@@ -204,6 +204,7 @@ pub(crate) async fn run(verb: McpVerb) -> anyhow::Result<()> {
                 env: Default::default(),
                 image: None,
             };
+            crate::gateway::share_stdio_servers()?;
             nsh_mcp_gateway::run_shared_stdio(
                 args.listen,
                 args.name,

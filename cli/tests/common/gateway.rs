@@ -126,12 +126,23 @@ impl Gateway {
         std::fs::rename(tmp, self.path("gateway.yaml")).unwrap();
     }
 
+    /// A 0700 folder for the MCP daemons of this gateway's stdio upstreams.
+    fn daemons(&self) -> PathBuf {
+        let dir = self.path("daemons");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        dir
+    }
+
     async fn run(&mut self) {
         let mut command = Command::new(nsh_path());
         command
             .args(["gateway", "run", "--config"])
             .arg(self.path("gateway.yaml"))
             .env("NSH_LOG", "info,nsh_mcp_gateway=debug")
+            // Stdio upstreams run under MCP daemons: this gateway's, not another test's.
+            .env("NSH_MCP_RUNTIME_DIR", self.daemons())
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         let log = self.path("gateway.log");
         self.process = Some(ManagedProcess::spawn("nsh gateway run", command, &log).unwrap());

@@ -155,10 +155,39 @@ pub enum ConnectError {
 
 type Client = RunningService<RoleClient, Events>;
 
+/// The `nsh` binary that runs stdio servers through `nsh mcp run-once`, when set.
+static SHARED_THROUGH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// How long a server the gateway shared stays up once the gateway has let go of it.
+const SHARED_IDLE: &str = "3s";
+
+/// From now on, `command` upstreams run through `nsh mcp run-once` (this `nsh`): the MCP
+/// daemon owns the server (one per command, shared with any local client that runs the same,
+/// restarted with backoff, and killed with the daemon), and the gateway holds a thin bridge.
+pub fn share_stdio_servers_through(nsh: std::path::PathBuf) {
+    let _ = SHARED_THROUGH.set(nsh);
+}
+
+fn stdio_process(command: &nsh_gateway_config::Command) -> tokio::process::Command {
+    let Some(nsh) = SHARED_THROUGH.get() else {
+        let mut process = tokio::process::Command::new(&command.command);
+        process.args(&command.args);
+        return process;
+    };
+    let mut process = tokio::process::Command::new(nsh);
+    process.args(["mcp", "run-once", "--idle-timeout", SHARED_IDLE]);
+    // The server's environment makes it a different server (a token, a project).
+    for name in command.env.keys() {
+        process.args(["--env", name]);
+    }
+    process.arg("--").arg(&command.command).args(&command.args);
+    process
+}
+
 async fn connect(spec: &Upstream, events: Events) -> Result<Client, ConnectError> {
     if let Some(command) = &spec.command {
-        let mut process = tokio::process::Command::new(&command.command);
-        process.args(&command.args).envs(&command.env);
+        let mut process = stdio_process(command);
+        process.envs(&command.env);
         // The server's own log lines go to the gateway's stderr, not its stdout.
         process.stderr(std::process::Stdio::inherit());
         let transport = rmcp::transport::TokioChildProcess::new(process).map_err(|source| {

@@ -158,6 +158,7 @@ pub(crate) fn catalog_server(name: &str) -> anyhow::Result<McpServer> {
         nsh: nsh_path()?,
         mesh: settings.mesh.clone().unwrap_or_default(),
         gateway: settings.mcp.as_ref().and_then(|m| m.gateway.clone()),
+        share: settings.mcp.as_ref().and_then(|m| m.share).unwrap_or(false),
     };
     catalog::preset(name, &context).map_err(|e| {
         anyhow::anyhow!("{e}; or give the server with --command CMD -- ARGS, or --url URL")
@@ -269,8 +270,13 @@ fn presets() -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "MCP presets (mcp.presets, --mcp):")?;
     for preset in catalog::PRESETS {
-        writeln!(out, "  {:<12} {}", preset.name, preset.description)?;
+        let shared = if preset.shareable { " [shareable]" } else { "" };
+        writeln!(out, "  {:<12} {}{shared}", preset.name, preset.description)?;
     }
+    writeln!(
+        out,
+        "  ([shareable]: with mcp.share, or `nsh mcp install --shared`, one process serves every agent)"
+    )?;
     writeln!(out, "profiles (profile, --profile):")?;
     writeln!(
         out,

@@ -107,6 +107,10 @@ pub(crate) struct InstallArgs {
     /// HTTP header for a URL server, KEY=VALUE (repeatable).
     #[arg(long = "header", value_name = "KEY=VALUE", value_parser = key_value)]
     headers: Vec<(String, String)>,
+    /// Run the server through `nsh mcp run-once`: one process shared by every client that runs
+    /// the same (stdio servers only).
+    #[arg(long)]
+    shared: bool,
     /// Arguments of --command.
     #[arg(last = true)]
     args: Vec<String>,
@@ -351,6 +355,15 @@ fn install(args: InstallArgs) -> anyhow::Result<()> {
             .headers
             .get_or_insert_with(BTreeMap::new)
             .extend(args.headers.iter().cloned());
+    }
+    if args.shared {
+        anyhow::ensure!(
+            server.command.is_some(),
+            "--shared applies to stdio servers; `{}` is reached by URL, which many clients share already",
+            args.server
+        );
+        let nsh = std::env::current_exe().context("finding this nsh binary")?;
+        server = nsh_agent_config::catalog::shared(&nsh.to_string_lossy(), server);
     }
     let change = nsh_mcp_clients::install(
         args.client,

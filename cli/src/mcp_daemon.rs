@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -221,21 +220,4 @@ pub(crate) fn stop(args: &StopArgs) -> anyhow::Result<()> {
         stopped.pid
     )?;
     Ok(())
-}
-
-/// The command line an MCP client's config gets to run `command` through `run-once`.
-pub(crate) fn shared_command(
-    command: &str,
-    args: &[String],
-    env_names: &[String],
-) -> anyhow::Result<(String, Vec<String>)> {
-    let nsh: PathBuf = std::env::current_exe().context("finding this nsh binary")?;
-    let mut words = vec!["mcp".to_owned(), "run-once".to_owned()];
-    for name in env_names {
-        words.extend(["--env".to_owned(), name.clone()]);
-    }
-    words.push("--".to_owned());
-    words.push(command.to_owned());
-    words.extend(args.iter().cloned());
-    Ok((nsh.to_string_lossy().into_owned(), words))
 }

@@ -16,9 +16,14 @@ struct Home {
 impl Home {
     fn new() -> Self {
         let root = tempfile::tempdir().unwrap();
-        for dir in ["home", "project"] {
+        for dir in ["home", "project", "daemons"] {
             std::fs::create_dir_all(root.path().join(dir)).unwrap();
         }
+        std::fs::set_permissions(
+            root.path().join("daemons"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
         Self { root }
     }
 
@@ -33,6 +38,7 @@ impl Home {
             .env("HOME", self.path("home"))
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("CODEX_HOME")
+            .env("NSH_MCP_RUNTIME_DIR", self.path("daemons"))
             .output()
             .unwrap()
     }
@@ -281,4 +287,58 @@ fn install_and_uninstall_keep_the_rest_of_the_file_and_back_it_up() {
         !Path::new(&home.path("home/.cursor/mcp.json")).exists(),
         "nothing written on error"
     );
+}
+
+#[test]
+fn install_shared_writes_a_config_that_runs_the_server_through_the_daemon() {
+    let home = Home::new();
+    let node = nsh_testenv::peers::node().unwrap().display().to_string();
+    let server = echo_server();
+    home.ok(&[
+        "mcp",
+        "install",
+        "echo",
+        "--client",
+        "cursor",
+        "--shared",
+        "--command",
+        &node,
+        "--",
+        &server,
+    ]);
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.path("home/.cursor/mcp.json")).unwrap())
+            .unwrap();
+    let entry = &config["mcpServers"]["echo"];
+    assert_eq!(entry["command"], env!("CARGO_BIN_EXE_nsh"), "{entry}");
+    assert_eq!(
+        entry["args"],
+        serde_json::json!(["mcp", "run-once", "--", node, server]),
+        "{entry}"
+    );
+
+    // The client's view: doctor runs the config's command, which reaches a daemon-run server.
+    let report: Value =
+        serde_json::from_str(&home.ok(&["mcp", "doctor", "--client", "cursor", "--json"])).unwrap();
+    assert_eq!(by_server(&report, "echo")["ok"], true, "{report}");
+    let daemons: Value =
+        serde_json::from_str(&home.ok(&["mcp", "daemon", "list", "--json"])).unwrap();
+    assert_eq!(daemons.as_array().unwrap().len(), 1, "{daemons}");
+    let name = daemons[0]["name"].as_str().unwrap();
+    assert_eq!(name, "mcp-echo-server");
+    home.ok(&["mcp", "daemon", "stop", name]);
+
+    let refused = home.nsh(&[
+        "mcp",
+        "install",
+        "web",
+        "--client",
+        "cursor",
+        "--shared",
+        "--url",
+        "http://127.0.0.1:1/mcp",
+    ]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("--shared applies to stdio servers"), "{why}");
 }

@@ -13,36 +13,46 @@ use crate::settings::{McpServer, McpSettings, MeshSettings, Settings, Transport}
 pub struct Preset {
     pub name: &'static str,
     pub description: &'static str,
+    /// A stdio server one process of which can serve every agent on a machine (through
+    /// `nsh mcp run-once`, with `mcp.share` or `nsh mcp install --shared`).
+    pub shareable: bool,
 }
 
 pub const PRESETS: &[Preset] = &[
     Preset {
         name: "filesystem",
         description: "read and write files under the project folder (@modelcontextprotocol/server-filesystem)",
+        shareable: true,
     },
     Preset {
         name: "git",
         description: "git history, diffs and commits of the project repository (mcp-server-git)",
+        shareable: true,
     },
     Preset {
         name: "github",
         description: "GitHub's hosted MCP server; needs GITHUB_TOKEN in the environment",
+        shareable: false,
     },
     Preset {
         name: "fetch",
         description: "fetch web pages as markdown (mcp-server-fetch)",
+        shareable: true,
     },
     Preset {
         name: "memory",
         description: "a knowledge-graph memory (@modelcontextprotocol/server-memory)",
+        shareable: true,
     },
     Preset {
         name: "mesh",
         description: "the nsh mesh-client: messages with the rest of the team (needs mesh.tokenFile, or mesh.clientUrl of a running one)",
+        shareable: false,
     },
     Preset {
         name: "gateway",
         description: "an nsh MCP gateway (needs mcp.gateway, its URL)",
+        shareable: false,
     },
 ];
 
@@ -55,6 +65,8 @@ pub struct CatalogContext {
     pub nsh: String,
     pub mesh: MeshSettings,
     pub gateway: Option<String>,
+    /// `mcp.share`: run shareable presets through `nsh mcp run-once`.
+    pub share: bool,
 }
 
 /// Why a preset cannot be configured.
@@ -91,8 +103,46 @@ fn http(url: &str) -> McpServer {
     }
 }
 
-/// The MCP server `name` stands for in `context`.
+/// The MCP server `name` stands for in `context`; a shareable one runs through
+/// `nsh mcp run-once` when `context.share` is set.
 pub fn preset(name: &str, context: &CatalogContext) -> Result<McpServer, PresetError> {
+    let server = unshared_preset(name, context)?;
+    let shareable = PRESETS.iter().any(|p| p.name == name && p.shareable);
+    Ok(if context.share && shareable {
+        shared(&context.nsh, server)
+    } else {
+        server
+    })
+}
+
+/// `server` (a stdio one) run through `nsh mcp run-once`: one process for every client that
+/// runs the same command in the same folder with the same values of its environment.
+pub fn shared(nsh: &str, server: McpServer) -> McpServer {
+    let Some(command) = server.command.clone() else {
+        return server;
+    };
+    let already = server
+        .args
+        .as_deref()
+        .is_some_and(|a| a.len() >= 2 && a[0] == "mcp" && a[1] == "run-once");
+    if already && command == nsh {
+        return server;
+    }
+    let mut args = vec!["mcp".to_owned(), "run-once".to_owned()];
+    for name in server.env.iter().flat_map(BTreeMap::keys) {
+        args.extend(["--env".to_owned(), name.clone()]);
+    }
+    args.push("--".to_owned());
+    args.push(command);
+    args.extend(server.args.clone().unwrap_or_default());
+    McpServer {
+        command: Some(nsh.to_owned()),
+        args: Some(args),
+        ..server
+    }
+}
+
+fn unshared_preset(name: &str, context: &CatalogContext) -> Result<McpServer, PresetError> {
     let project = context.project_dir.display().to_string();
     Ok(match name {
         "filesystem" => stdio(
@@ -208,6 +258,46 @@ pub fn built_in_profile(name: &str) -> Option<Settings> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_share_set_shareable_presets_run_through_run_once_and_others_do_not() {
+        let context = CatalogContext {
+            project_dir: "/src/app".into(),
+            nsh: "/usr/bin/nsh".into(),
+            share: true,
+            mesh: MeshSettings {
+                token_file: Some("/t".into()),
+                ..MeshSettings::default()
+            },
+            ..CatalogContext::default()
+        };
+        let git = preset("git", &context).unwrap();
+        assert_eq!(git.command.as_deref(), Some("/usr/bin/nsh"));
+        assert_eq!(
+            git.args.unwrap(),
+            [
+                "mcp",
+                "run-once",
+                "--",
+                "uvx",
+                "mcp-server-git",
+                "--repository",
+                "/src/app"
+            ]
+        );
+        // The mesh client is one agent's identity: never shared.
+        let mesh = preset("mesh", &context).unwrap();
+        assert_eq!(mesh.args.unwrap()[..2], ["mesh", "client"]);
+        // Sharing twice is sharing once; an environment the server needs names the daemon.
+        let mut with_env = stdio("npx", &["server"]);
+        with_env.env = Some(BTreeMap::from([("TOKEN".into(), "x".into())]));
+        let once = shared("/usr/bin/nsh", with_env);
+        assert_eq!(
+            once.args.as_deref().unwrap(),
+            ["mcp", "run-once", "--env", "TOKEN", "--", "npx", "server"]
+        );
+        assert_eq!(shared("/usr/bin/nsh", once.clone()), once);
+    }
 
     #[test]
     fn every_preset_builds_or_names_what_it_needs() {

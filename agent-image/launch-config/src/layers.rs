@@ -139,6 +139,7 @@ pub fn resolve(inputs: &Inputs) -> Result<Resolved, LayerError> {
     let mut context = inputs.context.clone();
     context.mesh = first.mesh.clone().unwrap_or_default();
     context.gateway = first.mcp.as_ref().and_then(|m| m.gateway.clone());
+    context.share = first.mcp.as_ref().and_then(|m| m.share).unwrap_or(false);
     let mut overlays = Vec::new();
     for (index, name) in first
         .mcp

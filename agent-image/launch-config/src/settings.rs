@@ -99,6 +99,10 @@ pub struct McpSettings {
     /// URL of an MCP gateway (an McpGateway's Service), for the `gateway` preset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// Run shareable presets (filesystem, git, fetch, memory) through `nsh mcp run-once`: one
+    /// process serves every agent on this machine that runs the same server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<bool>,
     /// MCP servers by name; a name that is also a preset changes that preset's fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub servers: Option<BTreeMap<String, McpServer>>,

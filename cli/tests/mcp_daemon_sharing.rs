@@ -287,3 +287,45 @@ async fn official_sdk_clients_share_a_server_and_its_requests_reach_the_caller()
         .assert_no_processes_left(Duration::from_secs(8))
         .await;
 }
+
+/// stdout a file (as a terminal or a redirect would be): the bridge cannot hand it over and
+/// relays both ways itself; the client sees no difference.
+#[tokio::test]
+async fn a_client_whose_stdio_cannot_be_handed_over_is_relayed() {
+    let shared = Shared::new();
+    let out_path = shared.runtime().join("relayed.out");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut command = shared.command(&shared.run_once_args(&["--idle-timeout", "1s"]));
+    command
+        .stdin(std::process::Stdio::piped())
+        .stdout(out)
+        .kill_on_drop(true);
+    let mut child = command.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = [
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        call(json!("r"), "echo", json!({"text": "relayed"})),
+    ];
+    for line in lines {
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    let expected = format!("{}:relayed", shared.marker);
+    common::daemon::eventually(Duration::from_secs(20), "the relayed answer", || {
+        std::fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .contains(&expected)
+    })
+    .await;
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    shared
+        .assert_no_processes_left(Duration::from_secs(6))
+        .await;
+}

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::identity::DaemonFiles;
-use crate::wire::{Hello, PROTOCOL, Welcome};
+use crate::wire::{GOODBYE, Hello, PROTOCOL, Welcome};
 
 /// How long a new daemon has to open its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -65,10 +65,11 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BridgeError {
 /// Returns when the MCP client closes stdin and the daemon has let go of this client.
 pub fn run(files: &DaemonFiles, host: &mut Command) -> Result<(), BridgeError> {
     let mut attempt = 0;
+    let pass = stdio_passable();
     let (stream, _welcome) = loop {
         attempt += 1;
         let stream = connect_or_start(files, host)?;
-        match handshake(stream)? {
+        match handshake(stream, pass)? {
             Some(connected) => break connected,
             None if attempt < ATTEMPTS => {
                 std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)))
@@ -80,7 +81,56 @@ pub fn run(files: &DaemonFiles, host: &mut Command) -> Result<(), BridgeError> {
             }
         }
     };
-    pump(stream, files)
+    if pass {
+        hand_over(stream, files)
+    } else {
+        pump(stream, files)
+    }
+}
+
+/// Pipes and sockets (what MCP clients give a server) can be handed to the daemon; a terminal
+/// or a file is relayed instead (the daemon would have to make it non-blocking, which would
+/// leak into the shell that owns the terminal).
+fn stdio_passable() -> bool {
+    use std::os::fd::AsFd as _;
+    let passable = |fd: std::os::fd::BorrowedFd<'_>| {
+        rustix::fs::fstat(fd).is_ok_and(|stat| {
+            matches!(
+                rustix::fs::FileType::from_raw_mode(stat.st_mode),
+                rustix::fs::FileType::Fifo | rustix::fs::FileType::Socket
+            )
+        })
+    };
+    passable(std::io::stdin().as_fd()) && passable(std::io::stdout().as_fd())
+}
+
+/// Sends stdin and stdout to the daemon, then waits until it is done with them.
+fn hand_over(mut stream: UnixStream, files: &DaemonFiles) -> Result<(), BridgeError> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use std::os::fd::AsFd as _;
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let fds = [stdin.as_fd(), stdout.as_fd()];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    control.push(SendAncillaryMessage::ScmRights(&fds));
+    rustix::net::sendmsg(
+        &stream,
+        &[std::io::IoSlice::new(b"F")],
+        &mut control,
+        SendFlags::empty(),
+    )
+    .map_err(|err| BridgeError::Io {
+        what: "handing stdio to the daemon".into(),
+        source: err.into(),
+    })?;
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(1) if byte[0] == GOODBYE => Ok(()),
+        _ => Err(BridgeError::Lost {
+            log: files.log.clone(),
+        }),
+    }
 }
 
 /// Connects, as [`run`] does, and says hello as `hello`; for `list` and `stop`. `None` when no
@@ -163,11 +213,22 @@ fn connect_or_start(files: &DaemonFiles, host: &mut Command) -> Result<UnixStrea
 }
 
 /// `None`: the daemon closed before welcoming us (it was stopping); try again.
-fn handshake(mut stream: UnixStream) -> Result<Option<(UnixStream, Welcome)>, BridgeError> {
+fn handshake(
+    mut stream: UnixStream,
+    fds: bool,
+) -> Result<Option<(UnixStream, Welcome)>, BridgeError> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(io("configuring the socket"))?;
-    if send_line(&mut stream, &Hello::Bridge { protocol: PROTOCOL }).is_err() {
+    if send_line(
+        &mut stream,
+        &Hello::Bridge {
+            protocol: PROTOCOL,
+            fds,
+        },
+    )
+    .is_err()
+    {
         return Ok(None);
     }
     let Ok(Some(line)) = read_line(&mut stream) else {

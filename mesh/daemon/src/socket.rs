@@ -1,17 +1,33 @@
 //! The Unix socket front: bridges (`nsh mcp run-once`) and `nsh mcp daemon list|stop`.
+//!
+//! A bridge whose stdin and stdout are pipes or sockets (what MCP clients give their servers)
+//! hands them to the daemon (`SCM_RIGHTS`), and the daemon talks to the MCP client directly:
+//! no copy through the bridge, which only waits for the daemon's goodbye. Other stdio (a
+//! terminal, a file) is relayed by the bridge over the socket itself.
 
+use std::io::IoSliceMut;
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
 use std::time::Duration;
 
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, BufWriter};
+use tokio::io::{
+    AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader, BufWriter,
+};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::hub::Hub;
+use crate::mux::ClientId;
 use crate::upstream::MAX_LINE;
-use crate::wire::{Hello, PROTOCOL, Welcome};
+use crate::wire::{GOODBYE, Hello, PROTOCOL, Welcome};
 
 /// A caller has this long to say who it is.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Reader = Pin<Box<dyn AsyncRead + Send>>;
+type Writer = Pin<Box<dyn AsyncWrite + Send>>;
 
 /// Accepts connections until the listener fails; only the daemon's own user gets in.
 pub async fn serve(listener: UnixListener, hub: Hub, name: String) {
@@ -41,19 +57,31 @@ pub async fn serve(listener: UnixListener, hub: Hub, name: String) {
     }
 }
 
-async fn connection(stream: UnixStream, hub: Hub, name: String) {
-    let (read, write) = stream.into_split();
-    let mut reader = BufReader::with_capacity(64 * 1024, read);
-    let mut writer = BufWriter::with_capacity(64 * 1024, write);
+/// The first line, read without reading past it (what follows may carry descriptors).
+async fn read_hello(stream: &UnixStream) -> Option<Hello> {
     let mut line = Vec::new();
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.read_until(b'\n', &mut line)).await
-    {
-        Ok(Ok(n)) if n > 0 => serde_json::from_slice::<Hello>(&line).ok(),
-        _ => None,
+    let read = async {
+        loop {
+            stream.readable().await.ok()?;
+            let mut byte = [0u8; 1];
+            match stream.try_read(&mut byte) {
+                Ok(0) => return None,
+                Ok(_) if byte[0] == b'\n' => return Some(()),
+                Ok(_) if line.len() > 4096 => return None,
+                Ok(_) => line.push(byte[0]),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+        }
     };
-    match hello {
-        Some(Hello::Bridge { protocol }) if protocol == PROTOCOL => {}
-        Some(Hello::Bridge { protocol }) => {
+    tokio::time::timeout(HELLO_TIMEOUT, read).await.ok()??;
+    serde_json::from_slice(&line).ok()
+}
+
+async fn connection(mut stream: UnixStream, hub: Hub, name: String) {
+    let fds = match read_hello(&stream).await {
+        Some(Hello::Bridge { protocol, fds }) if protocol == PROTOCOL => fds,
+        Some(Hello::Bridge { protocol, .. }) => {
             tracing::warn!(
                 protocol,
                 ours = PROTOCOL,
@@ -64,7 +92,7 @@ async fn connection(stream: UnixStream, hub: Hub, name: String) {
         Some(hello @ (Hello::Status | Hello::Stop)) => {
             if let Some(status) = hub.status().await {
                 let _ = write_line(
-                    &mut writer,
+                    &mut stream,
                     &serde_json::to_value(status).unwrap_or_default(),
                 )
                 .await;
@@ -76,9 +104,9 @@ async fn connection(stream: UnixStream, hub: Hub, name: String) {
             return;
         }
         None => return,
-    }
+    };
     // Joined before the welcome: a bridge that got one is counted, so no idle stop can race it.
-    let Ok((client, mut outbound)) = hub.join().await else {
+    let Ok((client, outbound)) = hub.join().await else {
         return;
     };
     let welcome = Welcome {
@@ -87,7 +115,7 @@ async fn connection(stream: UnixStream, hub: Hub, name: String) {
         name,
     };
     if write_line(
-        &mut writer,
+        &mut stream,
         &serde_json::to_value(welcome).unwrap_or_default(),
     )
     .await
@@ -96,14 +124,119 @@ async fn connection(stream: UnixStream, hub: Hub, name: String) {
         hub.leave(client);
         return;
     }
-    let writing = tokio::spawn(async move {
+    if !fds {
+        let (read, write) = stream.into_split();
+        serve_client(
+            client,
+            &hub,
+            Box::pin(read),
+            Box::pin(write),
+            outbound,
+            None,
+        )
+        .await;
+        return;
+    }
+    match receive_stdio(&stream).await {
+        Ok((read, write)) => {
+            serve_client(client, &hub, read, write, outbound, Some(&stream)).await;
+            // The bridge exits cleanly only on this: anything else means the daemon died.
+            let _ = stream.write_all(&[GOODBYE]).await;
+        }
+        Err(err) => {
+            tracing::warn!(%err, "a bridge's stdio did not arrive");
+            hub.leave(client);
+        }
+    }
+}
+
+/// The bridge's stdin and stdout, as async reader and writer.
+async fn receive_stdio(stream: &UnixStream) -> std::io::Result<(Reader, Writer)> {
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    let received = async {
+        loop {
+            stream.readable().await?;
+            let attempt = stream.try_io(tokio::io::Interest::READABLE, || {
+                let mut byte = [0u8; 1];
+                let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+                let mut control = RecvAncillaryBuffer::new(&mut space);
+                let got = rustix::net::recvmsg(
+                    stream,
+                    &mut [IoSliceMut::new(&mut byte)],
+                    &mut control,
+                    RecvFlags::CMSG_CLOEXEC,
+                )?;
+                for message in control.drain() {
+                    if let RecvAncillaryMessage::ScmRights(passed) = message {
+                        fds.extend(passed);
+                    }
+                }
+                Ok(got.bytes)
+            });
+            match attempt {
+                Ok(0) => return Err(std::io::Error::other("the bridge closed")),
+                Ok(_) => return Ok(()),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(err) => return Err(err),
+            }
+        }
+    };
+    tokio::time::timeout(HELLO_TIMEOUT, received)
+        .await
+        .map_err(|_| std::io::Error::other("no descriptors within the hello timeout"))??;
+    let mut fds = fds.into_iter();
+    let (Some(input), Some(output)) = (fds.next(), fds.next()) else {
+        return Err(std::io::Error::other(
+            "the bridge sent fewer than two descriptors",
+        ));
+    };
+    Ok((reader(input)?, writer(output)?))
+}
+
+fn is_socket(fd: &OwnedFd) -> bool {
+    rustix::fs::fstat(fd).is_ok_and(|stat| {
+        rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Socket
+    })
+}
+
+fn reader(fd: OwnedFd) -> std::io::Result<Reader> {
+    if is_socket(&fd) {
+        let stream = std::os::unix::net::UnixStream::from(fd);
+        stream.set_nonblocking(true)?;
+        return Ok(Box::pin(UnixStream::from_std(stream)?));
+    }
+    Ok(Box::pin(tokio::net::unix::pipe::Receiver::from_owned_fd(
+        fd,
+    )?))
+}
+
+fn writer(fd: OwnedFd) -> std::io::Result<Writer> {
+    if is_socket(&fd) {
+        let stream = std::os::unix::net::UnixStream::from(fd);
+        stream.set_nonblocking(true)?;
+        return Ok(Box::pin(UnixStream::from_std(stream)?));
+    }
+    Ok(Box::pin(tokio::net::unix::pipe::Sender::from_owned_fd(fd)?))
+}
+
+/// One client's messages in and out until its input ends or its bridge goes away.
+async fn serve_client(
+    client: ClientId,
+    hub: &Hub,
+    read: Reader,
+    write: Writer,
+    mut outbound: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    bridge: Option<&UnixStream>,
+) {
+    let mut writer = BufWriter::with_capacity(64 * 1024, write);
+    let writing = async move {
         while let Some(message) = outbound.recv().await {
-            if write_line_buffered(&mut writer, &message).await.is_err() {
+            if write_buffered(&mut writer, &message).await.is_err() {
                 return;
             }
             // Everything already waiting goes out in one write.
             while let Ok(message) = outbound.try_recv() {
-                if write_line_buffered(&mut writer, &message).await.is_err() {
+                if write_buffered(&mut writer, &message).await.is_err() {
                     return;
                 }
             }
@@ -111,36 +244,59 @@ async fn connection(stream: UnixStream, hub: Hub, name: String) {
                 return;
             }
         }
-    });
-    line.clear();
-    loop {
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) if line.len() > MAX_LINE => break,
-            Ok(_) => {
-                if line.last() != Some(&b'\n') {
-                    continue;
-                }
-                if !line.iter().all(u8::is_ascii_whitespace) {
-                    match serde_json::from_slice::<Value>(&line) {
-                        Ok(message) => hub.send(client, message),
-                        Err(err) => {
-                            tracing::debug!(%err, "a client sent a line that is not JSON");
-                            // Not an object: the mux answers with a parse error, to this client only.
-                            hub.send(client, Value::Null);
+    };
+    let mut reader = BufReader::with_capacity(64 * 1024, read);
+    let reading = async {
+        let mut line = Vec::with_capacity(4096);
+        loop {
+            match reader.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line.len() > MAX_LINE => return,
+                Ok(_) => {
+                    if line.last() != Some(&b'\n') {
+                        continue;
+                    }
+                    if !line.iter().all(u8::is_ascii_whitespace) {
+                        match serde_json::from_slice::<Value>(&line) {
+                            Ok(message) => hub.send(client, message),
+                            // Not an object: the mux answers with a parse error, to this client.
+                            Err(_) => hub.send(client, Value::Null),
                         }
                     }
+                    line.clear();
                 }
-                line.clear();
             }
         }
+    };
+    let bridge_gone = async {
+        match bridge {
+            Some(bridge) => {
+                // The bridge sends nothing more; readable means it closed (or was killed).
+                let _ = bridge.readable().await;
+                let mut probe = [0u8; 1];
+                loop {
+                    match bridge.try_read(&mut probe) {
+                        Ok(_) => return,
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                            let _ = bridge.readable().await;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = reading => {}
+        () = bridge_gone => {}
+        () = writing => {}
     }
     hub.leave(client);
-    writing.abort();
 }
 
-async fn write_line_buffered(
-    writer: &mut BufWriter<tokio::net::unix::OwnedWriteHalf>,
+async fn write_buffered(
+    writer: &mut (impl AsyncWrite + Unpin),
     message: &Value,
 ) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec(message)?;
@@ -149,9 +305,9 @@ async fn write_line_buffered(
 }
 
 async fn write_line(
-    writer: &mut BufWriter<tokio::net::unix::OwnedWriteHalf>,
+    writer: &mut (impl AsyncWrite + Unpin),
     message: &Value,
 ) -> std::io::Result<()> {
-    write_line_buffered(writer, message).await?;
+    write_buffered(writer, message).await?;
     writer.flush().await
 }

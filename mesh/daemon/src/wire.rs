@@ -10,13 +10,23 @@ pub const PROTOCOL: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "nsh", rename_all = "camelCase")]
 pub enum Hello {
-    /// A `run-once` bridge; MCP follows.
-    Bridge { protocol: u32 },
+    /// A `run-once` bridge. With `fds`, one byte carrying its stdin and stdout (`SCM_RIGHTS`)
+    /// follows the welcome and the daemon talks to the MCP client directly; without, MCP
+    /// follows on this socket.
+    Bridge {
+        protocol: u32,
+        #[serde(default)]
+        fds: bool,
+    },
     /// `nsh mcp daemon list`: answer one [`Status`] line.
     Status,
     /// `nsh mcp daemon stop`: answer one [`Status`] line, then stop.
     Stop,
 }
+
+/// The byte a daemon sends a bridge that passed its stdio when that client is done: the bridge
+/// exits 0 on it, and with an error if the connection ends without it (the daemon died).
+pub const GOODBYE: u8 = b'.';
 
 /// The daemon's answer to a bridge, before any MCP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

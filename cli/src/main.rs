@@ -27,6 +27,10 @@ use clap::FromArgMatches as _;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // One bridge runs per MCP client: it skips the full command tree, TLS and logging set-up.
+    if let Some(result) = mcp_daemon::run_once_fast_path() {
+        return exit_code(result);
+    }
     // HTTPS clients (kube, reqwest for `nsh mcp doctor`) share ring as rustls' provider; a
     // second provider would only add a C build and a choice to make at runtime.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -38,12 +42,15 @@ fn main() -> std::process::ExitCode {
     init_tracing(cli.log_format);
     let result = match cli.command {
         // The MCP daemon's verbs: a bridge per MCP client should not cost a thread pool.
-        cli::Command::Mcp(group) => match mcp::run_without_runtime(group.verb) {
-            Ok(result) => result,
-            Err(verb) => block_on(mcp::run(verb)),
-        },
+        cli::Command::Mcp(group) if mcp::needs_no_runtime(&group.verb) => {
+            mcp::run_without_runtime(group.verb)
+        }
         command => block_on(dispatch(command)),
     };
+    exit_code(result)
+}
+
+fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

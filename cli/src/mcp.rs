@@ -175,21 +175,39 @@ fn env() -> anyhow::Result<Env> {
     ))
 }
 
-/// The verbs that must not run on the multi-threaded runtime (see `mcp_daemon`); `Err` gives
-/// the verb back.
-pub(crate) fn run_without_runtime(verb: McpVerb) -> Result<anyhow::Result<()>, McpVerb> {
+/// The verbs that must not run on the multi-threaded runtime (see `mcp_daemon`).
+pub(crate) fn needs_no_runtime(verb: &McpVerb) -> bool {
+    matches!(
+        verb,
+        McpVerb::RunOnce(_)
+            | McpVerb::Daemon(DaemonArgs {
+                verb: DaemonVerb::Host(_)
+                    | DaemonVerb::Exec(_)
+                    | DaemonVerb::List(_)
+                    | DaemonVerb::Stop(_),
+            })
+    )
+}
+
+/// Runs a verb [`needs_no_runtime`] picked.
+pub(crate) fn run_without_runtime(verb: McpVerb) -> anyhow::Result<()> {
     use crate::mcp_daemon as daemon;
-    Ok(match verb {
+    match verb {
         McpVerb::RunOnce(args) => daemon::run_once(&args),
-        McpVerb::Daemon(DaemonArgs { verb }) => match verb {
-            DaemonVerb::Host(args) => daemon::host(&args),
-            DaemonVerb::Exec(args) => daemon::exec(&args),
-            DaemonVerb::List(args) => daemon::list(&args),
-            DaemonVerb::Stop(args) => daemon::stop(&args),
-            verb => return Err(McpVerb::Daemon(DaemonArgs { verb })),
-        },
-        verb => return Err(verb),
-    })
+        McpVerb::Daemon(DaemonArgs {
+            verb: DaemonVerb::Host(args),
+        }) => daemon::host(&args),
+        McpVerb::Daemon(DaemonArgs {
+            verb: DaemonVerb::Exec(args),
+        }) => daemon::exec(&args),
+        McpVerb::Daemon(DaemonArgs {
+            verb: DaemonVerb::List(args),
+        }) => daemon::list(&args),
+        McpVerb::Daemon(DaemonArgs {
+            verb: DaemonVerb::Stop(args),
+        }) => daemon::stop(&args),
+        _ => unreachable!("needs_no_runtime picks only these"),
+    }
 }
 
 pub(crate) async fn run(verb: McpVerb) -> anyhow::Result<()> {

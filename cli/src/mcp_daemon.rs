@@ -129,6 +129,28 @@ pub(crate) fn run_once(args: &SharedServerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("MCP server `{}`", identity.name))
 }
 
+/// `nsh mcp run-once …` parsed on its own, before anything else `nsh` sets up; `None` for
+/// every other command line.
+pub(crate) fn run_once_fast_path() -> Option<anyhow::Result<()>> {
+    use clap::{Args as _, FromArgMatches as _};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_none_or(|a| a != "mcp") || args.get(2).is_none_or(|a| a != "run-once") {
+        return None;
+    }
+    let command = SharedServerArgs::augment_args(
+        clap::Command::new("run-once").bin_name("nsh mcp run-once"),
+    )
+    .about(
+        "Run a stdio MCP server shared by every client that runs the same: what an MCP client's config runs instead of the server itself",
+    );
+    let matches = command.get_matches_from(&args[2..]);
+    Some(
+        SharedServerArgs::from_arg_matches(&matches)
+            .map_err(anyhow::Error::from)
+            .and_then(|args| run_once(&args)),
+    )
+}
+
 /// `nsh mcp daemon host` (hidden): the daemon process a bridge starts.
 pub(crate) fn host(args: &SharedServerArgs) -> anyhow::Result<()> {
     // Its own session: the client's terminal closing, or its process group being killed,

@@ -45,7 +45,7 @@ async fn ten_clients_share_one_server_and_each_gets_only_its_own_answers() {
             for burst in 0..75 {
                 let mut sent: HashMap<String, String> = HashMap::new();
                 for slot in 0..4u64 {
-                    let id = if rng.next() % 2 == 0 {
+                    let id = if rng.next().is_multiple_of(2) {
                         json!(slot)
                     } else {
                         json!(slot.to_string())
@@ -95,7 +95,7 @@ async fn ten_clients_share_one_server_and_each_gets_only_its_own_answers() {
     for client in clients {
         assert!(client.close().await.success());
     }
-    let stopped = shared.stop(&shared.list()[0]["name"].as_str().unwrap().to_owned());
+    let stopped = shared.stop(shared.list()[0]["name"].as_str().unwrap());
     assert!(
         stopped.status.success(),
         "{}",

@@ -18,6 +18,9 @@ import { z } from "zod";
 const name = process.argv[2] ?? "upstream";
 // The MCP daemon's tests count how many servers ran: each appends its pid here.
 if (process.env.INSTANCE_LOG) fs.appendFileSync(process.env.INSTANCE_LOG, `${process.pid}\n`);
+// The daemon benchmark's stand-in for a heavy server (a browser, a language server): this many
+// MiB of memory, written so it is resident.
+const ballast = Buffer.alloc(Number(process.env.BALLAST_MB ?? 0) * 1024 * 1024, 1);
 // Shared by every session: a change made through one is seen by all.
 const state = { echoDescription: "Returns the text it is given.", servers: new Set(), headers: {}, cancelled: 0 };
 

@@ -29,6 +29,10 @@ struct Args {
     calls: usize,
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Server sizes to compare memory at: MiB of ballast each server holds (0: the plain SDK
+    /// server; a few hundred: a browser or language server).
+    #[arg(long, value_delimiter = ',', default_value = "0,300")]
+    ballast_mb: Vec<u64>,
 }
 
 /// One stdio MCP client: a child process spoken to in JSON-RPC lines.
@@ -39,10 +43,16 @@ struct Client {
 }
 
 impl Client {
-    fn spawn(program: &Path, args: &[String], runtime: &Path) -> anyhow::Result<Self> {
+    fn spawn(
+        program: &Path,
+        args: &[String],
+        runtime: &Path,
+        ballast_mb: u64,
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(program)
             .args(args)
             .env("NSH_MCP_RUNTIME_DIR", runtime)
+            .env("BALLAST_MB", ballast_mb.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -186,10 +196,11 @@ async fn startup(
     command: &(PathBuf, Vec<String>),
     clients: usize,
     marker: &str,
+    ballast_mb: u64,
 ) -> anyhow::Result<(Startup, Vec<Client>)> {
     let started = futures_util::future::join_all((0..clients).map(|_| async {
         let t0 = Instant::now();
-        let mut client = Client::spawn(&command.0, &command.1, setup.runtime.path())?;
+        let mut client = Client::spawn(&command.0, &command.1, setup.runtime.path(), ballast_mb)?;
         client.start().await?;
         anyhow::Ok((t0.elapsed(), client))
     }))
@@ -249,42 +260,88 @@ async fn latency(client: &mut Client, calls: usize) -> anyhow::Result<Latency> {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-struct Run {
+struct Memory {
     one: Startup,
     separate: Startup,
     shared: Startup,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Calls {
     direct: Latency,
     through: Latency,
     daemon_cpu_us: f64,
     bridge_cpu_us: f64,
 }
 
-async fn run(setup: &Setup, args: &Args, n: usize) -> anyhow::Result<Run> {
-    // One server alone: the memory a shared server should stay near.
-    let marker = format!("bench-one-{n}-{}", std::process::id());
-    let (one, clients) = startup(setup, &setup.direct(&marker), 1, &marker).await?;
-    for c in clients {
-        c.close().await;
+async fn wait_gone(marker: &str) {
+    // A daemon idles out (2 s) before the next measurement starts its own.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pids_with(marker).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
 
-    let marker = format!("bench-separate-{n}-{}", std::process::id());
-    let (separate, mut clients) =
-        startup(setup, &setup.direct(&marker), args.clients, &marker).await?;
-    let direct = latency(&mut clients[0], args.calls).await?;
-    for c in clients {
-        c.close().await;
-    }
-
-    let marker = format!("bench-shared-{n}-{}", std::process::id());
-    let (shared, mut clients) =
-        startup(setup, &setup.shared(&marker), args.clients, &marker).await?;
-    let daemon = pids_with(&marker)
+fn daemon_of(marker: &str) -> anyhow::Result<u32> {
+    pids_with(marker)
         .into_iter()
         .find(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|c| String::from_utf8_lossy(&c).contains("daemon\0host"))
         })
-        .ok_or_else(|| anyhow::anyhow!("no daemon found"))?;
+        .ok_or_else(|| anyhow::anyhow!("no daemon found"))
+}
+
+/// One server alone, `clients` servers, `clients` clients sharing one: memory and start-up.
+async fn memory_run(setup: &Setup, args: &Args, tag: &str, ballast: u64) -> anyhow::Result<Memory> {
+    let marker = format!("bench-one-{tag}-{}", std::process::id());
+    let (one, clients) = startup(setup, &setup.direct(&marker), 1, &marker, ballast).await?;
+    for c in clients {
+        c.close().await;
+    }
+    let marker = format!("bench-separate-{tag}-{}", std::process::id());
+    let (separate, clients) = startup(
+        setup,
+        &setup.direct(&marker),
+        args.clients,
+        &marker,
+        ballast,
+    )
+    .await?;
+    for c in clients {
+        c.close().await;
+    }
+    let marker = format!("bench-shared-{tag}-{}", std::process::id());
+    let (shared, clients) = startup(
+        setup,
+        &setup.shared(&marker),
+        args.clients,
+        &marker,
+        ballast,
+    )
+    .await?;
+    for c in clients {
+        c.close().await;
+    }
+    wait_gone(&marker).await;
+    Ok(Memory {
+        one,
+        separate,
+        shared,
+    })
+}
+
+/// One client's sequential calls, to its own server and through the daemon.
+async fn calls_run(setup: &Setup, args: &Args, tag: &str) -> anyhow::Result<Calls> {
+    let marker = format!("bench-direct-{tag}-{}", std::process::id());
+    let (_, mut clients) = startup(setup, &setup.direct(&marker), 1, &marker, 0).await?;
+    let direct = latency(&mut clients[0], args.calls).await?;
+    for c in clients {
+        c.close().await;
+    }
+    let marker = format!("bench-through-{tag}-{}", std::process::id());
+    let (_, mut clients) = startup(setup, &setup.shared(&marker), 1, &marker, 0).await?;
+    let daemon = daemon_of(&marker)?;
     let bridge = clients[0].child.id().unwrap_or_default();
     let (daemon_before, bridge_before) = (cpu_seconds(daemon), cpu_seconds(bridge));
     let through = latency(&mut clients[0], args.calls).await?;
@@ -294,15 +351,8 @@ async fn run(setup: &Setup, args: &Args, n: usize) -> anyhow::Result<Run> {
     for c in clients {
         c.close().await;
     }
-    // The daemon idles out (2 s) before the next run starts its own.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !pids_with(&marker).is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(Run {
-        one,
-        separate,
-        shared,
+    wait_gone(&marker).await;
+    Ok(Calls {
         direct,
         through,
         daemon_cpu_us,
@@ -330,54 +380,81 @@ async fn main() -> anyhow::Result<()> {
         nsh: args.nsh.clone(),
         runtime,
     };
-    let mut runs = Vec::new();
-    for n in 0..args.runs {
-        runs.push(run(&setup, &args, n).await?);
-    }
     let c = args.clients;
     println!(
         "MCP daemon: {c} clients, each with its own server vs sharing one through `nsh mcp run-once`"
     );
     println!(
-        "server: the official TypeScript SDK (gateway-upstream.mjs on node); {} runs\n",
+        "server: the official TypeScript SDK (gateway-upstream.mjs on node), with BALLAST_MB of memory; {} runs\n",
         args.runs
     );
     println!(
-        "| run | 1 server RSS | {c} servers RSS | shared RSS | shared / 1 server | {c} servers PSS | shared PSS | PSS shared / 1 | first tools/list p50 (own / shared) | max (own / shared) |"
+        "| server | run | 1 server RSS | {c} servers RSS | shared RSS | shared / 1 (RSS) | 1 server PSS | shared PSS | shared / 1 (PSS) | first tools/list p50, own / shared | max, own / shared |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for (i, r) in runs.iter().enumerate() {
-        println!(
-            "| {} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2}x | {:.1} MiB | {:.1} MiB | {:.2}x | {:.0} / {:.0} ms | {:.0} / {:.0} ms |",
-            i + 1,
-            mib(r.one.rss),
-            mib(r.separate.rss),
-            mib(r.shared.rss),
-            r.shared.rss as f64 / r.one.rss as f64,
-            mib(r.separate.pss),
-            mib(r.shared.pss),
-            r.shared.pss as f64 / r.one.pss as f64,
-            r.separate.first_list_p50_ms,
-            r.shared.first_list_p50_ms,
-            r.separate.first_list_max_ms,
-            r.shared.first_list_max_ms,
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for &ballast in &args.ballast_mb {
+        let mut runs = Vec::new();
+        for n in 0..args.runs {
+            runs.push(memory_run(&setup, &args, &format!("{ballast}-{n}"), ballast).await?);
+        }
+        let row = |label: String,
+                   one_rss: f64,
+                   sep_rss: f64,
+                   sh_rss: f64,
+                   one_pss: f64,
+                   sh_pss: f64,
+                   p50: (f64, f64),
+                   max: (f64, f64)| {
+            println!(
+                "| +{ballast} MiB | {label} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2}x | {:.1} MiB | {:.1} MiB | {:.2}x | {:.0} / {:.0} ms | {:.0} / {:.0} ms |",
+                mib(one_rss as u64),
+                mib(sep_rss as u64),
+                mib(sh_rss as u64),
+                sh_rss / one_rss,
+                mib(one_pss as u64),
+                mib(sh_pss as u64),
+                sh_pss / one_pss,
+                p50.0,
+                p50.1,
+                max.0,
+                max.1,
+            );
+        };
+        for (i, r) in runs.iter().enumerate() {
+            row(
+                (i + 1).to_string(),
+                r.one.rss as f64,
+                r.separate.rss as f64,
+                r.shared.rss as f64,
+                r.one.pss as f64,
+                r.shared.pss as f64,
+                (r.separate.first_list_p50_ms, r.shared.first_list_p50_ms),
+                (r.separate.first_list_max_ms, r.shared.first_list_max_ms),
+            );
+        }
+        let m = |f: fn(&Memory) -> f64| median(runs.iter().map(f));
+        row(
+            "median".into(),
+            m(|r| r.one.rss as f64),
+            m(|r| r.separate.rss as f64),
+            m(|r| r.shared.rss as f64),
+            m(|r| r.one.pss as f64),
+            m(|r| r.shared.pss as f64),
+            (
+                m(|r| r.separate.first_list_p50_ms),
+                m(|r| r.shared.first_list_p50_ms),
+            ),
+            (
+                m(|r| r.separate.first_list_max_ms),
+                m(|r| r.shared.first_list_max_ms),
+            ),
         );
     }
-    let m = |f: fn(&Run) -> f64| median(runs.iter().map(f));
-    println!(
-        "| median | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2}x | {:.1} MiB | {:.1} MiB | {:.2}x | {:.0} / {:.0} ms | {:.0} / {:.0} ms |",
-        mib(m(|r| r.one.rss as f64) as u64),
-        mib(m(|r| r.separate.rss as f64) as u64),
-        mib(m(|r| r.shared.rss as f64) as u64),
-        m(|r| r.shared.rss as f64 / r.one.rss as f64),
-        mib(m(|r| r.separate.pss as f64) as u64),
-        mib(m(|r| r.shared.pss as f64) as u64),
-        m(|r| r.shared.pss as f64 / r.one.pss as f64),
-        m(|r| r.separate.first_list_p50_ms),
-        m(|r| r.shared.first_list_p50_ms),
-        m(|r| r.separate.first_list_max_ms),
-        m(|r| r.shared.first_list_max_ms),
-    );
+
+    let mut runs = Vec::new();
+    for n in 0..args.runs {
+        runs.push(calls_run(&setup, &args, &n.to_string()).await?);
+    }
     println!(
         "\nLatency of one client's sequential `echo` calls ({} per run), and the CPU the daemon and the bridge spend per call",
         args.calls
@@ -386,31 +463,48 @@ async fn main() -> anyhow::Result<()> {
         "| run | direct p50 | shared p50 | added p50 | direct p99 | shared p99 | added p99 | daemon CPU/call | bridge CPU/call |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (i, r) in runs.iter().enumerate() {
+    let row = |label: String, r: (f64, f64, f64, f64, f64, f64)| {
         println!(
-            "| {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.1} µs | {:.1} µs |",
-            i + 1,
-            r.direct.p50_us,
-            r.through.p50_us,
-            r.through.p50_us - r.direct.p50_us,
-            r.direct.p99_us,
-            r.through.p99_us,
-            r.through.p99_us - r.direct.p99_us,
-            r.daemon_cpu_us,
-            r.bridge_cpu_us,
+            "| {label} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.1} µs | {:.1} µs |",
+            r.0,
+            r.1,
+            r.1 - r.0,
+            r.2,
+            r.3,
+            r.3 - r.2,
+            r.4,
+            r.5,
+        );
+    };
+    for (i, r) in runs.iter().enumerate() {
+        row(
+            (i + 1).to_string(),
+            (
+                r.direct.p50_us,
+                r.through.p50_us,
+                r.direct.p99_us,
+                r.through.p99_us,
+                r.daemon_cpu_us,
+                r.bridge_cpu_us,
+            ),
         );
     }
-    println!(
-        "| median | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.1} µs | {:.1} µs |",
-        m(|r| r.direct.p50_us),
-        m(|r| r.through.p50_us),
-        m(|r| r.through.p50_us - r.direct.p50_us),
-        m(|r| r.direct.p99_us),
-        m(|r| r.through.p99_us),
-        m(|r| r.through.p99_us - r.direct.p99_us),
-        m(|r| r.daemon_cpu_us),
-        m(|r| r.bridge_cpu_us),
+    let m = |f: fn(&Calls) -> f64| median(runs.iter().map(f));
+    row(
+        "median".into(),
+        (
+            m(|r| r.direct.p50_us),
+            m(|r| r.through.p50_us),
+            m(|r| r.direct.p99_us),
+            m(|r| r.through.p99_us),
+            m(|r| r.daemon_cpu_us),
+            m(|r| r.bridge_cpu_us),
+        ),
     );
-    println!("\nTargets: shared RSS within 1.2x of one server; at most 100 µs added at p50.");
+    println!(
+        "(added = medians' difference; the median of per-run differences is {:.0} µs at p50)",
+        m(|r| r.through.p50_us - r.direct.p50_us)
+    );
+    println!("\nTargets: shared within 1.2x of one server's memory; at most 100 µs added at p50.");
     Ok(())
 }

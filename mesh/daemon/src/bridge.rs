@@ -72,7 +72,7 @@ pub fn run(files: &DaemonFiles, host: &mut Command) -> Result<(), BridgeError> {
         match handshake(stream, pass)? {
             Some(connected) => break connected,
             None if attempt < ATTEMPTS => {
-                std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)))
+                std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
             }
             None => {
                 return Err(BridgeError::Lost {

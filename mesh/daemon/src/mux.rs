@@ -314,7 +314,7 @@ impl Mux {
             (Some(_), false) => self.server_notification(message, out),
             (None, true) => self.server_response(message, out),
             (None, false) => {
-                tracing::debug!("the server sent a message that is none of JSON-RPC's")
+                tracing::debug!("the server sent a message that is none of JSON-RPC's");
             }
         }
     }
@@ -457,7 +457,7 @@ impl Mux {
             }
             // An answer to a request this client was never sent: never let it reach the server.
             _ => {
-                tracing::debug!(client, id = %key, "dropped a response to no request of this client")
+                tracing::debug!(client, id = %key, "dropped a response to no request of this client");
             }
         }
     }

@@ -15,6 +15,7 @@ mod mesh_client;
 mod operator;
 mod paths;
 mod signal;
+mod table;
 mod up;
 
 use clap::FromArgMatches as _;

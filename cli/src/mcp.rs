@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
-use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use nsh_agent_config::settings::McpServer;
 use nsh_mcp_clients::clients::{self, Client, Env, Scope};
 use serde_json::json;
@@ -279,15 +278,6 @@ fn transport(server: &McpServer) -> &'static str {
     }
 }
 
-pub(crate) fn table(header: &[&str]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_style(UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header.to_vec());
-    table
-}
-
 fn list(args: &ListArgs) -> anyhow::Result<()> {
     let (installed, problems) = nsh_mcp_clients::list_installed(&env()?, args.client);
     let mut out = std::io::stdout().lock();
@@ -312,7 +302,7 @@ fn list(args: &ListArgs) -> anyhow::Result<()> {
         )?;
         return Ok(());
     }
-    let mut rows = table(&[
+    let mut rows = crate::table::table(&[
         "CLIENT",
         "SCOPE",
         "SERVER",
@@ -469,7 +459,7 @@ async fn doctor(args: &DoctorArgs) -> anyhow::Result<()> {
     } else if results.is_empty() {
         writeln!(out, "no MCP servers found in any client's config")?;
     } else {
-        let mut rows = table(&["CLIENT", "SCOPE", "SERVER", "STATUS", "DETAIL"]);
+        let mut rows = crate::table::table(&["CLIENT", "SCOPE", "SERVER", "STATUS", "DETAIL"]);
         for r in &results {
             rows.add_row(vec![
                 r["client"].as_str().unwrap_or_default().to_owned(),

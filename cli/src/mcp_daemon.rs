@@ -197,7 +197,7 @@ pub(crate) fn list(args: &ListArgs) -> anyhow::Result<()> {
         writeln!(out, "no MCP daemons running")?;
         return Ok(());
     }
-    let mut rows = crate::mcp::table(&[
+    let mut rows = crate::table::table(&[
         "NAME",
         "KEY",
         "PID",

@@ -63,6 +63,9 @@ async fn a_persistent_daemon_outlives_its_clients_until_stopped() {
         "{why}"
     );
 
+    // A client still connected when the daemon stops sees its server go: output closed, and
+    // its bridge exits with an error.
+    let mut connected = shared.client(&["--persistent"]).await;
     let stopped = shared.stop(&name);
     assert!(
         stopped.status.success(),
@@ -70,6 +73,8 @@ async fn a_persistent_daemon_outlives_its_clients_until_stopped() {
         String::from_utf8_lossy(&stopped.stderr)
     );
     assert!(!alive(server), "stop returns once the server is gone");
+    assert_eq!(connected.recv().await, None);
+    assert!(!connected.close().await.success());
     shared
         .assert_no_processes_left(Duration::from_secs(2))
         .await;

@@ -126,7 +126,7 @@ async fn connection(mut stream: UnixStream, hub: Hub, name: String) {
     }
     if !fds {
         let (read, write) = stream.into_split();
-        serve_client(
+        let _ = serve_client(
             client,
             &hub,
             Box::pin(read),
@@ -139,9 +139,12 @@ async fn connection(mut stream: UnixStream, hub: Hub, name: String) {
     }
     match receive_stdio(&stream).await {
         Ok((read, write)) => {
-            serve_client(client, &hub, read, write, outbound, Some(&stream)).await;
-            // The bridge exits cleanly only on this: anything else means the daemon died.
-            let _ = stream.write_all(&[GOODBYE]).await;
+            let ended = serve_client(client, &hub, read, write, outbound, Some(&stream)).await;
+            // The bridge exits 0 only on this; a daemon that stops or dies ends it with an error,
+            // so its MCP client sees the server go.
+            if ended == Ended::ClientDone {
+                let _ = stream.write_all(&[GOODBYE]).await;
+            }
         }
         Err(err) => {
             tracing::warn!(%err, "a bridge's stdio did not arrive");
@@ -227,7 +230,7 @@ async fn serve_client(
     write: Writer,
     mut outbound: tokio::sync::mpsc::UnboundedReceiver<Value>,
     bridge: Option<&UnixStream>,
-) {
+) -> Ended {
     let mut writer = BufWriter::with_capacity(64 * 1024, write);
     let writing = async move {
         while let Some(message) = outbound.recv().await {
@@ -287,12 +290,24 @@ async fn serve_client(
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        () = reading => {}
-        () = bridge_gone => {}
-        () = writing => {}
-    }
+    let ended = tokio::select! {
+        () = reading => Ended::ClientDone,
+        () = bridge_gone => Ended::BridgeGone,
+        () = writing => Ended::DaemonStopping,
+    };
     hub.leave(client);
+    ended
+}
+
+/// Why a client's session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The MCP client closed its input: done.
+    ClientDone,
+    /// The bridge process went away (killed by its client, usually).
+    BridgeGone,
+    /// The daemon is stopping (its hub let go of the client).
+    DaemonStopping,
 }
 
 async fn write_buffered(

@@ -301,3 +301,36 @@ fn the_team_member_dry_run_prints_an_mcp_config_claude_code_accepts() {
         "{command}"
     );
 }
+
+#[test]
+fn with_mcp_share_shareable_presets_run_through_the_mcp_daemon() {
+    let ws = Workspace::new();
+    ws.write(
+        "home/.config/nsh/agent.yaml",
+        "mesh:\n  tokenFile: /run/nsh/alice.jwt\nmcp:\n  share: true\n",
+    );
+    let out = stdout(&ws.nsh(&["agent", "launch", "--profile", "team-member", "--dry-run"]));
+    let config: serde_json::Value = serde_json::from_str(
+        &out.lines()
+            .skip_while(|l| !l.starts_with("# MCP servers (--mcp-config): "))
+            .skip(1)
+            .take_while(|l| !l.starts_with('#') && !l.starts_with("claude "))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    let servers = &config["mcpServers"];
+    let nsh = env!("CARGO_BIN_EXE_nsh");
+    for shared in ["filesystem", "git"] {
+        assert_eq!(servers[shared]["command"], nsh, "{shared}: {config}");
+        let args: Vec<&str> = servers[shared]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(args[..3], ["mcp", "run-once", "--"], "{shared}: {args:?}");
+    }
+    // The mesh client is this agent's own: never shared.
+    assert_eq!(servers["mesh"]["args"][0], "mesh", "{config}");
+}

@@ -16,6 +16,8 @@ use crate::wire::{GOODBYE, Hello, PROTOCOL, Welcome};
 
 /// How long a new daemon has to open its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// A daemon's log past this size is set aside when the next daemon for its server starts.
+const LOG_LIMIT: u64 = 4 * 1024 * 1024;
 /// A bridge that reached a daemon as it stopped tries again (a new daemon, then).
 const ATTEMPTS: u32 = 5;
 
@@ -175,6 +177,10 @@ fn connect_or_start(files: &DaemonFiles, host: &mut Command) -> Result<UnixStrea
         .map_err(io(format!("locking {}", files.start_lock.display())))?;
     if let Ok(stream) = connect(&files.socket) {
         return Ok(stream);
+    }
+    // One previous log is kept: a server that restarts often would otherwise grow it forever.
+    if std::fs::metadata(&files.log).is_ok_and(|m| m.len() > LOG_LIMIT) {
+        let _ = std::fs::rename(&files.log, files.log.with_extension("log.old"));
     }
     let log = File::options()
         .create(true)

@@ -6,6 +6,9 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
 
+#[path = "proc_stat.rs"]
+mod proc_stat;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -120,20 +123,6 @@ fn memory(pid: u32) -> (u64, u64) {
             .map_or(0, |kib| kib * 1024)
     };
     (field("Rss:"), field("Pss:"))
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum::<f64>())
-        .unwrap_or(0.0)
-        / 100.0
 }
 
 /// Pids whose command line contains `marker`.
@@ -292,42 +281,46 @@ fn daemon_of(marker: &str) -> anyhow::Result<u32> {
         .ok_or_else(|| anyhow::anyhow!("no daemon found"))
 }
 
+/// Starts `clients` clients at once, measures, closes them; waits for a shared daemon to go.
+async fn measure(
+    setup: &Setup,
+    command: &(PathBuf, Vec<String>),
+    clients: usize,
+    marker: &str,
+    ballast: u64,
+) -> anyhow::Result<Startup> {
+    let (measured, clients) = startup(setup, command, clients, marker, ballast).await?;
+    for c in clients {
+        c.close().await;
+    }
+    wait_gone(marker).await;
+    Ok(measured)
+}
+
 /// One server alone, `clients` servers, `clients` clients sharing one: memory and start-up.
 async fn memory_run(setup: &Setup, args: &Args, tag: &str, ballast: u64) -> anyhow::Result<Memory> {
-    let marker = format!("bench-one-{tag}-{}", std::process::id());
-    let (one, clients) = startup(setup, &setup.direct(&marker), 1, &marker, ballast).await?;
-    for c in clients {
-        c.close().await;
-    }
-    let marker = format!("bench-separate-{tag}-{}", std::process::id());
-    let (separate, clients) = startup(
-        setup,
-        &setup.direct(&marker),
-        args.clients,
-        &marker,
-        ballast,
-    )
-    .await?;
-    for c in clients {
-        c.close().await;
-    }
-    let marker = format!("bench-shared-{tag}-{}", std::process::id());
-    let (shared, clients) = startup(
-        setup,
-        &setup.shared(&marker),
-        args.clients,
-        &marker,
-        ballast,
-    )
-    .await?;
-    for c in clients {
-        c.close().await;
-    }
-    wait_gone(&marker).await;
+    let pid = std::process::id();
+    let one = format!("bench-one-{tag}-{pid}");
+    let separate = format!("bench-separate-{tag}-{pid}");
+    let shared = format!("bench-shared-{tag}-{pid}");
     Ok(Memory {
-        one,
-        separate,
-        shared,
+        one: measure(setup, &setup.direct(&one), 1, &one, ballast).await?,
+        separate: measure(
+            setup,
+            &setup.direct(&separate),
+            args.clients,
+            &separate,
+            ballast,
+        )
+        .await?,
+        shared: measure(
+            setup,
+            &setup.shared(&shared),
+            args.clients,
+            &shared,
+            ballast,
+        )
+        .await?,
     })
 }
 
@@ -343,11 +336,14 @@ async fn calls_run(setup: &Setup, args: &Args, tag: &str) -> anyhow::Result<Call
     let (_, mut clients) = startup(setup, &setup.shared(&marker), 1, &marker, 0).await?;
     let daemon = daemon_of(&marker)?;
     let bridge = clients[0].child.id().unwrap_or_default();
-    let (daemon_before, bridge_before) = (cpu_seconds(daemon), cpu_seconds(bridge));
+    let (daemon_before, bridge_before) = (
+        proc_stat::cpu_seconds(daemon),
+        proc_stat::cpu_seconds(bridge),
+    );
     let through = latency(&mut clients[0], args.calls).await?;
     let total = (args.calls + args.calls / 10) as f64;
-    let daemon_cpu_us = (cpu_seconds(daemon) - daemon_before) * 1e6 / total;
-    let bridge_cpu_us = (cpu_seconds(bridge) - bridge_before) * 1e6 / total;
+    let daemon_cpu_us = (proc_stat::cpu_seconds(daemon) - daemon_before) * 1e6 / total;
+    let bridge_cpu_us = (proc_stat::cpu_seconds(bridge) - bridge_before) * 1e6 / total;
     for c in clients {
         c.close().await;
     }

@@ -4,6 +4,9 @@
 //! gateway adds, and the gateway's own CPU per call (from /proc/<pid>/stat: the load
 //! generator shares the cores).
 
+#[path = "proc_stat.rs"]
+mod proc_stat;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,21 +102,6 @@ async fn upstream() -> anyhow::Result<()> {
     });
     axum::serve(listener, router).await?;
     Ok(())
-}
-
-/// CPU seconds (user + system) the process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-        .unwrap_or(0.0);
-    ticks / 100.0
 }
 
 /// One row: run, sessions, direct, through the gateway, gateway CPU µs per call.
@@ -253,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
     for run in 1..=args.runs {
         for &sessions in &args.sessions {
             let d = measure(&direct, None, "echo", sessions, args.duration).await?;
-            let cpu_before = cpu_seconds(gateway_pid);
+            let cpu_before = proc_stat::cpu_seconds(gateway_pid);
             let g = measure(
                 &through,
                 Some(&token),
@@ -262,7 +250,7 @@ async fn main() -> anyhow::Result<()> {
                 args.duration,
             )
             .await?;
-            let cpu = cpu_seconds(gateway_pid) - cpu_before;
+            let cpu = proc_stat::cpu_seconds(gateway_pid) - cpu_before;
             rows.push((run, sessions, d, g, cpu * 1e6 / g.calls.max(1) as f64));
         }
     }

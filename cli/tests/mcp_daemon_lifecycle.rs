@@ -245,3 +245,40 @@ async fn two_first_starts_at_once_end_with_one_daemon() {
     assert!(shared.list().is_empty());
     assert!(!shared.logs().contains("panicked"), "{}", shared.logs());
 }
+
+#[tokio::test]
+async fn a_server_that_cannot_start_is_an_error_at_once_not_a_hang() {
+    let shared = Shared::new();
+    let args: Vec<String> = [
+        "mcp",
+        "run-once",
+        "--idle-timeout",
+        "1s",
+        "--",
+        "/nonexistent/mcp-server",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut client = common::daemon::Bridge::spawn(shared.command(&args));
+    let started = std::time::Instant::now();
+    client
+        .send(
+            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}}),
+        )
+        .await;
+    let (answer, _) = client.response().await;
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("/nonexistent/mcp-server") && message.contains("cannot start"),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    client.close().await;
+}

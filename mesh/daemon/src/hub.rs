@@ -26,7 +26,7 @@ pub enum Lifetime {
 enum Command {
     Join {
         sender: mpsc::UnboundedSender<Value>,
-        joined: oneshot::Sender<Option<ClientId>>,
+        joined: oneshot::Sender<ClientId>,
     },
     Message(ClientId, Value),
     Leave(ClientId),
@@ -53,10 +53,9 @@ impl Hub {
         self.commands
             .send(Command::Join { sender, joined })
             .map_err(|_| Stopping)?;
-        match answer.await {
-            Ok(Some(id)) => Ok((id, receiver)),
-            _ => Err(Stopping),
-        }
+        // A hub that stopped drops the question unanswered.
+        let id = answer.await.map_err(|_| Stopping)?;
+        Ok((id, receiver))
     }
 
     /// A message from a client.
@@ -189,7 +188,7 @@ impl State {
                 self.clients.insert(id, sender);
                 self.mux.join(id);
                 self.idle_since = None;
-                let _ = joined.send(Some(id));
+                let _ = joined.send(id);
                 tracing::debug!(client = id, clients = self.clients.len(), "client joined");
             }
             Command::Message(client, message) => {

@@ -9,19 +9,17 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 /// Overrides the runtime folder (tests; several users on one machine with odd set-ups).
 pub const RUNTIME_DIR_ENV: &str = "NSH_MCP_RUNTIME_DIR";
 
 /// A stdio MCP server as an invocation describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSpec {
     pub command: String,
     pub args: Vec<String>,
     /// The variables that make two servers different (a token, a project): name → value.
-    #[serde(skip)]
     pub env: BTreeMap<String, String>,
     pub cwd: PathBuf,
 }

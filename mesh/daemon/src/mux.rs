@@ -235,6 +235,18 @@ impl Mux {
                 ));
             }
         }
+        if matches!(self.init, Init::NotYet) {
+            // A server that never got through `initialize` (a typo in its command, a crash at
+            // start): waiting for the next attempt would only delay the same error.
+            for (_, client, queued) in std::mem::take(&mut self.queue) {
+                if let Some(id) = queued.get("id") {
+                    out.push(Out::Client(
+                        client,
+                        error(id, UPSTREAM_UNAVAILABLE, &message),
+                    ));
+                }
+            }
+        }
         // `Init::Done` is kept: the restarted server is initialized with the same parameters.
     }
 

@@ -101,6 +101,13 @@ enum Outcome {
 
 fn spawn(launch: &Launch) -> std::io::Result<Child> {
     let spec = &launch.spec;
+    // Through the helper, a missing command would only show as the helper's exit status.
+    if launch.helper.is_some() && !findable(&spec.command, &spec.cwd) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such program (nor on PATH)",
+        ));
+    }
     let mut command = match &launch.helper {
         Some(nsh) => {
             let mut command = Command::new(nsh);
@@ -123,6 +130,20 @@ fn spawn(launch: &Launch) -> std::io::Result<Child> {
         .process_group(0)
         .kill_on_drop(true);
     command.spawn()
+}
+
+/// Whether `command` names an executable file, as `exec` would find it: a path (relative to
+/// the server's folder), or a name on `PATH`.
+fn findable(command: &str, cwd: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable = |path: &std::path::Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if command.contains('/') {
+        return executable(&cwd.join(command));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(command))))
 }
 
 async fn run(

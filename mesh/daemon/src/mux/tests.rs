@@ -309,6 +309,25 @@ fn a_server_that_exits_fails_what_is_in_flight_and_comes_back_initialized_with_l
 }
 
 #[test]
+fn a_server_that_never_starts_fails_its_first_callers_at_once() {
+    let mut mux = Mux::new();
+    let mut out = Vec::new();
+    mux.join(1);
+    mux.from_client(1, init(3, "2025-06-18", json!({})), &mut out);
+    assert!(out.is_empty(), "queued until the server runs");
+    mux.upstream_exited("cannot start `nope`: No such file or directory", &mut out);
+    let failed = to_client(&out, 1);
+    assert_eq!(failed[0]["id"], 3);
+    assert!(
+        failed[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot start `nope`")
+    );
+    assert_eq!(mux.queued(), 0);
+}
+
+#[test]
 fn requests_that_wait_too_long_for_a_restart_get_an_error() {
     let mut mux = ready(1);
     let mut out = Vec::new();

@@ -1,8 +1,8 @@
 //! `nsh up`: the local stack on one machine, on embedded defaults.
 //!
 //! Today `nsh up` starts the mesh server; it lists the MCP gateway (in this build, started by
-//! hand with `nsh gateway run`) and the MCP daemon (planned) and says plainly that it does not
-//! start them. On first run it creates a team
+//! hand with `nsh gateway run`) and the MCP daemon (started on demand, one per shared server,
+//! by `nsh mcp run-once`) and says how each starts. On first run it creates a team
 //! `local` with a fresh key, so agents on this machine can join at once.
 
 use std::fmt;
@@ -38,7 +38,8 @@ pub(crate) struct UpArgs {
 pub(crate) struct Component {
     pub(crate) name: &'static str,
     pub(crate) role: &'static str,
-    pub(crate) listen: SocketAddr,
+    /// `None`: it listens on no port of its own.
+    pub(crate) listen: Option<SocketAddr>,
     /// Whether `nsh up` starts it, and if not, why.
     pub(crate) state: State,
 }
@@ -48,8 +49,8 @@ pub(crate) enum State {
     Started,
     /// In this build, but `nsh up` does not start it: how to start it by hand.
     ByHand(&'static str),
-    /// Not in this build yet.
-    Planned,
+    /// Started when first needed, by this command.
+    OnDemand(&'static str),
 }
 
 /// The stack `nsh up` runs with these arguments, in start order.
@@ -59,19 +60,19 @@ pub(crate) fn plan(args: &UpArgs) -> Vec<Component> {
         Component {
             name: "mesh-server",
             role: "Socket.io mesh for agent-to-agent messages",
-            listen: at(args.mesh_port),
+            listen: Some(at(args.mesh_port)),
             state: State::Started,
         },
         Component {
             name: "mcp-daemon",
             role: "one shared MCP server instance for many agents",
-            listen: at(3458),
-            state: State::Planned,
+            listen: None,
+            state: State::OnDemand("nsh mcp run-once -- COMMAND (docs/daemon.md)"),
         },
         Component {
             name: "mcp-gateway",
             role: "auth, tool policy and audit in front of MCP servers",
-            listen: at(3457),
+            listen: Some(at(3457)),
             state: State::ByHand("nsh gateway run --config FILE (docs/gateway.md)"),
         },
     ]
@@ -86,27 +87,29 @@ impl fmt::Display for PlanReport<'_> {
             let state = match c.state {
                 State::Started => "nsh up starts it".to_owned(),
                 State::ByHand(_) => "in this build, not started".to_owned(),
-                State::Planned => "planned, not in this build yet".to_owned(),
+                State::OnDemand(_) => "starts on demand".to_owned(),
             };
             writeln!(
                 f,
                 "  {:<12} {:<21} {:<31} {}",
-                c.name, c.listen, state, c.role
+                c.name,
+                c.listen.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+                state,
+                c.role
             )?;
         }
         for c in self.0 {
-            if let State::ByHand(how) = c.state {
-                writeln!(f, "{}: start it by hand: {how}", c.name)?;
+            match c.state {
+                State::ByHand(how) => writeln!(f, "{}: start it by hand: {how}", c.name)?,
+                State::OnDemand(how) => {
+                    writeln!(
+                        f,
+                        "{}: each shared MCP server's first client starts one: {how}",
+                        c.name
+                    )?;
+                }
+                State::Started => {}
             }
-        }
-        let missing = self.0.iter().filter(|c| c.state == State::Planned).count();
-        if missing > 0 {
-            let verb = if missing == 1 { "is" } else { "are" };
-            writeln!(
-                f,
-                "{missing} of {} components {verb} not in this build yet and will not start.",
-                self.0.len()
-            )?;
         }
         Ok(())
     }
@@ -146,8 +149,8 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let (keys, key) = ensure_local_team(&data_dir(args)?)?;
-    let mesh = &components[0];
-    let server = Server::bind(ServerConfig::new(mesh.listen, &keys)).await?;
+    let mesh_listen = SocketAddr::new(args.bind, args.mesh_port);
+    let server = Server::bind(ServerConfig::new(mesh_listen, &keys)).await?;
     writeln!(
         std::io::stdout().lock(),
         "mesh-server: ws://{} (team keys in {}; Ctrl-C stops)\n  token for an agent: nsh mesh token --team {LOCAL_TEAM} --agent NAME --key-file {}",
@@ -175,16 +178,20 @@ mod tests {
     #[test]
     fn plan_uses_bind_address_and_distinct_ports() {
         let components = plan(&args("127.0.0.2"));
-        let mut ports: Vec<u16> = components.iter().map(|c| c.listen.port()).collect();
+        let mut ports: Vec<u16> = components
+            .iter()
+            .filter_map(|c| c.listen.map(|a| a.port()))
+            .collect();
         ports.sort_unstable();
         ports.dedup();
-        assert_eq!(ports.len(), components.len(), "ports must not collide");
+        assert_eq!(ports.len(), 2, "ports must not collide");
         assert!(
             components
                 .iter()
-                .all(|c| c.listen.ip().to_string() == "127.0.0.2")
+                .filter_map(|c| c.listen)
+                .all(|a| a.ip().to_string() == "127.0.0.2")
         );
-        assert_eq!(components[0].listen.to_string(), "127.0.0.2:3456");
+        assert_eq!(components[0].listen.unwrap().to_string(), "127.0.0.2:3456");
     }
 
     #[test]
@@ -192,9 +199,12 @@ mod tests {
         let text = PlanReport(&plan(&args("127.0.0.1"))).to_string();
         assert!(text.contains("mesh-server  127.0.0.1:3456"), "{text}");
         assert!(
-            text.contains("1 of 3 components is not in this build yet"),
+            text.contains(
+                "mcp-daemon: each shared MCP server's first client starts one: nsh mcp run-once"
+            ),
             "{text}"
         );
+        assert!(!text.contains("not in this build"), "{text}");
         assert!(
             text.contains("mcp-gateway: start it by hand: nsh gateway run --config FILE"),
             "{text}"

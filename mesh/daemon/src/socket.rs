@@ -153,6 +153,13 @@ async fn connection(mut stream: UnixStream, hub: Hub, name: String) {
     }
 }
 
+/// Received descriptors are close-on-exec at once, so the server the daemon starts never
+/// inherits a client's pipes. (Elsewhere than Linux, `reader`/`writer` set it just after.)
+#[cfg(target_os = "linux")]
+const RECV_FLAGS: RecvFlags = RecvFlags::CMSG_CLOEXEC;
+#[cfg(not(target_os = "linux"))]
+const RECV_FLAGS: RecvFlags = RecvFlags::empty();
+
 /// The bridge's stdin and stdout, as async reader and writer.
 async fn receive_stdio(stream: &UnixStream) -> std::io::Result<(Reader, Writer)> {
     let mut fds: Vec<OwnedFd> = Vec::new();
@@ -167,7 +174,7 @@ async fn receive_stdio(stream: &UnixStream) -> std::io::Result<(Reader, Writer)>
                     stream,
                     &mut [IoSliceMut::new(&mut byte)],
                     &mut control,
-                    RecvFlags::CMSG_CLOEXEC,
+                    RECV_FLAGS,
                 )?;
                 for message in control.drain() {
                     if let RecvAncillaryMessage::ScmRights(passed) = message {
@@ -203,6 +210,7 @@ fn is_socket(fd: &OwnedFd) -> bool {
 }
 
 fn reader(fd: OwnedFd) -> std::io::Result<Reader> {
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
     if is_socket(&fd) {
         let stream = std::os::unix::net::UnixStream::from(fd);
         stream.set_nonblocking(true)?;
@@ -214,6 +222,7 @@ fn reader(fd: OwnedFd) -> std::io::Result<Reader> {
 }
 
 fn writer(fd: OwnedFd) -> std::io::Result<Writer> {
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
     if is_socket(&fd) {
         let stream = std::os::unix::net::UnixStream::from(fd);
         stream.set_nonblocking(true)?;

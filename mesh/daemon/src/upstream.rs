@@ -233,6 +233,8 @@ fn kill_group(pid: u32, signal: Signal) {
 /// `nsh mcp daemon exec --parent PID -- COMMAND…`: arm the parent-death signal, then become
 /// the server. Returns only on failure.
 pub fn exec_with_parent_death(parent: u32, command: &str, args: &[String]) -> std::io::Error {
+    // Linux only; elsewhere a killed daemon's server sees its input close, and most exit on that.
+    #[cfg(target_os = "linux")]
     if let Err(err) = rustix::process::set_parent_process_death_signal(Some(Signal::KILL)) {
         return err.into();
     }

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -126,14 +127,35 @@ fn hand_over(mut stream: UnixStream, files: &DaemonFiles) -> Result<(), BridgeEr
         what: "handing stdio to the daemon".into(),
         source: err.into(),
     })?;
+    let lost = BridgeError::Lost {
+        log: files.log.clone(),
+    };
+    // Nothing is left to do but wait for the goodbye, and a shell waits in a tenth of this
+    // process's memory (one bridge per MCP client adds up). Same pid, same exit statuses; if
+    // there is no /bin/sh, this process waits instead.
+    if let Ok(socket) = stream.try_clone() {
+        let err = Command::new("/bin/sh")
+            .arg0("nsh-mcp-bridge")
+            .args(["-c", WAIT_FOR_GOODBYE, "nsh-mcp-bridge"])
+            // Still says what it bridges, in `ps` (and to the tests that look for it there).
+            .args(std::env::args_os().skip(1))
+            .env("NSH_BRIDGE_LOST", format!("error: {lost}"))
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(socket)))
+            .stdout(Stdio::null())
+            .exec();
+        tracing::debug!(%err, "waiting in this process");
+    }
     let mut byte = [0u8; 1];
     match stream.read(&mut byte) {
         Ok(1) if byte[0] == GOODBYE => Ok(()),
-        _ => Err(BridgeError::Lost {
-            log: files.log.clone(),
-        }),
+        _ => Err(lost),
     }
 }
+
+/// Reads the socket (its stdin) to the end: the goodbye byte means the client is done (exit 0);
+/// an end without it means the daemon died. `read` keeps a last line without a newline.
+const WAIT_FOR_GOODBYE: &str =
+    r#"IFS= read -r said; [ "$said" = . ] && exit 0; printf '%s\n' "$NSH_BRIDGE_LOST" >&2; exit 1"#;
 
 /// Connects, as [`run`] does, and says hello as `hello`; for `list` and `stop`. `None` when no
 /// daemon answers.
@@ -319,4 +341,32 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shell that waits in a bridge's place, given what a daemon sends.
+    fn wait_with(sent: &[u8]) -> std::process::Output {
+        let (mut daemon, bridge) = UnixStream::pair().unwrap();
+        daemon.write_all(sent).unwrap();
+        drop(daemon);
+        Command::new("/bin/sh")
+            .args(["-c", WAIT_FOR_GOODBYE, "nsh-mcp-bridge"])
+            .env("NSH_BRIDGE_LOST", "error: lost")
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(bridge)))
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_waiting_shell_exits_0_on_goodbye_and_1_with_the_message_otherwise() {
+        assert!(wait_with(&[GOODBYE]).status.success());
+        for ended in [&b""[..], b"x"] {
+            let out = wait_with(ended);
+            assert_eq!(out.status.code(), Some(1));
+            assert_eq!(String::from_utf8_lossy(&out.stderr), "error: lost\n");
+        }
+    }
 }

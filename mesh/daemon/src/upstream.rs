@@ -51,7 +51,7 @@ pub async fn supervise(
     events: mpsc::UnboundedSender<Event>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut backoff = backoff();
+    let mut backoff = restart_backoff();
     loop {
         let started = Instant::now();
         let outcome = match spawn(&launch) {
@@ -68,7 +68,7 @@ pub async fn supervise(
             }
         }
         if started.elapsed() > HEALTHY_AFTER {
-            backoff = self::backoff();
+            backoff = restart_backoff();
         }
         let wait = backoff.next().unwrap_or(Duration::from_secs(30));
         tokio::select! {
@@ -85,7 +85,9 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-fn backoff() -> backon::ExponentialBackoff {
+/// How long to wait before each restart of a server that keeps exiting: 200 ms doubling to
+/// 30 s, with jitter. The gateway's upstream supervisors use it too.
+pub fn restart_backoff() -> backon::ExponentialBackoff {
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(30))

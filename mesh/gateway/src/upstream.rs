@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use backon::BackoffBuilder as _;
 use nsh_gateway_config::{Upstream, expand_env};
 use rmcp::model::{
     ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam, Prompt, Resource,
@@ -264,7 +263,7 @@ async fn supervise(
     events: mpsc::UnboundedSender<Event>,
 ) {
     let name = handle.spec.name.clone();
-    let mut backoff = new_backoff();
+    let mut backoff = nsh_mcp_daemon::upstream::restart_backoff();
     loop {
         let (relist_tx, mut relist) = mpsc::channel(1);
         let handler = Events {
@@ -282,7 +281,7 @@ async fn supervise(
                 match read_catalog(&peer, handle.spec.list_timeout()).await {
                     Ok(catalog) => {
                         tracing::info!(upstream = %name, tools = catalog.tools.len(), "upstream connected");
-                        backoff = new_backoff();
+                        backoff = nsh_mcp_daemon::upstream::restart_backoff();
                         handle
                             .answered
                             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -311,15 +310,6 @@ async fn supervise(
             () = handle.stop.cancelled() => return,
         }
     }
-}
-
-fn new_backoff() -> backon::ExponentialBackoff {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(30))
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 /// Until the connection ends: re-list on `list_changed`, ping an HTTP upstream (a stdio

@@ -54,11 +54,7 @@ async fn a_persistent_daemon_outlives_its_clients_until_stopped() {
     );
     let name = daemons[0]["name"].as_str().unwrap().to_owned();
     let server = daemons[0]["serverPid"].as_u64().unwrap() as u32;
-    let table = std::process::Command::new(common::nsh_path())
-        .args(["mcp", "daemon", "list"])
-        .env("NSH_MCP_RUNTIME_DIR", shared.runtime())
-        .output()
-        .unwrap();
+    let table = shared.nsh(&["mcp", "daemon", "list"]);
     let table = String::from_utf8_lossy(&table.stdout);
     for column in [
         "NAME",

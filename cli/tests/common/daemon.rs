@@ -93,13 +93,18 @@ impl Shared {
         bridge
     }
 
-    /// `nsh mcp daemon list --json`.
-    pub fn list(&self) -> Vec<Value> {
-        let out = std::process::Command::new(nsh_path())
-            .args(["mcp", "daemon", "list", "--json"])
+    /// `nsh ARGS` with this test's runtime folder.
+    pub fn nsh(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(nsh_path())
+            .args(args)
             .env("NSH_MCP_RUNTIME_DIR", self.runtime())
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// `nsh mcp daemon list --json`.
+    pub fn list(&self) -> Vec<Value> {
+        let out = self.nsh(&["mcp", "daemon", "list", "--json"]);
         assert!(
             out.status.success(),
             "{}",
@@ -110,11 +115,7 @@ impl Shared {
 
     /// `nsh mcp daemon stop NAME`.
     pub fn stop(&self, name: &str) -> std::process::Output {
-        std::process::Command::new(nsh_path())
-            .args(["mcp", "daemon", "stop", name])
-            .env("NSH_MCP_RUNTIME_DIR", self.runtime())
-            .output()
-            .unwrap()
+        self.nsh(&["mcp", "daemon", "stop", name])
     }
 
     /// Processes (daemon, server, bridges) whose command line names this test's marker.

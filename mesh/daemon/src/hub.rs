@@ -160,10 +160,12 @@ impl State {
                 _ => None,
             };
             tokio::select! {
-                command = commands.recv() => match command {
-                    Some(Command::Stop) | None => break,
-                    Some(command) => self.command(command),
-                },
+                command = commands.recv() => {
+                    let going_on = command.is_some_and(|command| self.command(command));
+                    if !going_on {
+                        break;
+                    }
+                }
                 event = events.recv() => match event {
                     Some(event) => self.event(event),
                     None => break,
@@ -180,7 +182,8 @@ impl State {
         self.clients.clear();
     }
 
-    fn command(&mut self, command: Command) {
+    /// Handles one command; `false` when it is to stop.
+    fn command(&mut self, command: Command) -> bool {
         match command {
             Command::Join { sender, joined } => {
                 let id = self.next_client;
@@ -208,8 +211,9 @@ impl State {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
-            Command::Stop => {}
+            Command::Stop => return false,
         }
+        true
     }
 
     fn event(&mut self, event: Event) {

@@ -59,8 +59,6 @@ struct Pending {
 
 #[derive(Debug, Default)]
 struct Client {
-    /// Requests of this client the server has not answered.
-    in_flight: usize,
     /// What the client declared in `initialize` (sampling, elicitation, roots).
     capabilities: Option<Value>,
     /// Sent anything besides `initialize`: broadcasts reach it from then on.
@@ -219,9 +217,6 @@ impl Mux {
                 pending.client,
                 error(&pending.id, UPSTREAM_UNAVAILABLE, &message),
             ));
-            if let Some(client) = self.clients.get_mut(&pending.client) {
-                client.in_flight = client.in_flight.saturating_sub(1);
-            }
         }
         self.by_client.clear();
         self.server_requests.clear();
@@ -374,9 +369,6 @@ impl Mux {
                 progress,
             },
         );
-        if let Some(state) = self.clients.get_mut(&client) {
-            state.in_flight += 1;
-        }
         out.push(Out::Upstream(message));
     }
 
@@ -443,9 +435,6 @@ impl Mux {
                     return; // answered already, or never sent: nothing to cancel.
                 };
                 self.pending.remove(&upstream_id);
-                if let Some(state) = self.clients.get_mut(&client) {
-                    state.in_flight = state.in_flight.saturating_sub(1);
-                }
                 message["params"]["requestId"] = json!(upstream_id);
                 if self.upstream != Upstream::Down {
                     out.push(Out::Upstream(message));
@@ -496,9 +485,6 @@ impl Mux {
         };
         self.by_client
             .remove(&(pending.client, pending.id.to_string()));
-        if let Some(state) = self.clients.get_mut(&pending.client) {
-            state.in_flight = state.in_flight.saturating_sub(1);
-        }
         message["id"] = pending.id;
         out.push(Out::Client(pending.client, message));
     }
@@ -567,11 +553,13 @@ impl Mux {
             out.push(Out::Upstream(answer(&id, json!({}))));
             return;
         }
+        // Clients with requests at the server, from the requests themselves.
         let busy: Vec<ClientId> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.in_flight > 0)
-            .map(|(id, _)| *id)
+            .pending
+            .values()
+            .map(|p| p.client)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect();
         let target = match busy.as_slice() {
             [one] => *one,

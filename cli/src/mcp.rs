@@ -110,6 +110,13 @@ pub(crate) struct InstallArgs {
     /// the same (stdio servers only).
     #[arg(long)]
     shared: bool,
+    /// Replace a server of the same name that has other settings (without it, install refuses
+    /// and shows the difference).
+    #[arg(long)]
+    force: bool,
+    /// Print the edit as a unified diff; write nothing.
+    #[arg(long)]
+    dry_run: bool,
     /// Arguments of --command.
     #[arg(last = true)]
     args: Vec<String>,
@@ -379,9 +386,24 @@ fn install(args: InstallArgs) -> anyhow::Result<()> {
         args.scope.into(),
         &args.server,
         &server,
+        nsh_mcp_clients::InstallOptions {
+            force: args.force,
+            dry_run: args.dry_run,
+        },
     )?;
     let mut out = std::io::stdout().lock();
-    if change.changed {
+    if !change.changed {
+        writeln!(
+            out,
+            "`{}` is already installed in {} as given: {}",
+            args.server,
+            args.client.name,
+            change.path.display()
+        )?;
+    } else if args.dry_run {
+        write!(out, "{}", change.diff)?;
+        writeln!(out, "--dry-run: {} was not changed", change.path.display())?;
+    } else {
         writeln!(
             out,
             "installed `{}` in {} ({}): {}",
@@ -393,14 +415,6 @@ fn install(args: InstallArgs) -> anyhow::Result<()> {
         if let Some(backup) = change.backup {
             writeln!(out, "previous file saved to {}", backup.display())?;
         }
-    } else {
-        writeln!(
-            out,
-            "`{}` is already installed in {} as given: {}",
-            args.server,
-            args.client.name,
-            change.path.display()
-        )?;
     }
     Ok(())
 }
@@ -421,6 +435,13 @@ fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {
         change.scope.as_str(),
         change.path.display()
     )?;
+    if change.deleted {
+        writeln!(
+            out,
+            "{} held nothing else, so it was deleted (as before the install)",
+            change.path.display()
+        )?;
+    }
     if let Some(backup) = change.backup {
         writeln!(out, "previous file saved to {}", backup.display())?;
     }

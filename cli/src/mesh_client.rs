@@ -64,7 +64,8 @@ enum Push {
 
 #[derive(Debug, Args)]
 struct InboxDirArg {
-    /// Folder of the inbox files (`<agent>.jsonl`, `<agent>.trigger`); default ~/.claude/mesh.
+    /// Folder of the inboxes (`<team>/<agent>.jsonl`, `<team>/<agent>.trigger`); default
+    /// ~/.claude/mesh.
     #[arg(long = flag::INBOX_DIR, value_name = "DIR", env = env::mesh_client::INBOX_DIR)]
     inbox_dir: Option<PathBuf>,
 }
@@ -100,21 +101,99 @@ enum HookVerb {
     Stop(HookRunArgs),
     /// Add the four hooks to a Claude Code settings file (atomically, with a backup).
     Install(InstallArgs),
+    /// Remove the nsh-mesh hooks from a Claude Code settings file.
+    Uninstall(UninstallArgs),
 }
 
 #[derive(Debug, Args)]
 struct HookRunArgs {
     #[command(flatten)]
     inbox: InboxDirArg,
-    /// Agent whose inbox to read; default: every inbox in the folder.
-    #[arg(long, env = env::mesh_client::AGENT)]
-    agent: Option<String>,
+    #[command(flatten)]
+    owner: MailOwner,
     /// Most messages one injection carries.
     #[arg(long, default_value_t = HookLimits::default().max_messages)]
     max_messages: usize,
     /// Most characters one injection carries (at least one message always goes).
     #[arg(long, default_value_t = HookLimits::default().max_chars)]
     max_chars: usize,
+}
+
+/// Whose mail a hook delivers. Without any of these, the only inbox in the folder; with
+/// several there, the hook refuses rather than mix two agents' (or two teams') mail.
+#[derive(Debug, Clone, Args)]
+struct MailOwner {
+    /// The agent's token file: its `team` and `sub` name the inbox (the signature is not
+    /// checked; the file only says whose inbox this is). --team and --agent take precedence.
+    #[arg(long = flag::TOKEN_FILE, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Team of the agent whose mail to deliver (with --agent).
+    #[arg(long, env = env::mesh_client::TEAM, requires = "agent")]
+    team: Option<String>,
+    /// Agent whose mail to deliver (with --team).
+    #[arg(long, env = env::mesh_client::AGENT, requires = "team")]
+    agent: Option<String>,
+}
+
+impl MailOwner {
+    /// `(team, agent)` when told, from the flags or the token file.
+    fn named(&self) -> anyhow::Result<Option<(String, String)>> {
+        if let (Some(team), Some(agent)) = (&self.team, &self.agent) {
+            return Ok(Some((team.clone(), agent.clone())));
+        }
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("--token-file {}: cannot read it", path.display()))?;
+        let claims = nsh_mesh_transport::token::peek_claims(&token)
+            .with_context(|| format!("--token-file {}", path.display()))?;
+        Ok(Some((claims.team, claims.sub)))
+    }
+
+    /// The one inbox this hook delivers from (`None`: no inbox yet, nothing to deliver).
+    fn inbox(&self, dir: &std::path::Path) -> anyhow::Result<Option<Inbox>> {
+        if let Some((team, agent)) = self.named()? {
+            return Ok(Some(Inbox::open(dir, team, agent)?));
+        }
+        let mut all = Inbox::all_in(dir)?;
+        match all.len() {
+            0 | 1 => Ok(all.pop()),
+            _ => {
+                let names: Vec<String> = all
+                    .iter()
+                    .map(|i| format!("{}/{}", i.team(), i.agent()))
+                    .collect();
+                anyhow::bail!(
+                    "{} holds the inboxes of several agents ({}); say whose mail this hook delivers with --token-file FILE or --team TEAM --agent AGENT (`nsh mesh hook install` writes them into the hooks)",
+                    dir.display(),
+                    names.join(", ")
+                )
+            }
+        }
+    }
+
+    /// These flags, as words of a hook command.
+    fn to_args(&self) -> anyhow::Result<String> {
+        let word = |text: &str| nsh_contract::quote::word(text).into_owned();
+        match (&self.team, &self.agent, &self.token_file) {
+            (Some(team), Some(agent), _) => {
+                Ok(format!(" --team {} --agent {}", word(team), word(agent)))
+            }
+            (_, _, Some(file)) => {
+                self.named()?;
+                let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+                Ok(format!(
+                    " --{} {}",
+                    flag::TOKEN_FILE,
+                    word(&file.display().to_string())
+                ))
+            }
+            _ => anyhow::bail!(
+                "say whose mail the hooks deliver: --token-file FILE (the agent's token) or --team TEAM --agent AGENT"
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +208,18 @@ struct InstallArgs {
     /// Inbox folder the hooks read, when not the default.
     #[arg(long, value_name = "DIR")]
     inbox_dir: Option<PathBuf>,
+    #[command(flatten)]
+    owner: MailOwner,
+}
+
+#[derive(Debug, Args)]
+struct UninstallArgs {
+    /// The settings file's scope, as for `hook install`.
+    #[arg(long, value_enum, default_value_t = InstallScope::User)]
+    scope: InstallScope,
+    /// Project folder for the project and local scopes.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    project_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -180,12 +271,10 @@ pub(crate) fn hook(args: HookArgs) -> anyhow::Result<()> {
         HookVerb::PostToolUse(run) => (HookEvent::PostToolUse, run),
         HookVerb::Stop(run) => (HookEvent::Stop, run),
         HookVerb::Install(install) => return install_hooks(&install),
+        HookVerb::Uninstall(uninstall) => return uninstall_hooks(&uninstall),
     };
     let dir = run.inbox.resolve()?;
-    let inboxes = match &run.agent {
-        Some(agent) => vec![Inbox::open(&dir, agent)?],
-        None => Inbox::all_in(&dir)?,
-    };
+    let inboxes: Vec<Inbox> = run.owner.inbox(&dir)?.into_iter().collect();
     let mut input = String::new();
     std::io::stdin()
         .read_to_string(&mut input)
@@ -205,16 +294,34 @@ pub(crate) fn hook(args: HookArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl InstallScope {
+    fn settings(self, project_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+        let scope = match self {
+            Self::User => Scope::User,
+            Self::Project => Scope::Project,
+            Self::Local => Scope::Local,
+        };
+        Ok(scope.settings_path(&crate::paths::home()?, project_dir))
+    }
+}
+
 fn install_hooks(args: &InstallArgs) -> anyhow::Result<()> {
-    let scope = match args.scope {
-        InstallScope::User => Scope::User,
-        InstallScope::Project => Scope::Project,
-        InstallScope::Local => Scope::Local,
+    let settings = args.scope.settings(&args.project_dir)?;
+    // The project's settings go to git and to everyone's machine: `nsh` from PATH, not this
+    // machine's path to it, and the agent from each person's environment or inbox folder.
+    let shared = matches!(args.scope, InstallScope::Project);
+    let nsh = if shared {
+        "nsh".to_owned()
+    } else {
+        let exe = std::env::current_exe().context("cannot find the nsh binary's path")?;
+        nsh_contract::quote::word(&exe.display().to_string()).into_owned()
     };
-    let settings = scope.settings_path(&crate::paths::home()?, &args.project_dir);
-    let exe = std::env::current_exe().context("cannot find the nsh binary's path")?;
-    let exe = exe.display().to_string();
-    let extra = args
+    let owner = match args.owner.to_args() {
+        Ok(words) => words,
+        Err(_) if shared => String::new(),
+        Err(err) => return Err(err),
+    };
+    let inbox = args
         .inbox_dir
         .as_ref()
         .map(|dir| {
@@ -225,11 +332,7 @@ fn install_hooks(args: &InstallArgs) -> anyhow::Result<()> {
         })
         .unwrap_or_default();
     let edit = hook_install::install(&settings, |event| {
-        format!(
-            "{} mesh hook {}{extra}",
-            nsh_contract::quote::word(&exe),
-            event.name()
-        )
+        format!("{nsh} mesh hook {}{owner}{inbox}", event.name())
     })?;
     let mut out = std::io::stdout().lock();
     if edit.changed {
@@ -245,6 +348,37 @@ fn install_hooks(args: &InstallArgs) -> anyhow::Result<()> {
         writeln!(
             out,
             "the nsh-mesh hooks are already in {}",
+            settings.display()
+        )?;
+    }
+    if shared && owner.is_empty() {
+        writeln!(
+            out,
+            "the project's hooks name no agent: each person's hooks deliver the agent that {} and {} name, or the only inbox in their inbox folder",
+            env::mesh_client::TEAM,
+            env::mesh_client::AGENT
+        )?;
+    }
+    Ok(())
+}
+
+fn uninstall_hooks(args: &UninstallArgs) -> anyhow::Result<()> {
+    let settings = args.scope.settings(&args.project_dir)?;
+    let edit = hook_install::uninstall(&settings)?;
+    let mut out = std::io::stdout().lock();
+    if edit.changed {
+        writeln!(
+            out,
+            "removed the nsh-mesh hooks from {}",
+            settings.display()
+        )?;
+        if let Some(backup) = edit.backup {
+            writeln!(out, "previous settings saved to {}", backup.display())?;
+        }
+    } else {
+        writeln!(
+            out,
+            "no nsh-mesh hooks in {} (other scopes: --scope user|project|local)",
             settings.display()
         )?;
     }

@@ -149,6 +149,20 @@ fn team_member_runs_claude_with_a_config_claude_code_accepts() {
     let settings = std::fs::read_to_string(&argv[3]).unwrap();
     validate("claude-code-hooks-settings.schema.json", &settings);
     assert!(settings.contains("mesh hook UserPromptSubmit"));
+    // The hooks deliver this agent's mail only: the token file names the team and the agent.
+    let mesh_args: Vec<&str> = mcp["mcpServers"]["mesh"]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let token_file = mesh_args[mesh_args.iter().position(|a| *a == "--token-file").unwrap() + 1];
+    assert!(
+        settings.contains(&format!(
+            "mesh hook UserPromptSubmit --token-file {token_file}"
+        )),
+        "{settings}"
+    );
 }
 
 #[test]

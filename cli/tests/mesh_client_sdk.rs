@@ -120,9 +120,10 @@ async fn the_official_sdk_sends_and_receives_through_mesh_clients() {
     );
 
     // The inbox files: one JSON line per message, and the trigger files were touched.
-    let bob_lines = std::fs::read_to_string(inbox.join("bob.jsonl")).unwrap();
+    let team = inbox.join(common::TEAM);
+    let bob_lines = std::fs::read_to_string(team.join("bob.jsonl")).unwrap();
     assert_eq!(bob_lines.lines().count(), 2);
-    assert!(inbox.join("bob.trigger").exists() && inbox.join("carol.trigger").exists());
+    assert!(team.join("bob.trigger").exists() && team.join("carol.trigger").exists());
 
     // Errors: tool errors with the mesh's code, the field, and a hint.
     for (case, code, needle) in [

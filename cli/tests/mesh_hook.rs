@@ -60,7 +60,7 @@ fn hook(dir: &Path, event: &str, input: &str, extra: &[&str]) -> String {
 #[test]
 fn each_event_prints_what_claude_code_expects_and_delivers_once() {
     let dir = tempfile::tempdir().unwrap();
-    let inbox = Inbox::open(dir.path(), "alice").unwrap();
+    let inbox = Inbox::open(dir.path(), "local", "alice").unwrap();
     for (event, fixture_name) in [
         ("SessionStart", "SessionStart.json"),
         ("UserPromptSubmit", "UserPromptSubmit.json"),
@@ -89,7 +89,7 @@ fn each_event_prints_what_claude_code_expects_and_delivers_once() {
         assert_eq!(hook(dir.path(), event, &input, &[]), "");
         // The cursor moved past everything.
         std::fs::remove_file(inbox.log_path()).unwrap();
-        std::fs::remove_file(dir.path().join("alice.cursor")).unwrap();
+        std::fs::remove_file(dir.path().join("local/alice.cursor")).unwrap();
     }
 
     inbox.append(&message(1, "before you stop")).unwrap();
@@ -113,7 +113,7 @@ fn each_event_prints_what_claude_code_expects_and_delivers_once() {
 #[test]
 fn injections_are_capped_and_say_how_many_remain() {
     let dir = tempfile::tempdir().unwrap();
-    let inbox = Inbox::open(dir.path(), "alice").unwrap();
+    let inbox = Inbox::open(dir.path(), "local", "alice").unwrap();
     for id in 0..5 {
         inbox.append(&message(id, "x")).unwrap();
     }
@@ -155,7 +155,7 @@ fn injections_are_capped_and_say_how_many_remain() {
 #[test]
 fn a_hook_killed_before_claude_code_read_it_delivers_again() {
     let dir = tempfile::tempdir().unwrap();
-    let inbox = Inbox::open(dir.path(), "alice").unwrap();
+    let inbox = Inbox::open(dir.path(), "local", "alice").unwrap();
     // More than a pipe holds (64 KiB), so the hook blocks writing until it is killed.
     let text = "y".repeat(1024);
     for id in 0..200 {
@@ -214,18 +214,33 @@ fn a_hook_killed_before_claude_code_read_it_delivers_again() {
 }
 
 #[test]
-fn hook_install_edits_the_user_settings_once() {
+fn hook_install_edits_the_user_settings_once_and_uninstall_restores_them() {
     let home = tempfile::tempdir().unwrap();
     let settings = home.path().join(".claude/settings.json");
     std::fs::create_dir_all(settings.parent().unwrap()).unwrap();
-    std::fs::write(&settings, "{\n  \"theme\": \"dark\"\n}\n").unwrap();
-    let install = || {
+    let original =
+        "{\n  \"theme\": \"dark\",\n  \"permissions\": { \"allow\": [\"Bash(ls)\"] }\n}\n";
+    std::fs::write(&settings, original).unwrap();
+    let nsh = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_nsh"))
-            .args(["mesh", "hook", "install"])
+            .args(["mesh", "hook"])
+            .args(args)
             .env("HOME", home.path())
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("NSH_BACKUP_DIR")
             .output()
             .unwrap()
     };
+    let install = || nsh(&["install", "--team", "local", "--agent", "alice"]);
+
+    let unnamed = nsh(&["install"]);
+    assert!(!unnamed.status.success());
+    assert!(
+        String::from_utf8_lossy(&unnamed.stderr).contains("--token-file FILE"),
+        "{}",
+        String::from_utf8_lossy(&unnamed.stderr)
+    );
+
     let first = install();
     assert!(
         first.status.success(),
@@ -237,17 +252,70 @@ fn hook_install_edits_the_user_settings_once() {
         said.contains("installed the nsh-mesh hooks") && said.contains("saved to"),
         "{said}"
     );
-    let written: Value =
-        serde_json::from_str(&std::fs::read_to_string(&settings).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&settings).unwrap();
+    assert!(
+        text.contains(r#""permissions": { "allow": ["Bash(ls)"] }"#),
+        "the file's own layout is kept: {text}"
+    );
+    let written: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(written["theme"], "dark");
     let command = written["hooks"]["Stop"][0]["hooks"][0]["command"]
         .as_str()
         .unwrap();
-    assert!(command.ends_with("nsh mesh hook Stop"), "{command}");
+    assert!(
+        command.ends_with("nsh mesh hook Stop --team local --agent alice"),
+        "{command}"
+    );
     assert!(
         Path::new(command.split(' ').next().unwrap()).is_absolute(),
         "{command}"
     );
     let again = String::from_utf8(install().stdout).unwrap();
     assert!(again.contains("already"), "{again}");
+    // The backup went to the one backups folder, not beside the settings.
+    assert_eq!(
+        std::fs::read_dir(settings.parent().unwrap())
+            .unwrap()
+            .count(),
+        1
+    );
+    assert!(home.path().join(".local/state/nsh/backups").is_dir());
+
+    let removed = nsh(&["uninstall"]);
+    assert!(removed.status.success());
+    assert!(String::from_utf8_lossy(&removed.stdout).contains("removed the nsh-mesh hooks"));
+    assert_eq!(std::fs::read_to_string(&settings).unwrap(), original);
+}
+
+#[test]
+fn project_hooks_run_nsh_from_path_and_name_no_machine_of_ours() {
+    let home = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_nsh"))
+        .args([
+            "mesh",
+            "hook",
+            "install",
+            "--scope",
+            "project",
+            "--project-dir",
+        ])
+        .arg(project.path())
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let said = String::from_utf8(output.stdout).unwrap();
+    assert!(said.contains("NSH_MESH_TEAM"), "{said}");
+    let text = std::fs::read_to_string(project.path().join(".claude/settings.json")).unwrap();
+    let written: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        written["hooks"]["Stop"][0]["hooks"][0]["command"],
+        "nsh mesh hook Stop"
+    );
+    assert!(!text.contains(env!("CARGO_BIN_EXE_nsh")), "{text}");
 }

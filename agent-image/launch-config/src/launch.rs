@@ -68,6 +68,13 @@ pub fn assemble(
             .as_ref()
             .map(|dir| format!(" --inbox-dir {}", nsh_contract::quote::word(dir)))
             .unwrap_or_default();
+        // The hooks deliver this agent's mail only: its token names its team and agent.
+        let owner = mesh
+            .token_file
+            .as_ref()
+            .map(|file| format!(" --token-file {}", nsh_contract::quote::word(file)))
+            .unwrap_or_default();
+        let inbox = format!("{owner}{inbox}");
         files.push(GeneratedFile {
             contents: pretty(
                 &json!({ "hooks": hooks(&|event| format!("{hook_command} {event}{inbox}")) }),

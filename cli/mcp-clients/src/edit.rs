@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use jsonc_parser::cst::{CstInputValue, CstObject, CstRootNode};
+use jsonc_parser::cst::{CstObject, CstRootNode};
+use nsh_config_files::to_cst;
 use serde_json::Value;
 
 use crate::clients::Format;
@@ -136,6 +137,14 @@ impl ConfigDoc {
         }
     }
 
+    /// The server `name` under `keys`, if there is one.
+    pub fn server(&self, keys: &[String], name: &str) -> Result<Option<Value>, EditError> {
+        Ok(self
+            .servers(keys)?
+            .into_iter()
+            .find_map(|(n, v)| (n == name).then_some(v)))
+    }
+
     /// Adds `name` under `keys`, or replaces it; `false` when it was already exactly that.
     pub fn upsert(
         &mut self,
@@ -219,6 +228,44 @@ impl ConfigDoc {
         }
     }
 
+    /// Whether the file holds nothing but the empty containers `keys` leads to (`{"servers":
+    /// {}}`): what a file that did not exist before our install comes back to on uninstall.
+    /// Such a file is deleted rather than left behind. A comment anywhere keeps it.
+    fn is_skeleton(&self, keys: &[String]) -> bool {
+        let text = self.text();
+        if text.contains("//") || text.contains("/*") || text.contains('#') {
+            return false;
+        }
+        let value = match &self.tree {
+            Tree::Json(root) => root.to_serde_value().unwrap_or(Value::Null),
+            Tree::Toml(doc) => toml_to_json(doc.as_item()),
+        };
+        let mut skeleton = Value::Object(serde_json::Map::new());
+        for key in keys.iter().rev() {
+            skeleton = Value::Object(serde_json::Map::from_iter([(key.clone(), skeleton)]));
+        }
+        value.is_null() || value == skeleton || value == Value::Object(serde_json::Map::new())
+    }
+
+    /// The change [`save`](Self::save) would make, as a unified diff (empty when none).
+    pub fn diff(&self) -> String {
+        let before = self.original.as_deref().unwrap_or("");
+        let after = self.text();
+        if before == after {
+            return String::new();
+        }
+        let path = self.path.display().to_string();
+        let old = if self.original.is_some() {
+            path.clone()
+        } else {
+            "/dev/null".to_owned()
+        };
+        similar::TextDiff::from_lines(before, &after)
+            .unified_diff()
+            .header(&old, &path)
+            .to_string()
+    }
+
     /// Writes the document when it changed: backup first, then an atomic replace. Returns the
     /// backup's path (`None` for a new file or no change).
     pub fn save(&self) -> Result<Option<PathBuf>, EditError> {
@@ -230,24 +277,26 @@ impl ConfigDoc {
         nsh_config_files::write_atomic(&self.path, text.as_bytes())?;
         Ok(backup)
     }
+
+    /// Like [`save`](Self::save), but a file left holding only the empty containers under
+    /// `keys` is deleted (after the backup): an uninstall leaves no `{"servers": {}}` where
+    /// there was no file. Returns the backup and whether the file was deleted.
+    pub fn save_or_delete(&self, keys: &[String]) -> Result<(Option<PathBuf>, bool), EditError> {
+        if !self.is_skeleton(keys) || self.original.is_none() {
+            return Ok((self.save()?, false));
+        }
+        let backup = nsh_config_files::backup(&self.path)?;
+        std::fs::remove_file(&self.path).map_err(|source| EditError::Write {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok((backup, true))
+    }
 }
 
 /// The object under `key`, created when missing; `None` when `key` holds something else.
 fn object_child(object: &CstObject, key: &str) -> Option<CstObject> {
     object.object_value_or_create(key)
-}
-
-fn to_cst(value: &Value) -> CstInputValue {
-    match value {
-        Value::Null => CstInputValue::Null,
-        Value::Bool(b) => CstInputValue::Bool(*b),
-        Value::Number(n) => CstInputValue::Number(n.to_string()),
-        Value::String(s) => CstInputValue::String(s.clone()),
-        Value::Array(items) => CstInputValue::Array(items.iter().map(to_cst).collect()),
-        Value::Object(map) => {
-            CstInputValue::Object(map.iter().map(|(k, v)| (k.clone(), to_cst(v))).collect())
-        }
-    }
 }
 
 fn toml_to_json(item: &toml_edit::Item) -> Value {

@@ -84,6 +84,24 @@ pub enum InstallError {
     #[error("`{name}` is not installed in {client}")]
     NotInstalled { name: String, client: &'static str },
     #[error(
+        "`{name}` is not installed in {client}'s {scope} scope; it is in the {found} scope: pass --scope {found}"
+    )]
+    InOtherScope {
+        name: String,
+        client: &'static str,
+        scope: &'static str,
+        found: String,
+    },
+    #[error(
+        "`{name}` is already in {path} ({client}) with other settings; nothing was written. The edit would be:\n{diff}pass --force to replace it, or install under another name"
+    )]
+    Exists {
+        name: String,
+        client: &'static str,
+        path: PathBuf,
+        diff: String,
+    },
+    #[error(
         "`{name}` is installed in {client} in several scopes ({scopes}); pick one with --scope"
     )]
     Ambiguous {
@@ -100,6 +118,21 @@ pub struct Change {
     pub scope: Scope,
     pub changed: bool,
     pub backup: Option<PathBuf>,
+    /// The edit as a unified diff (empty when nothing changes).
+    pub diff: String,
+    /// Whether the file was written (false for a dry run or no change).
+    pub written: bool,
+    /// Whether the file was deleted: an uninstall left it as empty as before the install.
+    pub deleted: bool,
+}
+
+/// How [`install`] treats what is there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstallOptions {
+    /// Replace a server of the same name that differs (otherwise refused).
+    pub force: bool,
+    /// Compute the edit, write nothing.
+    pub dry_run: bool,
 }
 
 fn location(
@@ -121,13 +154,15 @@ fn location(
         })
 }
 
-/// Adds `server` as `name` to `client`'s config in `scope` (replacing a server of that name).
+/// Adds `server` as `name` to `client`'s config in `scope`. A different server already there
+/// under that name is replaced only with `options.force`.
 pub fn install(
     client: &'static Client,
     env: &Env,
     scope: Scope,
     name: &str,
     server: &McpServer,
+    options: InstallOptions,
 ) -> Result<Change, InstallError> {
     let location = location(client, env, scope)?;
     let value: Value = shape::to_client(client, server).map_err(|error| InstallError::Shape {
@@ -135,13 +170,27 @@ pub fn install(
         error,
     })?;
     let mut doc = ConfigDoc::load(&location.path, client.format)?;
+    let existing = doc.server(&location.keys, name)?;
     let changed = doc.upsert(&location.keys, name, &value)?;
-    let backup = if changed { doc.save()? } else { None };
+    let diff = doc.diff();
+    if changed && existing.is_some() && !options.force {
+        return Err(InstallError::Exists {
+            name: name.to_owned(),
+            client: client.name,
+            path: location.path,
+            diff,
+        });
+    }
+    let written = changed && !options.dry_run;
+    let backup = if written { doc.save()? } else { None };
     Ok(Change {
         path: location.path,
         scope,
         changed,
         backup,
+        diff,
+        written,
+        deleted: false,
     })
 }
 
@@ -186,16 +235,34 @@ pub fn uninstall(
     let location = location(client, env, scope)?;
     let mut doc = ConfigDoc::load(&location.path, client.format)?;
     if !doc.remove(&location.keys, name)? {
-        return Err(InstallError::NotInstalled {
+        let (installed, _) = list_installed(env, Some(client));
+        let found: Vec<&str> = installed
+            .iter()
+            .filter(|i| i.name == name)
+            .map(|i| i.scope.as_str())
+            .collect();
+        if found.is_empty() {
+            return Err(InstallError::NotInstalled {
+                name: name.to_owned(),
+                client: client.name,
+            });
+        }
+        return Err(InstallError::InOtherScope {
             name: name.to_owned(),
             client: client.name,
+            scope: scope.as_str(),
+            found: found.join(", "),
         });
     }
-    let backup = doc.save()?;
+    let diff = doc.diff();
+    let (backup, deleted) = doc.save_or_delete(&location.keys)?;
     Ok(Change {
         path: location.path,
         scope,
         changed: true,
         backup,
+        diff,
+        written: true,
+        deleted,
     })
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use nsh_agent_config::settings::McpServer;
 use nsh_mcp_clients::clients::{Env, Os, Scope, client};
-use nsh_mcp_clients::{install, list_installed, uninstall};
+use nsh_mcp_clients::{InstallOptions, install, list_installed, uninstall};
 
 /// A home and a project folder holding the fixture files where each client keeps them.
 struct Home {
@@ -195,7 +195,15 @@ fn install_then_uninstall_leaves_every_file_byte_for_byte() {
             let before = home.snapshot();
             let path = client.location(&env, scope).unwrap().path;
 
-            let change = install(client, &env, scope, "nsh-mesh", &server).unwrap();
+            let change = install(
+                client,
+                &env,
+                scope,
+                "nsh-mesh",
+                &server,
+                InstallOptions::default(),
+            )
+            .unwrap();
             assert!(change.changed, "{id} {scope:?} {label}");
             assert_eq!(change.path, path);
             let backup = change.backup.clone().unwrap();
@@ -231,7 +239,15 @@ fn install_then_uninstall_leaves_every_file_byte_for_byte() {
             );
 
             // Installing the same again is a no-op: no write, no new backup.
-            let again = install(client, &env, scope, "nsh-mesh", &server).unwrap();
+            let again = install(
+                client,
+                &env,
+                scope,
+                "nsh-mesh",
+                &server,
+                InstallOptions::default(),
+            )
+            .unwrap();
             assert!(!again.changed && again.backup.is_none(), "{id}");
 
             uninstall(client, &env, Some(scope), "nsh-mesh").unwrap();
@@ -255,7 +271,15 @@ fn a_new_file_is_created_and_a_missing_scope_is_named() {
         project_dir: project.path().to_owned(),
         ..env
     };
-    let change = install(cursor, &env, Scope::Project, "nsh-mesh", &stdio()).unwrap();
+    let change = install(
+        cursor,
+        &env,
+        Scope::Project,
+        "nsh-mesh",
+        &stdio(),
+        InstallOptions::default(),
+    )
+    .unwrap();
     assert!(change.backup.is_none(), "nothing to back up");
     let written: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(project.path().join(".cursor/mcp.json")).unwrap(),
@@ -272,6 +296,7 @@ fn a_new_file_is_created_and_a_missing_scope_is_named() {
         Scope::Project,
         "x",
         &stdio(),
+        InstallOptions::default(),
     )
     .unwrap_err();
     assert_eq!(
@@ -284,6 +309,7 @@ fn a_new_file_is_created_and_a_missing_scope_is_named() {
         Scope::User,
         "x",
         &remote(),
+        InstallOptions::default(),
     )
     .unwrap_err();
     assert!(
@@ -327,6 +353,7 @@ fn a_corrupt_file_is_refused_and_left_untouched() {
             Scope::User,
             "nsh-mesh",
             &stdio(),
+            InstallOptions::default(),
         )
         .unwrap_err();
         let message = err.to_string();
@@ -339,4 +366,114 @@ fn a_corrupt_file_is_refused_and_left_untouched() {
         let (_, problems) = list_installed(&home.env(), Some(client(id).unwrap()));
         assert_eq!(problems.len(), 1, "{id}: listing reports the broken file");
     }
+}
+
+#[test]
+fn a_different_server_of_the_same_name_is_replaced_only_with_force() {
+    let home = Home::new();
+    let env = home.project_env();
+    let cursor = client("cursor").unwrap();
+    let path = home.root.path().join("home/.cursor/mcp.json");
+    let ours = stdio();
+    install(
+        cursor,
+        &env,
+        Scope::User,
+        "mesh",
+        &ours,
+        InstallOptions::default(),
+    )
+    .unwrap();
+    let installed = std::fs::read(&path).unwrap();
+    let other = McpServer {
+        command: Some("foo".into()),
+        ..McpServer::default()
+    };
+
+    let err = install(
+        cursor,
+        &env,
+        Scope::User,
+        "mesh",
+        &other,
+        InstallOptions::default(),
+    )
+    .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("`mesh` is already in") && message.contains("--force"),
+        "{message}"
+    );
+    assert!(
+        message.contains("-      \"command\": \"/usr/local/bin/nsh\"")
+            && message.contains("+      \"command\": \"foo\""),
+        "the difference is shown: {message}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), installed, "nothing written");
+
+    let dry = InstallOptions {
+        force: true,
+        dry_run: true,
+    };
+    let change = install(cursor, &env, Scope::User, "mesh", &other, dry).unwrap();
+    assert!(change.changed && !change.written && change.backup.is_none());
+    assert!(change.diff.starts_with("--- "), "{}", change.diff);
+    assert!(
+        change.diff.contains("+      \"command\": \"foo\""),
+        "{}",
+        change.diff
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        installed,
+        "a dry run writes nothing"
+    );
+
+    let force = InstallOptions {
+        force: true,
+        dry_run: false,
+    };
+    let change = install(cursor, &env, Scope::User, "mesh", &other, force).unwrap();
+    assert!(change.written);
+    let (now, _) = list_installed(&env, Some(cursor));
+    let mesh = now.iter().find(|i| i.name == "mesh").unwrap();
+    assert_eq!(mesh.server.command.as_deref(), Some("foo"));
+}
+
+#[test]
+fn uninstall_leaves_a_file_it_created_as_it_found_it_and_names_the_right_scope() {
+    let home = Home::new();
+    let project = tempfile::tempdir().unwrap();
+    let env = Env {
+        project_dir: project.path().to_owned(),
+        ..home.env()
+    };
+    let vscode = client("vscode").unwrap();
+    let path = project.path().join(".vscode/mcp.json");
+    assert!(!path.exists());
+    install(
+        vscode,
+        &env,
+        Scope::Project,
+        "mesh",
+        &stdio(),
+        InstallOptions::default(),
+    )
+    .unwrap();
+    assert!(path.exists());
+
+    let err = uninstall(vscode, &env, Some(Scope::User), "mesh").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`mesh` is not installed in VS Code's user scope; it is in the project scope: pass --scope project"
+    );
+
+    let change = uninstall(vscode, &env, Some(Scope::Project), "mesh").unwrap();
+    assert!(change.deleted, "{change:?}");
+    assert!(!path.exists(), "no `{{\"servers\": {{}}}}` left behind");
+    assert!(
+        std::fs::read_to_string(change.backup.unwrap())
+            .unwrap()
+            .contains("\"mesh\"")
+    );
 }

@@ -44,10 +44,22 @@ impl MeshProcess {
         Self::start_with_key(&key, extra).await
     }
 
+    /// A server with a key for each of `teams` (besides [`TEAM`]).
+    pub async fn start_with_teams(teams: &[&str]) -> Self {
+        Self::start_with_keys(&TeamKey::generate_text(), teams, &[]).await
+    }
+
     async fn start_with_key(key: &str, extra: &[&str]) -> Self {
+        Self::start_with_keys(key, &[], extra).await
+    }
+
+    async fn start_with_keys(key: &str, teams: &[&str], extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("keys")).unwrap();
         std::fs::write(dir.path().join("keys").join(TEAM), key).unwrap();
+        for team in teams {
+            std::fs::write(dir.path().join("keys").join(team), TeamKey::generate_text()).unwrap();
+        }
         let mut mesh = Self {
             dir,
             // Port 0: the server picks one and logs it, so no other test can take it first.
@@ -115,12 +127,17 @@ impl MeshProcess {
 
     /// A token for `agent`, valid for `ttl` (negative: already expired).
     pub fn token(&self, agent: &str, groups: &[&str], ttl_secs: i64) -> String {
+        self.team_token(TEAM, agent, groups, ttl_secs)
+    }
+
+    /// A token for `agent` of `team` (a team of [`start_with_teams`](Self::start_with_teams)).
+    pub fn team_token(&self, team: &str, agent: &str, groups: &[&str], ttl_secs: i64) -> String {
         let key =
-            TeamKey::from_file_contents(&std::fs::read(self.path("keys").join(TEAM)).unwrap())
+            TeamKey::from_file_contents(&std::fs::read(self.path("keys").join(team)).unwrap())
                 .unwrap();
         let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
         let request = TokenRequest {
-            team: TEAM,
+            team,
             agent,
             groups: &groups,
             ttl: Duration::from_secs(ttl_secs.unsigned_abs()),

@@ -76,6 +76,48 @@ pub fn install(
     })?
 }
 
+/// Removes the nsh hooks (commands running `mesh hook <Event>`) from `settings`, with the
+/// matcher groups and event lists they leave empty; everything else stays as it was.
+pub fn uninstall(settings: &Path) -> Result<JsonEdit, InstallError> {
+    edit_json(settings, |root| {
+        let Some(hooks) = root.get_mut("hooks").and_then(Value::as_object_mut) else {
+            return Ok::<_, InstallError>(false);
+        };
+        let mut changed = false;
+        for event in HookEvent::ALL {
+            let marker = format!("mesh hook {}", event.name());
+            let Some(groups) = hooks.get_mut(event.name()).and_then(Value::as_array_mut) else {
+                continue;
+            };
+            for group in groups.iter_mut() {
+                if let Some(list) = group.get_mut("hooks").and_then(Value::as_array_mut) {
+                    let before = list.len();
+                    list.retain(|hook| {
+                        !hook
+                            .get("command")
+                            .and_then(Value::as_str)
+                            .is_some_and(|c| c.contains(&marker))
+                    });
+                    changed |= list.len() != before;
+                }
+            }
+            groups.retain(|group| {
+                group
+                    .get("hooks")
+                    .and_then(Value::as_array)
+                    .is_none_or(|list| !list.is_empty())
+            });
+            if groups.is_empty() {
+                hooks.remove(event.name());
+            }
+        }
+        if hooks.is_empty() {
+            root.remove("hooks");
+        }
+        Ok(changed)
+    })?
+}
+
 /// Updates our hook in `groups` if there is one, else appends a matcher group for it.
 fn upsert(groups: &mut Vec<Value>, event: HookEvent, wanted: &str) -> bool {
     let marker = format!("mesh hook {}", event.name());
@@ -195,5 +237,28 @@ mod tests {
             Scope::Local.settings_path(home, project),
             Path::new("/src/p/.claude/settings.local.json")
         );
+    }
+
+    #[test]
+    fn uninstall_removes_only_ours_and_keeps_the_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.json");
+        std::fs::write(&path, EXISTING).unwrap();
+        install(&path, |e| {
+            format!("/bin/nsh mesh hook {} --team t --agent a", e.name())
+        })
+        .unwrap();
+        let installed = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            installed.contains(r#""zzUnknown": [1, 2, 3]"#)
+                && installed.contains(r#""permissions": { "allow": ["Bash(git status)"] },"#),
+            "compact arrays stay compact: {installed}"
+        );
+        let edit = uninstall(&path).unwrap();
+        assert!(edit.changed);
+        let after: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let before: Value = serde_json::from_str(EXISTING).unwrap();
+        assert_eq!(after, before, "back to what it was");
+        assert!(!uninstall(&path).unwrap().changed, "nothing left to remove");
     }
 }

@@ -332,7 +332,7 @@ mod tests {
     /// The context the hook injects, for `entries` appended to a fresh inbox.
     fn injected(entries: &[InboxEntry], limits: HookLimits) -> String {
         let dir = tempfile::tempdir().unwrap();
-        let inbox = Inbox::open(dir.path(), "me").unwrap();
+        let inbox = Inbox::open(dir.path(), "team", "me").unwrap();
         for entry in entries {
             inbox.append(entry).unwrap();
         }
@@ -399,7 +399,7 @@ mod tests {
     #[test]
     fn the_cap_leaves_the_rest_unread_and_says_how_many() {
         let dir = tempfile::tempdir().unwrap();
-        let inbox = Inbox::open(dir.path(), "me").unwrap();
+        let inbox = Inbox::open(dir.path(), "team", "me").unwrap();
         for id in ["1", "2", "3"] {
             inbox.append(&entry(id, None)).unwrap();
         }
@@ -431,7 +431,7 @@ mod tests {
     #[test]
     fn stop_blocks_once_and_never_while_already_continuing() {
         let dir = tempfile::tempdir().unwrap();
-        let inbox = Inbox::open(dir.path(), "me").unwrap();
+        let inbox = Inbox::open(dir.path(), "team", "me").unwrap();
         inbox.append(&entry("1", None)).unwrap();
         let inboxes = [inbox];
         let mut out = Vec::new();
@@ -484,7 +484,7 @@ mod tests {
             }
         }
         let dir = tempfile::tempdir().unwrap();
-        let inbox = Inbox::open(dir.path(), "me").unwrap();
+        let inbox = Inbox::open(dir.path(), "team", "me").unwrap();
         inbox.append(&entry("1", None)).unwrap();
         let inboxes = [inbox.clone()];
         let err = run(

@@ -1,4 +1,4 @@
-//! The agent's inbox on disk: `<dir>/<agent>.jsonl`, one JSON line per received message.
+//! The agent's inbox on disk: `<dir>/<team>/<agent>.jsonl`, one JSON line per received message.
 //!
 //! Several processes share it: the mesh-client appends and reads, `nsh mesh hook` reads. What
 //! has been delivered into the conversation is recorded in `<agent>.cursor`: a byte offset
@@ -123,6 +123,15 @@ pub enum InboxError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "inbox {path} is from before inboxes were kept per team and holds undelivered mail of an unknown team; if it is team `{team}`'s, move it: `mv {path} {new_dir}/` (and `{agent}.cursor` beside it, if any); otherwise read it and delete it"
+    )]
+    Legacy {
+        path: PathBuf,
+        team: String,
+        new_dir: PathBuf,
+        agent: String,
+    },
     #[error("inbox cursor {path} is corrupt ({why}); delete it to re-deliver the whole inbox")]
     Cursor { path: PathBuf, why: String },
 }
@@ -138,67 +147,92 @@ struct Cursor {
 
 #[derive(Debug, Clone)]
 pub struct Inbox {
+    /// `<root>/<team>`: the folder of this inbox's files.
     dir: PathBuf,
+    team: String,
     agent: String,
     limits: InboxLimits,
 }
 
 impl Inbox {
-    /// The inbox of `agent` in `dir`, which is created (private to the user) when missing.
-    /// `agent` must be a valid agent name: it becomes part of file names, and a token's `sub`
-    /// is not trusted to be one (the server refuses such tokens; the client checks first).
-    pub fn open(dir: impl Into<PathBuf>, agent: impl Into<String>) -> Result<Self, InboxError> {
-        let agent = agent.into();
-        if let Some(why) = nsh_contract::names::check(&agent) {
-            return Err(InboxError::BadName {
-                name: nsh_mesh_transport::display::shown(&agent),
-                why,
-            });
+    /// The inbox of `agent` of `team` under `root` (`<root>/<team>/<agent>.jsonl`), whose folders
+    /// are created (private to the user) when missing. Keying by team keeps two teams' agents
+    /// of the same name apart. Both names must be valid names: they become parts of paths, and
+    /// a token's claims are not trusted to be (the server refuses such tokens; the client
+    /// checks first).
+    pub fn open(
+        root: impl Into<PathBuf>,
+        team: impl Into<String>,
+        agent: impl Into<String>,
+    ) -> Result<Self, InboxError> {
+        let (root, team, agent) = (root.into(), team.into(), agent.into());
+        for name in [&team, &agent] {
+            if let Some(why) = nsh_contract::names::check(name) {
+                return Err(InboxError::BadName {
+                    name: nsh_mesh_transport::display::shown(name),
+                    why,
+                });
+            }
         }
         let inbox = Self {
-            dir: dir.into(),
+            dir: root.join(&team),
+            team,
             agent,
             limits: InboxLimits::default(),
         };
-        if !inbox.dir.exists() {
-            fs::create_dir_all(&inbox.dir).map_err(|source| inbox.io(&inbox.dir, source))?;
-            use std::os::unix::fs::PermissionsExt as _;
-            let _ = fs::set_permissions(&inbox.dir, fs::Permissions::from_mode(0o700));
+        inbox.refuse_undelivered_legacy_mail(&root)?;
+        for dir in [&root, &inbox.dir] {
+            if !dir.exists() {
+                fs::create_dir_all(dir).map_err(|source| inbox.io(dir, source))?;
+                use std::os::unix::fs::PermissionsExt as _;
+                let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+            }
         }
         Ok(inbox)
     }
 
-    /// Every inbox in `dir` (one per `*.jsonl` file), for a hook that was not told the agent.
-    pub fn all_in(dir: &Path) -> Result<Vec<Self>, InboxError> {
-        let entries = match fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(InboxError::Io {
-                    path: dir.to_owned(),
-                    source,
+    /// Inboxes of the old layout (`<root>/<agent>.jsonl`, no team) may hold mail of any team
+    /// that had an agent of this name. Undelivered mail there is neither delivered as this
+    /// team's nor silently dropped: the user decides. Fully delivered ones are ignored.
+    fn refuse_undelivered_legacy_mail(&self, root: &Path) -> Result<(), InboxError> {
+        let legacy = Self {
+            dir: root.to_owned(),
+            team: String::new(),
+            agent: self.agent.clone(),
+            limits: self.limits,
+        };
+        let path = legacy.log_path();
+        if !path.exists() || legacy.unread(&Filter::default(), 1)?.messages.is_empty() {
+            return Ok(());
+        }
+        Err(InboxError::Legacy {
+            path,
+            team: self.team.clone(),
+            new_dir: self.dir.clone(),
+            agent: self.agent.clone(),
+        })
+    }
+
+    /// Every inbox under `root` (one per `<team>/<agent>.jsonl`), team by team, for a hook that
+    /// was not told whose mail it delivers.
+    pub fn all_in(root: &Path) -> Result<Vec<Self>, InboxError> {
+        let mut inboxes = Vec::new();
+        for team in valid_names(root, fs::FileType::is_dir, "")? {
+            let dir = root.join(&team);
+            for agent in valid_names(&dir, fs::FileType::is_file, ".jsonl")? {
+                inboxes.push(Self {
+                    dir: dir.clone(),
+                    team: team.clone(),
+                    agent,
+                    limits: InboxLimits::default(),
                 });
             }
-        };
-        let mut agents: Vec<String> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let agent = name.strip_suffix(".jsonl")?;
-                nsh_contract::names::check(agent)
-                    .is_none()
-                    .then(|| agent.to_owned())
-            })
-            .collect();
-        agents.sort();
-        Ok(agents
-            .into_iter()
-            .map(|agent| Self {
-                dir: dir.to_owned(),
-                agent,
-                limits: InboxLimits::default(),
-            })
-            .collect())
+        }
+        Ok(inboxes)
+    }
+
+    pub fn team(&self) -> &str {
+        &self.team
     }
 
     /// This inbox with other size limits.
@@ -559,6 +593,38 @@ struct Line {
     end: u64,
 }
 
+/// Names of the entries of `dir` that end in `suffix`, pass `kind` and are valid names once the
+/// suffix is cut; sorted. A missing `dir` has none.
+fn valid_names(
+    dir: &Path,
+    kind: impl Fn(&fs::FileType) -> bool,
+    suffix: &str,
+) -> Result<Vec<String>, InboxError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(InboxError::Io {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| kind(&t)))
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(suffix)?;
+            nsh_contract::names::check(stem)
+                .is_none()
+                .then(|| stem.to_owned())
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use nsh_mesh_transport::wire::MessageKind;
@@ -594,7 +660,7 @@ pub(crate) mod tests {
     #[test]
     fn filtered_reads_leave_the_rest_unread_and_the_cursor_compacts() {
         let dir = tempfile::tempdir().unwrap();
-        let inbox = Inbox::open(dir.path(), "me").unwrap();
+        let inbox = Inbox::open(dir.path(), "team", "me").unwrap();
         inbox.append(&message("1", "bob", None)).unwrap();
         inbox.append(&message("2", "carol", Some("ops"))).unwrap();
         inbox.append(&message("3", "bob", None)).unwrap();
@@ -620,7 +686,7 @@ pub(crate) mod tests {
     #[test]
     fn a_half_written_line_is_skipped_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
-        let inbox = Inbox::open(dir.path(), "me").unwrap();
+        let inbox = Inbox::open(dir.path(), "team", "me").unwrap();
         inbox.append(&message("1", "bob", None)).unwrap();
         // A crash in the middle of an append.
         let mut file = OpenOptions::new()
@@ -642,7 +708,7 @@ pub(crate) mod tests {
     #[test]
     fn expired_messages_are_never_delivered() {
         let dir = tempfile::tempdir().unwrap();
-        let inbox = Inbox::open(dir.path(), "me").unwrap();
+        let inbox = Inbox::open(dir.path(), "team", "me").unwrap();
         let mut old = message("old", "bob", None);
         old.message.timestamp = "2020-01-01T00:00:00.000Z".into();
         old.message.ttl = Some(60);
@@ -656,17 +722,74 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let inside = dir.path().join("inbox");
         for hostile in ["../../escape", "a/b", "..", ".hidden", "x\ny", ""] {
-            let err = Inbox::open(&inside, hostile).unwrap_err();
-            assert!(
-                matches!(err, InboxError::BadName { .. }),
-                "{hostile:?}: {err}"
-            );
+            for (team, agent) in [("team", hostile), (hostile, "me")] {
+                let err = Inbox::open(&inside, team, agent).unwrap_err();
+                assert!(
+                    matches!(err, InboxError::BadName { .. }),
+                    "{team:?}/{agent:?}: {err}"
+                );
+            }
         }
         assert!(!inside.exists(), "nothing was created");
-        // A planted file with such a name is never listed as an inbox.
-        fs::create_dir_all(&inside).unwrap();
-        fs::write(inside.join("..jsonl"), "{}\n").unwrap();
+        // Planted files or folders with such names are never listed as inboxes.
+        fs::create_dir_all(inside.join(".hidden")).unwrap();
+        fs::write(inside.join(".hidden/me.jsonl"), "{}\n").unwrap();
+        fs::create_dir_all(inside.join("team")).unwrap();
+        fs::write(inside.join("team/..jsonl"), "{}\n").unwrap();
         assert!(Inbox::all_in(&inside).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_same_agent_name_in_two_teams_has_two_inboxes() {
+        let dir = tempfile::tempdir().unwrap();
+        let alpha = Inbox::open(dir.path(), "alpha", "bob").unwrap();
+        let local = Inbox::open(dir.path(), "local", "bob").unwrap();
+        local.append(&message("for-local", "alice", None)).unwrap();
+        alpha.append(&message("for-alpha", "carol", None)).unwrap();
+        assert_eq!(
+            ids(&alpha.unread(&Filter::default(), 10).unwrap()),
+            ["for-alpha"]
+        );
+        assert_eq!(
+            ids(&local.unread(&Filter::default(), 10).unwrap()),
+            ["for-local"]
+        );
+        alpha.mark_read(["for-alpha"]).unwrap();
+        assert_eq!(
+            ids(&local.unread(&Filter::default(), 10).unwrap()),
+            ["for-local"],
+            "one team's cursor never moves another's"
+        );
+    }
+
+    #[test]
+    fn undelivered_mail_in_the_old_layout_is_refused_never_mixed() {
+        let dir = tempfile::tempdir().unwrap();
+        // The layout before teams: `<root>/<agent>.jsonl`.
+        let legacy = Inbox {
+            dir: dir.path().to_owned(),
+            team: String::new(),
+            agent: "bob".into(),
+            limits: InboxLimits::default(),
+        };
+        legacy.append(&message("old", "alice", None)).unwrap();
+        let err = Inbox::open(dir.path(), "alpha", "bob").unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, InboxError::Legacy { .. }), "{text}");
+        assert!(
+            text.contains("team `alpha`") && text.contains("mv ") && text.contains("bob.jsonl"),
+            "{text}"
+        );
+        // Once delivered, the old file is left alone and the new inbox opens.
+        legacy.mark_read(["old"]).unwrap();
+        let inbox = Inbox::open(dir.path(), "alpha", "bob").unwrap();
+        assert!(
+            inbox
+                .unread(&Filter::default(), 10)
+                .unwrap()
+                .messages
+                .is_empty()
+        );
     }
 
     fn small_limits() -> InboxLimits {
@@ -681,7 +804,7 @@ pub(crate) mod tests {
     #[test]
     fn a_full_inbox_refuses_more_until_mail_is_read() {
         let dir = tempfile::tempdir().unwrap();
-        let inbox = Inbox::open(dir.path(), "me")
+        let inbox = Inbox::open(dir.path(), "team", "me")
             .unwrap()
             .with_limits(small_limits());
         let mut stored = Vec::new();
@@ -708,7 +831,9 @@ pub(crate) mod tests {
             max_unread_bytes: 10_000,
             ..small_limits()
         };
-        let inbox = Inbox::open(dir.path(), "me").unwrap().with_limits(limits);
+        let inbox = Inbox::open(dir.path(), "team", "me")
+            .unwrap()
+            .with_limits(limits);
         let line = serde_json::to_vec(&message("0-0", "bob", None))
             .unwrap()
             .len() as u64
@@ -747,7 +872,7 @@ pub(crate) mod tests {
     #[test]
     fn start_up_reads_only_the_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let inbox = Inbox::open(dir.path(), "me").unwrap();
+        let inbox = Inbox::open(dir.path(), "team", "me").unwrap();
         // 3 MB of old lines before the recent ones: more than the tail read.
         let filler = serde_json::to_string(&message("old", "bob", None)).unwrap() + "\n";
         fs::write(inbox.log_path(), filler.repeat(3_000_000 / filler.len())).unwrap();
@@ -762,20 +887,20 @@ pub(crate) mod tests {
     #[test]
     fn every_inbox_in_a_directory_is_found() {
         let dir = tempfile::tempdir().unwrap();
-        Inbox::open(dir.path(), "b")
-            .unwrap()
-            .append(&message("1", "x", None))
-            .unwrap();
-        Inbox::open(dir.path(), "a")
-            .unwrap()
-            .append(&message("1", "x", None))
-            .unwrap();
-        let agents: Vec<String> = Inbox::all_in(dir.path())
+        for (team, agent) in [("t2", "a"), ("t1", "b"), ("t1", "a")] {
+            Inbox::open(dir.path(), team, agent)
+                .unwrap()
+                .append(&message("1", "x", None))
+                .unwrap();
+        }
+        let found: Vec<(String, String)> = Inbox::all_in(dir.path())
             .unwrap()
             .iter()
-            .map(|i| i.agent().to_owned())
+            .map(|i| (i.team().to_owned(), i.agent().to_owned()))
             .collect();
-        assert_eq!(agents, ["a", "b"]);
+        let expected =
+            [("t1", "a"), ("t1", "b"), ("t2", "a")].map(|(t, a)| (t.to_owned(), a.to_owned()));
+        assert_eq!(found, expected);
         assert!(
             Inbox::all_in(&dir.path().join("missing"))
                 .unwrap()

@@ -165,7 +165,8 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (_, claims) = options.token.load()?;
     nsh_mesh_transport::client::websocket_url(&options.server).map_err(ServeError::Server)?;
-    let inbox = Inbox::open(&options.inbox_dir, &claims.sub)?.with_limits(options.inbox_limits);
+    let inbox = Inbox::open(&options.inbox_dir, &claims.team, &claims.sub)?
+        .with_limits(options.inbox_limits);
     let notifier = Notifier::new(inbox.clone(), options.push, options.push_buffer);
     let mut seen = Seen::default();
     let recent = {

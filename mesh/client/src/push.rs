@@ -310,7 +310,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_evicts_the_oldest_and_counts_it_but_the_inbox_keeps_all() {
         let dir = tempfile::tempdir().unwrap();
-        let inbox = Inbox::open(dir.path(), "me").unwrap();
+        let inbox = Inbox::open(dir.path(), "team", "me").unwrap();
         let notifier = Notifier::new(inbox.clone(), PushMode::Channel, 2);
         for id in ["1", "2", "3", "4", "5"] {
             let entry = crate::inbox::tests::message(id, "bob", None);

@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use jsonc_parser::cst::{CstArray, CstInputValue, CstObject, CstRootNode};
+use serde_json::{Map, Value};
 
 use crate::{EditError, backup, write_atomic};
 
@@ -13,12 +14,13 @@ pub struct JsonEdit {
 }
 
 /// Reads the JSON object at `path` (a missing or empty file is `{}`), lets `change` edit it,
-/// and writes it back atomically with a backup when `change` returns `true`. Key order and
-/// unknown fields survive (serde_json's `preserve_order`); the output is two-space indented.
-/// A file that is not a JSON object is refused and never written.
+/// and writes it back atomically with a backup when `change` returns `true`. Only what
+/// `change` changed is rewritten: everything else (key order, layout such as one-line arrays,
+/// unknown fields) stays byte for byte, through the file's concrete syntax tree. A file that
+/// is not a JSON object is refused and never written.
 pub fn edit_json<E>(
     path: &Path,
-    change: impl FnOnce(&mut serde_json::Map<String, Value>) -> Result<bool, E>,
+    change: impl FnOnce(&mut Map<String, Value>) -> Result<bool, E>,
 ) -> Result<Result<JsonEdit, E>, EditError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -30,8 +32,8 @@ pub fn edit_json<E>(
             });
         }
     };
-    let mut root = if text.trim().is_empty() {
-        serde_json::Map::new()
+    let before = if text.trim().is_empty() {
+        Map::new()
     } else {
         match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(map)) => map,
@@ -51,22 +53,109 @@ pub fn edit_json<E>(
             }
         }
     };
-    let changed = match change(&mut root) {
+    let mut after = before.clone();
+    let changed = match change(&mut after) {
         Ok(changed) => changed,
         Err(err) => return Ok(Err(err)),
     };
-    if !changed {
+    if !changed || after == before {
         return Ok(Ok(JsonEdit {
-            changed,
+            changed: false,
             backup: None,
         }));
     }
+    let contents = if text.trim().is_empty() {
+        to_pretty_json(&Value::Object(after))
+    } else {
+        let root =
+            CstRootNode::parse(&text, &jsonc_parser::ParseOptions::default()).map_err(|e| {
+                EditError::Parse {
+                    path: path.to_owned(),
+                    line: e.line_display(),
+                    column: e.column_display(),
+                    why: e.kind().to_string(),
+                }
+            })?;
+        let object = root.object_value().ok_or_else(|| EditError::Shape {
+            path: path.to_owned(),
+            why: "expected a JSON object at the top level".into(),
+        })?;
+        patch_object(&object, &before, &after);
+        root.to_string()
+    };
     let saved = backup(path)?;
-    write_atomic(path, to_pretty_json(&Value::Object(root)).as_bytes())?;
+    write_atomic(path, contents.as_bytes())?;
     Ok(Ok(JsonEdit {
-        changed,
+        changed: true,
         backup: saved,
     }))
+}
+
+/// Makes the syntax tree of `old` say `new`, touching only what differs.
+fn patch_object(object: &CstObject, old: &Map<String, Value>, new: &Map<String, Value>) {
+    for key in old.keys().filter(|key| !new.contains_key(*key)) {
+        if let Some(prop) = object.get(key) {
+            prop.remove();
+        }
+    }
+    for (key, wanted) in new {
+        let Some(prop) = object.get(key) else {
+            object.append(key, to_cst(wanted));
+            continue;
+        };
+        match (old.get(key), wanted) {
+            (Some(was), _) if was == wanted => {}
+            (Some(Value::Object(was)), Value::Object(wanted)) if prop.object_value().is_some() => {
+                patch_object(&prop.object_value().expect("checked"), was, wanted);
+            }
+            (Some(Value::Array(was)), Value::Array(wanted)) if prop.array_value().is_some() => {
+                patch_array(&prop.array_value().expect("checked"), was, wanted);
+            }
+            _ => prop.set_value(to_cst(wanted)),
+        }
+    }
+}
+
+/// Element by element: changed elements are patched, extra ones appended, missing ones removed.
+fn patch_array(array: &CstArray, old: &[Value], new: &[Value]) {
+    let elements = array.elements();
+    for (index, wanted) in new.iter().enumerate() {
+        match (old.get(index), elements.get(index)) {
+            (Some(was), Some(_)) if was == wanted => {}
+            (Some(Value::Object(was)), Some(node)) if node.as_object().is_some() => {
+                if let Value::Object(wanted) = wanted {
+                    patch_object(&node.as_object().expect("checked"), was, wanted);
+                } else {
+                    node.clone().remove();
+                    array.insert(index, to_cst(wanted));
+                }
+            }
+            (_, Some(node)) => {
+                node.clone().remove();
+                array.insert(index, to_cst(wanted));
+            }
+            (_, None) => {
+                array.append(to_cst(wanted));
+            }
+        }
+    }
+    for node in elements.into_iter().skip(new.len()) {
+        node.remove();
+    }
+}
+
+/// A JSON value as input to the syntax tree.
+pub fn to_cst(value: &Value) -> CstInputValue {
+    match value {
+        Value::Null => CstInputValue::Null,
+        Value::Bool(b) => CstInputValue::Bool(*b),
+        Value::Number(n) => CstInputValue::Number(n.to_string()),
+        Value::String(s) => CstInputValue::String(s.clone()),
+        Value::Array(items) => CstInputValue::Array(items.iter().map(to_cst).collect()),
+        Value::Object(map) => {
+            CstInputValue::Object(map.iter().map(|(k, v)| (k.clone(), to_cst(v))).collect())
+        }
+    }
 }
 
 /// Two-space indented JSON with a trailing newline, the layout most tools write.
@@ -95,13 +184,17 @@ mod tests {
         .unwrap()
         .unwrap();
         let after = std::fs::read_to_string(&path).unwrap();
-        let keys: Vec<String> = serde_json::from_str::<serde_json::Map<String, Value>>(&after)
+        let keys: Vec<String> = serde_json::from_str::<Map<String, Value>>(&after)
             .unwrap()
             .keys()
             .cloned()
             .collect();
         assert_eq!(keys, ["zeta", "alpha", "mid", "added"]);
-        assert!(after.contains("\"keep\": [\n"));
+        // Untouched parts keep their layout, one-line arrays included.
+        assert!(
+            after.contains("\"alpha\": { \"keep\": [1, 2] },"),
+            "{after}"
+        );
         assert_eq!(
             std::fs::read_to_string(edit.backup.unwrap()).unwrap(),
             before

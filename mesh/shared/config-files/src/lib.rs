@@ -1,14 +1,14 @@
 //! Edits of config files that belong to other programs (Claude Code's settings, MCP clients'
 //! server lists). Nothing is lost: a file that does not parse is refused and left untouched,
-//! the previous contents are copied to a timestamped backup, and the new contents replace the
+//! the previous contents are copied to a timestamped backup in one folder (a few per file), and the new contents replace the
 //! old in one rename, so a reader sees the old file or the new one, never half of either.
 #![forbid(unsafe_code)]
 
 mod atomic;
 mod json;
 
-pub use atomic::{backup, write_atomic};
-pub use json::{JsonEdit, edit_json, to_pretty_json};
+pub use atomic::{BACKUPS_PER_FILE, backup, backup_dir, backup_in, write_atomic};
+pub use json::{JsonEdit, edit_json, to_cst, to_pretty_json};
 
 use std::path::PathBuf;
 

@@ -31,4 +31,6 @@ pub mod mesh_client {
     pub const LISTEN: &str = "NSH_MESH_CLIENT_LISTEN";
     /// The agent whose inbox the hooks read.
     pub const AGENT: &str = "NSH_MESH_AGENT";
+    /// The team of that agent.
+    pub const TEAM: &str = "NSH_MESH_TEAM";
 }

@@ -22,3 +22,33 @@ pub(crate) fn write_new_key(path: &std::path::Path) -> anyhow::Result<()> {
     tracing::info!(path = %path.display(), "team key written");
     Ok(())
 }
+
+/// Writes `contents` to `path`, readable by the owner only. An existing file is an error
+/// unless `replace`, which swaps it atomically (a reader never sees half a token).
+pub(crate) fn write_secret(
+    path: &std::path::Path,
+    contents: &str,
+    replace: bool,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !replace && path.exists() {
+        anyhow::bail!("{} exists; pass --force to replace it", path.display());
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    let mut temp = tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    temp.write_all(contents.as_bytes())?;
+    temp.as_file().sync_all()?;
+    if replace {
+        temp.persist(path)?;
+    } else {
+        // No replace: fails if the file appeared meanwhile.
+        temp.persist_noclobber(path)?;
+    }
+    Ok(())
+}

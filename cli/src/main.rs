@@ -12,7 +12,9 @@ mod mcp_daemon;
 mod mcp_doctor;
 mod mesh;
 mod mesh_client;
+mod mesh_terminal;
 mod operator;
+mod output;
 mod paths;
 mod signal;
 mod table;
@@ -58,11 +60,28 @@ fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
             // The message and its causes, never a backtrace: this is for the person at the terminal.
             #[allow(clippy::print_stderr)]
             {
-                eprintln!("error: {err:#}");
+                eprintln!("error: {}", error_chain(&err));
             }
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each once: many errors already quote their cause in their own
+/// message, and `{:#}` would print it a second time.
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }
 
 fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
@@ -93,10 +112,16 @@ fn init_tracing(format: cli::LogFormat) {
     // Colours for a person at a terminal, never escape codes in a log file or a pod's log.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour_on_stderr())
         .with_writer(std::io::stderr);
     match format {
         cli::LogFormat::Text => builder.init(),
         cli::LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Colour only for a person at a terminal who has not asked for none (<https://no-color.org>).
+fn colour_on_stderr() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

@@ -79,9 +79,8 @@ pub(crate) struct ListArgs {
     /// Only this client.
     #[arg(long, value_parser = client_id)]
     client: Option<&'static Client>,
-    /// JSON instead of a table.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: crate::output::OutputArg,
 }
 
 #[derive(Debug, Args)]
@@ -140,9 +139,8 @@ pub(crate) struct DoctorArgs {
     /// How long each server has to answer initialize and tools/list.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     timeout: Duration,
-    /// JSON instead of a table.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: crate::output::OutputArg,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -288,7 +286,7 @@ fn transport(server: &McpServer) -> &'static str {
 fn list(args: &ListArgs) -> anyhow::Result<()> {
     let (installed, problems) = nsh_mcp_clients::list_installed(&env()?, args.client);
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if args.output.format() != crate::output::Format::Table {
         let servers: Vec<_> = installed
             .iter()
             .map(|i| {
@@ -302,10 +300,9 @@ fn list(args: &ListArgs) -> anyhow::Result<()> {
             .iter()
             .map(|p| json!({ "client": p.client.id, "scope": p.scope, "file": p.path, "error": p.error.to_string() }))
             .collect();
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&json!({ "servers": servers, "problems": problems }))?
+        args.output.write_data(
+            &mut out,
+            &json!({ "servers": servers, "problems": problems }),
         )?;
         return Ok(());
     }
@@ -475,8 +472,7 @@ async fn doctor(args: &DoctorArgs) -> anyhow::Result<()> {
     }
     let failed = results.iter().filter(|r| r["ok"] == false).count();
     let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&results)?)?;
+    if args.output.write_data(&mut out, &results)? {
     } else if results.is_empty() {
         writeln!(out, "no MCP servers found in any client's config")?;
     } else {

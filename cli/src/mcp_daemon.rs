@@ -97,9 +97,8 @@ impl SharedServerArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
-    /// JSON instead of a table.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: crate::output::OutputArg,
 }
 
 #[derive(Debug, Args)]
@@ -189,8 +188,7 @@ pub(crate) fn exec(args: &ExecArgs) -> anyhow::Result<()> {
 pub(crate) fn list(args: &ListArgs) -> anyhow::Result<()> {
     let daemons = nsh_mcp_daemon::control::list(&runtime_dir()?);
     let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&daemons)?)?;
+    if args.output.write_data(&mut out, &daemons)? {
         return Ok(());
     }
     if daemons.is_empty() {

@@ -15,8 +15,14 @@ use nsh_mesh_transport::token::{self, TeamKey, TokenRequest};
 pub(crate) enum MeshVerb {
     /// Run the mesh server (Socket.io; agents authenticate with team tokens).
     Server(ServerArgs),
-    /// Print a token for an agent, signed with its team's key.
+    /// Mint a token for an agent, signed with its team's key (`token decode` reads one).
     Token(TokenArgs),
+    /// Send one message from a terminal, as the token's agent.
+    Send(crate::mesh_terminal::SendArgs),
+    /// Unread messages in an agent's inbox; --follow stays connected and prints new ones.
+    Inbox(crate::mesh_terminal::InboxArgs),
+    /// Who on the token's team is online.
+    Presence(crate::mesh_terminal::PresenceArgs),
     /// Make a new random team key.
     Keygen(KeygenArgs),
     /// Run the agent's MCP stdio server: joins the mesh, delivers messages into the conversation.
@@ -141,17 +147,22 @@ pub(crate) struct ServerArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub(crate) struct TokenArgs {
-    /// Team the agent belongs to (the token's `kid` and `team`).
-    #[arg(long)]
-    team: String,
+    #[command(subcommand)]
+    verb: Option<TokenVerb>,
+    /// Team the agent belongs to (the token's `kid` and `team`); the mesh server finds the
+    /// team's key by this name in its --team-keys-dir.
+    #[arg(long, required = true)]
+    team: Option<String>,
     /// Agent id (the token's `sub`).
-    #[arg(long)]
-    agent: String,
+    #[arg(long, required = true)]
+    agent: Option<String>,
     /// The team's key file.
-    #[arg(long, value_name = "FILE")]
-    key_file: PathBuf,
-    /// Groups the agent may join, comma-separated; `*` allows any.
+    #[arg(long, value_name = "FILE", required = true)]
+    key_file: Option<PathBuf>,
+    /// Groups the agent may join, comma-separated; `*` allows any. Without it the agent may
+    /// send to agents but join no group.
     #[arg(long, value_delimiter = ',')]
     groups: Vec<String>,
     /// Lifetime, e.g. 24h, 30m, 7d.
@@ -161,6 +172,18 @@ pub(crate) struct TokenArgs {
     /// The mesh accepts the token either way.
     #[arg(long = "audience", value_name = "AUDIENCE")]
     audiences: Vec<String>,
+    /// Write the token to this file (mode 0600) instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// With --out: replace an existing file.
+    #[arg(long, requires = "out")]
+    force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenVerb {
+    /// Show a token's team, agent, groups and expiry (and check it with --key-file).
+    Decode(crate::mesh_terminal::DecodeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -173,7 +196,14 @@ pub(crate) struct KeygenArgs {
 pub(crate) async fn run(verb: MeshVerb) -> anyhow::Result<()> {
     match verb {
         MeshVerb::Server(args) => server(args).await,
+        MeshVerb::Token(TokenArgs {
+            verb: Some(TokenVerb::Decode(args)),
+            ..
+        }) => crate::mesh_terminal::decode(&args),
         MeshVerb::Token(args) => mint_token(&args),
+        MeshVerb::Send(args) => crate::mesh_terminal::send(args).await,
+        MeshVerb::Inbox(args) => crate::mesh_terminal::inbox(args).await,
+        MeshVerb::Presence(args) => crate::mesh_terminal::presence(args).await,
         MeshVerb::Keygen(args) => keygen(&args),
         MeshVerb::AuthHeader(args) => auth_header(&args),
         MeshVerb::Client(args) => crate::mesh_client::client(args).await,
@@ -225,26 +255,47 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         },
         cluster_url: args.redis,
     };
-    let server = Server::bind(config).await?;
+    let server = Server::bind(config)
+        .await
+        .map_err(|err| bind_hint(err, "--listen"))?;
     server.run(crate::signal::shutdown_signal()).await?;
     Ok(())
 }
 
 fn mint_token(args: &TokenArgs) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&args.key_file)
-        .with_context(|| format!("--key-file {}: cannot read it", args.key_file.display()))?;
+    let (Some(team), Some(agent), Some(key_file)) = (&args.team, &args.agent, &args.key_file)
+    else {
+        anyhow::bail!("nsh mesh token needs --team, --agent and --key-file");
+    };
+    let bytes = std::fs::read(key_file)
+        .with_context(|| format!("--key-file {}: cannot read it", key_file.display()))?;
     let key = TeamKey::from_file_contents(&bytes)
-        .with_context(|| format!("--key-file {}", args.key_file.display()))?;
+        .with_context(|| format!("--key-file {}", key_file.display()))?;
+    if let Some(name) = key_file.file_name().and_then(|n| n.to_str())
+        && name != team
+    {
+        // The server looks a team's key up by file name: this token is refused unless the key
+        // is also in --team-keys-dir under the team's name.
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!(
+                "warning: --key-file is named `{name}` but --team is `{team}`: a mesh server finds team `{team}`'s key in the file `{team}` of its --team-keys-dir, so it refuses this token unless that file holds this key"
+            );
+        }
+    }
     let request = TokenRequest {
-        team: &args.team,
-        agent: &args.agent,
+        team,
+        agent,
         groups: &args.groups,
         ttl: args.ttl,
         audiences: &args.audiences,
     };
     let token = token::mint(&request, &key, token::now_unix())?;
-    writeln!(std::io::stdout().lock(), "{token}")?;
-    Ok(())
+    match &args.out {
+        Some(path) => crate::keys::write_secret(path, &format!("{token}\n"), args.force)
+            .with_context(|| format!("--out {}", path.display())),
+        None => Ok(writeln!(std::io::stdout().lock(), "{token}")?),
+    }
 }
 
 fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
@@ -257,5 +308,16 @@ fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
             "{}",
             TeamKey::generate_text()
         )?),
+    }
+}
+
+/// A port already taken gets the flag that picks another (`--listen` here, `--mesh-port` for
+/// `nsh up`).
+pub(crate) fn bind_hint(err: nsh_mesh_server::ServerError, flag: &str) -> anyhow::Error {
+    match err {
+        nsh_mesh_server::ServerError::Bind { .. } => {
+            anyhow::anyhow!("{err}; pick another with {flag}")
+        }
+        other => other.into(),
     }
 }

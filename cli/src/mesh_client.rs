@@ -14,11 +14,14 @@ use nsh_mesh_client::link::TokenSource;
 use nsh_mesh_client::push::PushMode;
 use nsh_mesh_client::{ClientOptions, McpTransport, serve};
 
-#[derive(Debug, Args)]
-pub(crate) struct ClientArgs {
-    /// The mesh server, e.g. ws://127.0.0.1:3456 or ws://mesh.team.svc:3456.
+/// How an agent reaches the mesh: the server and its token (shared by every verb that
+/// connects).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct MeshConnection {
+    /// The mesh server: ws://HOST:PORT or http://HOST:PORT (e.g. ws://127.0.0.1:3456 or
+    /// ws://mesh.team.svc:3456).
     #[arg(long = flag::SERVER, env = env::mesh_client::SERVER, default_value = nsh_contract::url::DEFAULT_MESH_URL)]
-    server: String,
+    pub(crate) server: String,
     /// File holding the agent's JWT (re-read on every reconnect, so rotation is picked up).
     #[arg(
         long = flag::TOKEN_FILE,
@@ -26,10 +29,28 @@ pub(crate) struct ClientArgs {
         env = env::mesh_client::TOKEN_FILE,
         conflicts_with = "token"
     )]
-    token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
     /// The agent's JWT itself.
     #[arg(long, env = env::mesh_client::TOKEN, hide_env_values = true)]
-    token: Option<String>,
+    pub(crate) token: Option<String>,
+}
+
+impl MeshConnection {
+    pub(crate) fn token_source(&self) -> anyhow::Result<TokenSource> {
+        match (&self.token_file, &self.token) {
+            (Some(path), _) => Ok(TokenSource::File(path.clone())),
+            (None, Some(token)) => Ok(TokenSource::Inline(token.clone())),
+            (None, None) => anyhow::bail!(
+                "no token: pass --token-file FILE, --token JWT, or set NSH_MESH_TOKEN_FILE (mint one with `nsh mesh token --out FILE`)"
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ClientArgs {
+    #[command(flatten)]
+    connection: MeshConnection,
     #[command(flatten)]
     inbox: InboxDirArg,
     /// How new messages reach the conversation: `auto` sends Claude Code channel events to
@@ -62,8 +83,8 @@ enum Push {
     Off,
 }
 
-#[derive(Debug, Args)]
-struct InboxDirArg {
+#[derive(Debug, Clone, Args)]
+pub(crate) struct InboxDirArg {
     /// Folder of the inboxes (`<team>/<agent>.jsonl`, `<team>/<agent>.trigger`); default
     /// ~/.claude/mesh.
     #[arg(long = flag::INBOX_DIR, value_name = "DIR", env = env::mesh_client::INBOX_DIR)]
@@ -71,7 +92,7 @@ struct InboxDirArg {
 }
 
 impl InboxDirArg {
-    fn resolve(&self) -> anyhow::Result<PathBuf> {
+    pub(crate) fn resolve(&self) -> anyhow::Result<PathBuf> {
         match &self.inbox_dir {
             Some(dir) => Ok(dir.clone()),
             None => Ok(crate::paths::home()?.join(".claude/mesh")),
@@ -122,7 +143,7 @@ struct HookRunArgs {
 /// Whose mail a hook delivers. Without any of these, the only inbox in the folder; with
 /// several there, the hook refuses rather than mix two agents' (or two teams') mail.
 #[derive(Debug, Clone, Args)]
-struct MailOwner {
+pub(crate) struct MailOwner {
     /// The agent's token file: its `team` and `sub` name the inbox (the signature is not
     /// checked; the file only says whose inbox this is). --team and --agent take precedence.
     #[arg(long = flag::TOKEN_FILE, value_name = "FILE")]
@@ -153,26 +174,37 @@ impl MailOwner {
 
     /// The one inbox this hook delivers from (`None`: no inbox yet, nothing to deliver).
     fn inbox(&self, dir: &std::path::Path) -> anyhow::Result<Option<Inbox>> {
-        if let Some((team, agent)) = self.named()? {
-            return Ok(Some(Inbox::open(dir, team, agent)?));
-        }
-        let mut all = Inbox::all_in(dir)?;
-        match all.len() {
-            0 | 1 => Ok(all.pop()),
-            _ => {
-                let names: Vec<String> = all
-                    .iter()
-                    .map(|i| format!("{}/{}", i.team(), i.agent()))
-                    .collect();
-                anyhow::bail!(
-                    "{} holds the inboxes of several agents ({}); say whose mail this hook delivers with --token-file FILE or --team TEAM --agent AGENT (`nsh mesh hook install` writes them into the hooks)",
-                    dir.display(),
-                    names.join(", ")
-                )
-            }
+        one_inbox(dir, self.named()?)
+    }
+}
+
+/// The inbox of `named` (team, agent) in `dir`; without a name, the only inbox there (`None`
+/// when there is none yet). Several, unnamed: an error listing them, never a mix.
+pub(crate) fn one_inbox(
+    dir: &std::path::Path,
+    named: Option<(String, String)>,
+) -> anyhow::Result<Option<Inbox>> {
+    if let Some((team, agent)) = named {
+        return Ok(Some(Inbox::open(dir, team, agent)?));
+    }
+    let mut all = Inbox::all_in(dir)?;
+    match all.len() {
+        0 | 1 => Ok(all.pop()),
+        _ => {
+            let names: Vec<String> = all
+                .iter()
+                .map(|i| format!("{}/{}", i.team(), i.agent()))
+                .collect();
+            anyhow::bail!(
+                "{} holds the inboxes of several agents ({}); say whose mail with --token-file FILE or --team TEAM --agent AGENT (`nsh mesh hook install` writes them into the hooks)",
+                dir.display(),
+                names.join(", ")
+            )
         }
     }
+}
 
+impl MailOwner {
     /// These flags, as words of a hook command.
     fn to_args(&self) -> anyhow::Result<String> {
         let word = |text: &str| nsh_contract::quote::word(text).into_owned();
@@ -230,15 +262,18 @@ enum InstallScope {
 }
 
 pub(crate) async fn client(args: ClientArgs) -> anyhow::Result<()> {
-    let token = match (args.token_file, args.token) {
-        (Some(path), _) => TokenSource::File(path),
-        (None, Some(token)) => TokenSource::Inline(token),
-        (None, None) => anyhow::bail!(
-            "no token: pass --token-file FILE, --token JWT, or set NSH_MESH_TOKEN (mint one with `nsh mesh token`)"
-        ),
-    };
+    let token = args.connection.token_source()?;
+    if args.listen.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        // Someone ran it by hand: say what it is rather than wait silently.
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!(
+                "nsh mesh client is an MCP stdio server: an MCP client (Claude Code, `nsh agent launch`) starts it and talks to it on stdin/stdout; it is waiting for one now. To try the mesh from a terminal, use `nsh mesh send`, `nsh mesh inbox --follow` and `nsh mesh presence`."
+            );
+        }
+    }
     let options = ClientOptions {
-        server: args.server,
+        server: args.connection.server,
         token,
         inbox_dir: args.inbox.resolve()?,
         push: match args.push {

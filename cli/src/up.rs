@@ -1,6 +1,7 @@
 //! `nsh up`: the local stack on one machine, on embedded defaults.
 //!
-//! Today `nsh up` starts the mesh server; it lists the MCP gateway (in this build, started by
+//! Today `nsh up` starts the mesh server and prints commands that work as printed (tokens for
+//! two agents, a message between them); it lists the MCP gateway (in this build, started by
 //! hand with `nsh gateway run`) and the MCP daemon (started on demand, one per shared server,
 //! by `nsh mcp run-once`) and says how each starts. On first run it creates a team
 //! `local` with a fresh key, so agents on this machine can join at once.
@@ -72,7 +73,8 @@ pub(crate) fn plan(args: &UpArgs) -> Vec<Component> {
         Component {
             name: "mcp-gateway",
             role: "auth, tool policy and audit in front of MCP servers",
-            listen: Some(at(3457)),
+            // `nsh gateway run`'s own default, clear of the mesh ports the docs use.
+            listen: Some(at(8080)),
             state: State::ByHand("nsh gateway run --config FILE (docs/gateway.md)"),
         },
     ]
@@ -148,18 +150,107 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<()> {
         writeln!(std::io::stdout().lock(), "--dry-run: nothing was started.")?;
         return Ok(());
     }
-    let (keys, key) = ensure_local_team(&data_dir(args)?)?;
+    let data_dir = data_dir(args)?;
+    let (keys, key) = ensure_local_team(&data_dir)?;
     let mesh_listen = SocketAddr::new(args.bind, args.mesh_port);
-    let server = Server::bind(ServerConfig::new(mesh_listen, &keys)).await?;
-    writeln!(
-        std::io::stdout().lock(),
-        "mesh-server: ws://{} (team keys in {}; Ctrl-C stops)\n  token for an agent: nsh mesh token --team {LOCAL_TEAM} --agent NAME --key-file {}",
-        server.local_addr(),
+    let server = Server::bind(ServerConfig::new(mesh_listen, &keys))
+        .await
+        .map_err(|err| crate::mesh::bind_hint(err, "--mesh-port"))?;
+    let url = format!("ws://{}", server.local_addr());
+    let hints = TryIt {
+        nsh: nsh_command(),
+        url: &url,
+        key: &key,
+        tokens: &data_dir.join("tokens"),
+    };
+    std::fs::create_dir_all(hints.tokens)
+        .with_context(|| format!("--data-dir: cannot create {}", hints.tokens.display()))?;
+    // One write, ending with the last hint: a reader that stops there (`| head`) is not
+    // answered with a broken pipe that would stop the stack.
+    let text = format!(
+        "mesh-server: {url} (team keys in {}; Ctrl-C stops)\n{hints}",
         keys.display(),
-        key.display(),
-    )?;
+    );
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    drop(out);
     server.run(crate::signal::shutdown_signal()).await?;
     Ok(())
+}
+
+/// `nsh` when the `nsh` on PATH is this binary, else this binary's path: the printed commands
+/// must run as printed (under `cargo run` there is no `nsh` on PATH).
+fn nsh_command() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "nsh".to_owned();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::canonicalize(dir.join("nsh")).ok() == std::fs::canonicalize(&exe).ok()
+        })
+    });
+    if on_path {
+        "nsh".to_owned()
+    } else {
+        nsh_contract::quote::word(&exe.display().to_string()).into_owned()
+    }
+}
+
+/// Commands that work as printed: two agents of team `local` with a token each (any group
+/// allowed), one following its inbox, the other sending to it.
+pub(crate) struct TryIt<'a> {
+    pub(crate) nsh: String,
+    pub(crate) url: &'a str,
+    pub(crate) key: &'a Path,
+    pub(crate) tokens: &'a Path,
+}
+
+impl TryIt<'_> {
+    pub(crate) const AGENTS: [&'static str; 2] = ["alice", "bob"];
+
+    fn token_file(&self, agent: &str) -> String {
+        let path = self.tokens.join(format!("{agent}.jwt"));
+        nsh_contract::quote::word(&path.display().to_string()).into_owned()
+    }
+}
+
+impl fmt::Display for TryIt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (nsh, url) = (&self.nsh, self.url);
+        let key = nsh_contract::quote::word(&self.key.display().to_string()).into_owned();
+        writeln!(
+            f,
+            "try it: a token per agent (team {LOCAL_TEAM}, any group):"
+        )?;
+        for agent in Self::AGENTS {
+            writeln!(
+                f,
+                "  {nsh} mesh token --team {LOCAL_TEAM} --agent {agent} --key-file {key} --groups '*' --out {} --force",
+                self.token_file(agent)
+            )?;
+        }
+        let [alice, bob] = Self::AGENTS;
+        writeln!(
+            f,
+            "then {bob} follows its inbox in one terminal, {alice} writes from another:"
+        )?;
+        writeln!(
+            f,
+            "  {nsh} mesh inbox --follow --server {url} --token-file {}",
+            self.token_file(bob)
+        )?;
+        writeln!(
+            f,
+            "  {nsh} mesh send --server {url} --token-file {} --to {bob} 'hello from {alice}'",
+            self.token_file(alice)
+        )?;
+        writeln!(
+            f,
+            "an agent's MCP client runs: {nsh} mesh client --server {url} --token-file {}",
+            self.token_file(alice)
+        )
+    }
 }
 
 #[cfg(test)]

@@ -65,3 +65,130 @@ fn bad_bind_address_names_the_flag() {
         .failure()
         .stderr(predicate::str::contains("--bind"));
 }
+
+/// Runs `nsh args` with `stdin`; its stderr.
+fn failing(args: &[&str], stdin: &str) -> String {
+    let output = nsh().args(args).write_stdin(stdin).assert().failure();
+    String::from_utf8(output.get_output().stderr.clone()).unwrap()
+}
+
+/// One `error:` line, and no part of it said twice (a cause already quoted by its error).
+fn said_once(err: &str) {
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {err}");
+    let line = errors[0];
+    for part in line.split(": ").filter(|p| p.len() > 12) {
+        assert_eq!(line.matches(part).count(), 1, "`{part}` said twice: {line}");
+    }
+}
+
+#[test]
+fn errors_are_printed_once_with_their_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(path("garbage.jwt"), "garbage").unwrap();
+    let key = nsh_mesh_transport::token::TeamKey::generate_text();
+    let key = nsh_mesh_transport::token::TeamKey::from_file_contents(key.as_bytes()).unwrap();
+    let request = nsh_mesh_transport::token::TokenRequest {
+        team: "alpha",
+        agent: "alice",
+        groups: &[],
+        ttl: std::time::Duration::from_secs(3600),
+        audiences: &[],
+    };
+    let now = nsh_mesh_transport::token::now_unix();
+    let expired = nsh_mesh_transport::token::mint(&request, &key, now - 3 * 3600).unwrap();
+    std::fs::write(path("expired.jwt"), expired).unwrap();
+
+    let missing = failing(&["mesh", "client", "--token-file", &path("none.jwt")], "");
+    said_once(&missing);
+    assert!(missing.contains("No such file"), "{missing}");
+    let malformed = failing(
+        &["mesh", "client", "--token-file", &path("garbage.jwt")],
+        "",
+    );
+    said_once(&malformed);
+    assert!(malformed.contains("nsh mesh token"), "{malformed}");
+    let old = failing(
+        &["mesh", "client", "--token-file", &path("expired.jwt")],
+        "",
+    );
+    said_once(&old);
+    assert!(old.contains("expired"), "{old}");
+    let hook = failing(
+        &[
+            "mesh",
+            "hook",
+            "Stop",
+            "--team",
+            "t",
+            "--agent",
+            "a",
+            "--inbox-dir",
+            &path("in"),
+        ],
+        "not json",
+    );
+    said_once(&hook);
+    assert!(hook.contains("not the JSON Claude Code sends"), "{hook}");
+    let scheme = failing(
+        &[
+            "mesh",
+            "send",
+            "--to",
+            "b",
+            "x",
+            "--token-file",
+            &path("expired.jwt"),
+            "--server",
+            "ftp://x",
+        ],
+        "",
+    );
+    said_once(&scheme);
+}
+
+/// Runs `nsh args` under a pseudo-terminal (util-linux `script`), with `env` set; its output.
+fn on_a_terminal(args: &str, env: &[(&str, &str)]) -> String {
+    let nsh = env!("CARGO_BIN_EXE_nsh");
+    let output = std::process::Command::new("script")
+        .args(["-qec", &format!("{nsh} {args}"), "/dev/null"])
+        .env_remove("NO_COLOR")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("util-linux `script` is needed to give nsh a terminal");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A command that logs at info: a key written.
+    let key = |name: &str| format!("mesh keygen --out {}", dir.path().join(name).display());
+    let coloured = on_a_terminal(&key("a"), &[]);
+    assert!(coloured.contains("team key written"), "{coloured}");
+    assert!(
+        coloured.contains('\u{1b}'),
+        "a terminal gets colour: {coloured:?}"
+    );
+    let plain = on_a_terminal(&key("b"), &[("NO_COLOR", "1")]);
+    assert!(plain.contains("team key written"), "{plain}");
+    assert!(!plain.contains('\u{1b}'), "NO_COLOR: {plain:?}");
+    let piped = nsh()
+        .args(["mesh", "keygen", "--out"])
+        .arg(dir.path().join("c"))
+        .output()
+        .unwrap();
+    let piped = String::from_utf8(piped.stderr).unwrap();
+    assert!(
+        piped.contains("team key written") && !piped.contains('\u{1b}'),
+        "{piped:?}"
+    );
+}

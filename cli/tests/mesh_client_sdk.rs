@@ -147,4 +147,22 @@ async fn the_official_sdk_sends_and_receives_through_mesh_clients() {
             "{case}: {result}"
         );
     }
+    // The hints say what is really the matter.
+    let hint = |case: &str| {
+        report[case]["value"]["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let forbidden = hint("forbidden");
+    assert!(
+        forbidden.contains("token does not list this group")
+            && !forbidden.contains("mesh_group_join first"),
+        "{forbidden}"
+    );
+    let history = hint("history");
+    assert!(
+        history.contains("persistence is off") && !history.contains("retry"),
+        "{history}"
+    );
 }

@@ -47,3 +47,62 @@ fn empty_and_valid_files_parse() {
     .unwrap();
     assert_eq!(file.settings.model.as_deref(), Some("opus"));
 }
+
+#[test]
+fn token_file_paths_are_resolved_against_home_and_the_config_folder() {
+    use nsh_agent_config::files::{check_files, resolve_paths};
+    let resolved = |text: &str| {
+        let mut file = parse(Path::new("/src/app/.agent.yaml"), text).unwrap();
+        resolve_paths(&mut file, Some(Path::new("/home/dev"))).map(|()| file)
+    };
+    let token = |file: &nsh_agent_config::layers::ConfigFile| {
+        file.settings
+            .mesh
+            .as_ref()
+            .unwrap()
+            .token_file
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(
+        token(&resolved("mesh:\n  tokenFile: ~/.config/nsh/alice.jwt\n").unwrap()),
+        "/home/dev/.config/nsh/alice.jwt"
+    );
+    assert_eq!(
+        token(&resolved("mesh:\n  tokenFile: keys/alice.jwt\n").unwrap()),
+        "/src/app/keys/alice.jwt",
+        "relative to the config file, not the working folder"
+    );
+    assert_eq!(
+        token(&resolved("mesh:\n  tokenFile: /abs/alice.jwt\n").unwrap()),
+        "/abs/alice.jwt"
+    );
+    let profile = resolved("profiles:\n  p:\n    mesh:\n      tokenFile: p.jwt\n").unwrap();
+    let p = &profile.settings.profiles.as_ref().unwrap()["p"];
+    assert_eq!(
+        p.mesh.as_ref().unwrap().token_file.as_deref(),
+        Some("/src/app/p.jwt")
+    );
+    let err = resolved("model: x\nmesh:\n  tokenFile: ~bob/alice.jwt\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/src/app/.agent.yaml: line 3: mesh.tokenFile") && err.contains("~/"),
+        "{err}"
+    );
+
+    // A missing file names the config file, the line and how to make it.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join(".agent.yaml");
+    let mut file = parse(&config, "mesh:\n  tokenFile: alice.jwt\n").unwrap();
+    resolve_paths(&mut file, None).unwrap();
+    let err = check_files(&file).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("{}: line 2: mesh.tokenFile: ", config.display()))
+            && err.contains("does not exist")
+            && err.contains("nsh mesh token"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("alice.jwt"), "x").unwrap();
+    check_files(&file).unwrap();
+}

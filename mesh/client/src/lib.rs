@@ -13,6 +13,7 @@ pub mod inbox;
 pub mod link;
 pub mod mcp;
 pub mod push;
+pub mod terminal;
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;

@@ -168,14 +168,16 @@ fn tool_error(code: &str, message: impl std::fmt::Display, hint: &str) -> CallTo
     }))
 }
 
-fn hint_for(code: ErrorCode) -> std::borrow::Cow<'static, str> {
-    let hint = match code {
+fn hint_for(error: &WireError) -> std::borrow::Cow<'static, str> {
+    use nsh_mesh_transport::wire::{NO_HISTORY, TOKEN_FORBIDS_GROUP};
+    let hint = match error.code {
         ErrorCode::RecipientOffline => {
             "the agent is not connected or did not answer; check mesh_presence and retry later with the same id"
         }
-        ErrorCode::Forbidden => {
-            "your token does not allow this group, or you have not joined it: call mesh_group_join first"
+        ErrorCode::Forbidden if error.message.contains(TOKEN_FORBIDS_GROUP) => {
+            "your token does not list this group, so joining it cannot work: ask whoever mints your tokens for one with the group in `groups` (`nsh mesh token --groups GROUP`)"
         }
+        ErrorCode::Forbidden => "you have not joined this group: call mesh_group_join first",
         ErrorCode::RateLimited => "slow down: wait a second, then retry with the same id",
         ErrorCode::Invalid => "fix the field named in the message and call again",
         ErrorCode::TooLarge => {
@@ -184,6 +186,9 @@ fn hint_for(code: ErrorCode) -> std::borrow::Cow<'static, str> {
                 nsh_mesh_transport::wire::DEFAULT_MAX_MESSAGE_BYTES / 1024
             )
             .into();
+        }
+        ErrorCode::Unavailable if error.message.contains(NO_HISTORY) => {
+            "persistence is off on this mesh, so there is no history to read; mesh_inbox has every message that reached you"
         }
         ErrorCode::Unavailable => {
             "the mesh's message store is down; retry in a moment (it recovers by itself)"
@@ -213,11 +218,15 @@ fn link_error(err: &LinkError) -> CallToolResult {
 }
 
 fn wire_failure(error: &WireError) -> CallToolResult {
-    tool_error(error.code.as_str(), &error.message, &hint_for(error.code))
+    tool_error(error.code.as_str(), &error.message, &hint_for(error))
 }
 
 fn invalid(message: impl std::fmt::Display) -> CallToolResult {
-    tool_error("invalid", message, &hint_for(ErrorCode::Invalid))
+    tool_error(
+        "invalid",
+        message,
+        &hint_for(&WireError::new(ErrorCode::Invalid, "")),
+    )
 }
 
 impl MeshMcp {

@@ -24,9 +24,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum ServerError {
     #[error(transparent)]
     Keys(#[from] KeyDirError),
-    #[error(
-        "cannot listen on {addr}: {source} (is another server using the port? pick one with --listen)"
-    )]
+    #[error("cannot listen on {addr}: {source} (is another server using the port?)")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,

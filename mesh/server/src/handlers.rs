@@ -427,7 +427,10 @@ async fn on_group_join<A: Adapter>(
             if !session.claims.may_join(&group) {
                 return Err(WireError::new(
                     ErrorCode::Forbidden,
-                    format!("this agent's token does not allow group `{group}`; ask for a token whose `groups` claim lists it"),
+                    format!(
+                        "this agent's {} `{group}`; ask for a token whose `groups` claim lists it",
+                        wire::TOKEN_FORBIDS_GROUP
+                    ),
                 ));
             }
             let (team, agent) = (session.team(), session.agent());
@@ -440,7 +443,12 @@ async fn on_group_join<A: Adapter>(
             }
             // Every connection of the agent joins, on every replica, not only this one.
             let room = group_room(team, &group);
-            if io.to(agent_room(team, agent)).join(room.clone()).await.is_err() {
+            if io
+                .to(agent_room(team, agent))
+                .join(room.clone())
+                .await
+                .is_err()
+            {
                 let _ = io.to(agent_room(team, agent)).local().join(room).await;
             }
             Ok(GroupAck::members(group, members))

@@ -401,7 +401,10 @@ pub(crate) async fn history(
     let Some(store) = &mesh.store else {
         return Err(WireError::new(
             ErrorCode::Unavailable,
-            "this mesh keeps no history: it runs without persistence (--redis and --persistence)",
+            format!(
+                "this mesh {}: it runs without persistence (--redis and --persistence)",
+                wire::NO_HISTORY
+            ),
         ));
     };
     let conversation = match target {
@@ -410,7 +413,7 @@ pub(crate) async fn history(
             if !session.claims.may_join(&group) {
                 return Err(WireError::new(
                     ErrorCode::Forbidden,
-                    format!("this agent's token does not allow group `{group}`"),
+                    format!("this agent's {} `{group}`", wire::TOKEN_FORBIDS_GROUP),
                 ));
             }
             crate::store::Conversation::Group(group)

@@ -450,7 +450,11 @@ pub fn websocket_url(input: &str) -> Result<String, ClientError> {
                 "TLS (wss://) is not supported by this client yet; use ws:// (e.g. through `kubectl port-forward`)",
             ));
         }
-        _ => return Err(bad("use ws://HOST:PORT")),
+        _ => {
+            return Err(bad(
+                "accepted schemes: ws://HOST:PORT or http://HOST:PORT (wss:// and https:// are not supported yet)",
+            ));
+        }
     };
     url.set_scheme(scheme)
         .map_err(|()| bad("cannot use the ws scheme"))?;

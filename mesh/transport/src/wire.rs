@@ -16,6 +16,12 @@ pub mod event {
 }
 
 /// Prefix of every `connect_error` message caused by authentication.
+/// In a `forbidden` error's message when the token's `groups` claim does not list the group
+/// (as opposed to a group the agent may join but has not).
+pub const TOKEN_FORBIDS_GROUP: &str = "token does not allow group";
+/// In an `unavailable` error's message when the mesh runs without persistence (nothing to
+/// wait for, unlike a store that is down).
+pub const NO_HISTORY: &str = "keeps no history";
 pub const UNAUTHORIZED_PREFIX: &str = "unauthorized:";
 
 /// Longest message id accepted (a UUID is 36 characters, a ULID 26).

@@ -1,0 +1,163 @@
+//! The mesh from a terminal, without an MCP client: `nsh mesh send`, `nsh mesh presence` and
+//! `nsh mesh inbox --follow`. Sends and presence are one short connection each; following an
+//! inbox is the mesh-client's link with no MCP side, storing every message in the same inbox
+//! file before acking it, so nothing a terminal saw is lost to the agent later.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use nsh_mesh_transport::client::{Client, ClientConfig, ClientError};
+use nsh_mesh_transport::wire::{
+    Envelope, GroupAck, GroupRequest, PresenceChange, PresenceList, SendAck, SendRequest, Target,
+    WireError, event,
+};
+use tokio::sync::mpsc;
+
+use crate::inbox::{Inbox, InboxEntry};
+use crate::link::{ConnectionState, Events, Link, TokenProblem, TokenSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TerminalError {
+    #[error(transparent)]
+    Token(#[from] TokenProblem),
+    #[error("--server: {0}")]
+    Connect(ClientError),
+    #[error("the mesh did not answer: {0}")]
+    Request(ClientError),
+    /// The mesh's own answer: its code (`recipient_offline`, `forbidden`, …) and message.
+    #[error("{}: {}", .0.code.as_str(), .0.message)]
+    Refused(WireError),
+}
+
+/// One connection as the token's agent; the caller disconnects.
+async fn connect(server: &str, token: &TokenSource) -> Result<Client, TerminalError> {
+    let (token, _) = token.load()?;
+    let (client, _events) = Client::connect(ClientConfig::new(server).with_token(token))
+        .await
+        .map_err(TerminalError::Connect)?;
+    Ok(client)
+}
+
+/// Sends `text` to `target` as the token's agent and returns the mesh's ack. A group is joined
+/// first (the token must allow it), as the mesh only takes group messages from members.
+pub async fn send(
+    server: &str,
+    token: &TokenSource,
+    target: Target,
+    text: String,
+) -> Result<SendAck, TerminalError> {
+    let (to, group) = match target {
+        Target::Agent(agent) => (Some(agent), None),
+        Target::Group(group) => (None, Some(group)),
+    };
+    let request = SendRequest {
+        id: uuid::Uuid::new_v4().to_string(),
+        to,
+        group,
+        text,
+        metadata: None,
+        ttl: None,
+    };
+    request.validate().map_err(TerminalError::Refused)?;
+    let client = connect(server, token).await?;
+    let result = async {
+        if let Some(group) = &request.group {
+            let joined: GroupAck = client
+                .request(
+                    event::GROUP_JOIN,
+                    &GroupRequest {
+                        group: group.clone(),
+                    },
+                )
+                .await
+                .map_err(TerminalError::Request)?;
+            if let Some(error) = joined.error {
+                return Err(TerminalError::Refused(error));
+            }
+        }
+        let ack: SendAck = client
+            .request(event::MESSAGE, &request)
+            .await
+            .map_err(TerminalError::Request)?;
+        match ack.error {
+            Some(error) => Err(TerminalError::Refused(error)),
+            None => Ok(ack),
+        }
+    }
+    .await;
+    client.disconnect().await;
+    result
+}
+
+/// Who on the token's team is online.
+pub async fn presence(server: &str, token: &TokenSource) -> Result<PresenceList, TerminalError> {
+    let client = connect(server, token).await?;
+    let list = client
+        .request::<_, PresenceList>(event::PRESENCE, &serde_json::json!({}))
+        .await
+        .map_err(TerminalError::Request);
+    client.disconnect().await;
+    list
+}
+
+/// Stays connected as the token's agent: every message is stored in `inbox`, acked, then
+/// handed to `received`. Connection changes go to `states`. Ends when the returned link is
+/// dropped.
+pub fn follow(
+    server: String,
+    token: TokenSource,
+    agent: String,
+    inbox: Inbox,
+    received: mpsc::UnboundedSender<InboxEntry>,
+    states: mpsc::UnboundedSender<ConnectionState>,
+) -> Link {
+    let follower = Follower {
+        inbox,
+        received,
+        states,
+        seen: Mutex::new(HashSet::new()),
+    };
+    Link::start(server, token, agent, Arc::new(follower))
+}
+
+struct Follower {
+    inbox: Inbox,
+    received: mpsc::UnboundedSender<InboxEntry>,
+    states: mpsc::UnboundedSender<ConnectionState>,
+    /// Ids stored by this process: the mesh may send a message again after a reconnect.
+    seen: Mutex<HashSet<String>>,
+}
+
+impl Events for Arc<Follower> {
+    async fn message(&self, envelope: Envelope) -> Result<(), crate::StoreMessageError> {
+        if !self
+            .seen
+            .lock()
+            .expect("seen lock")
+            .insert(envelope.id.clone())
+        {
+            return Ok(());
+        }
+        let entry = InboxEntry::received_now(envelope);
+        let (inbox, stored) = (self.inbox.clone(), entry.clone());
+        let result = tokio::task::spawn_blocking(move || inbox.append(&stored))
+            .await
+            .map_err(crate::StoreMessageError::Interrupted)
+            .and_then(|r| r.map_err(crate::StoreMessageError::Inbox));
+        if let Err(why) = result {
+            self.seen
+                .lock()
+                .expect("seen lock")
+                .remove(&entry.message.id);
+            return Err(why);
+        }
+        let _ = self.received.send(entry);
+        Ok(())
+    }
+
+    fn presence(&self, _change: PresenceChange) {}
+
+    fn state(&self, state: &ConnectionState) {
+        let _ = self.states.send(state.clone());
+    }
+}

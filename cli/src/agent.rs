@@ -42,12 +42,16 @@ pub(crate) struct Layering {
     project_dir: Option<PathBuf>,
 }
 
+/// Claude Code's own spellings (`acceptEdits`) are accepted beside the kebab-case ones.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Permission {
     Default,
+    #[value(alias = "acceptEdits")]
     AcceptEdits,
     Plan,
+    #[value(alias = "bypassPermissions")]
     BypassPermissions,
+    #[value(alias = "dontAsk")]
     DontAsk,
 }
 

@@ -3,11 +3,19 @@
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
+/// `0.1.0 (commit 1a2b3c4d5e6f)`: what `nsh --version` and `nsh version` print.
+pub(crate) const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("NSH_GIT_COMMIT"),
+    ")"
+);
+
 /// nsh-mesh: teams of AI coding agents that talk to each other and to MCP servers.
 #[derive(Debug, Parser)]
 #[command(
     name = "nsh",
-    version,
+    version = VERSION,
     propagate_version = true,
     subcommand_required = true
 )]
@@ -42,6 +50,18 @@ pub(crate) enum Command {
     Operator(Group<crate::operator::OperatorVerb>),
     /// Commands that target a remote cluster.
     Cluster(Group<ClusterVerb>),
+    /// Print nsh's version and the commit it was built from.
+    Version,
+    /// Print a shell completion script: `source <(nsh completion bash)`, or save it where
+    /// your shell loads completions.
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 /// A subcommand group; `V` lists its verbs.
@@ -100,5 +120,35 @@ mod tests {
                 sub.get_name()
             );
         }
+    }
+
+    /// Every argument and every command says what it is for in `--help`.
+    #[test]
+    fn every_argument_and_command_has_a_description() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{sub_path} (the command)"));
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&command(), "nsh", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "no description:\n{}",
+            missing.join("\n")
+        );
     }
 }

@@ -42,7 +42,11 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(err) => err.exit(),
     };
-    init_tracing(cli.log_format);
+    // `mcp doctor` reports each server's failure in its table; rmcp's own log of the same
+    // failure would say it twice.
+    let quiet_rmcp =
+        matches!(&cli.command, cli::Command::Mcp(group) if mcp::is_doctor(&group.verb));
+    init_tracing(cli.log_format, quiet_rmcp);
     let result = match cli.command {
         // The MCP daemon's verbs: a bridge per MCP client should not cost a thread pool.
         cli::Command::Mcp(group) if mcp::needs_no_runtime(&group.verb) => {
@@ -101,14 +105,33 @@ async fn dispatch(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Agent(group) => agent::run(group.verb),
         cli::Command::Operator(group) => operator::run(group.verb).await,
         cli::Command::Cluster(group) => match group.verb {},
+        cli::Command::Version => {
+            use std::io::Write as _;
+            writeln!(std::io::stdout().lock(), "nsh {}", cli::VERSION)?;
+            Ok(())
+        }
+        cli::Command::Completion(args) => {
+            use std::io::Write as _;
+            // Into memory first: clap_complete panics on a write error (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut cli::command(), "nsh", &mut script);
+            std::io::stdout().lock().write_all(&script)?;
+            Ok(())
+        }
     }
 }
 
 /// Logs go to stderr, always: several verbs (the MCP stdio servers) own stdout.
-fn init_tracing(format: cli::LogFormat) {
+fn init_tracing(format: cli::LogFormat, quiet_rmcp: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env(nsh_contract::env::LOG)
         // rmcp narrates every session at info; its warnings are what a user needs.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(if quiet_rmcp {
+                "info,rmcp=off"
+            } else {
+                "info,rmcp=warn"
+            })
+        });
     // Colours for a person at a terminal, never escape codes in a log file or a pod's log.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

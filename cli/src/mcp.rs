@@ -27,6 +27,11 @@ pub(crate) enum McpVerb {
     Daemon(DaemonArgs),
 }
 
+/// `nsh mcp doctor`, whose table reports every failure itself.
+pub(crate) fn is_doctor(verb: &McpVerb) -> bool {
+    matches!(verb, McpVerb::Doctor(_))
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct DaemonArgs {
     #[command(subcommand)]
@@ -77,7 +82,7 @@ pub(crate) struct DaemonServeArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
     /// Only this client.
-    #[arg(long, value_parser = client_id)]
+    #[arg(long, value_parser = client_parser())]
     client: Option<&'static Client>,
     #[command(flatten)]
     output: crate::output::OutputArg,
@@ -89,8 +94,10 @@ pub(crate) struct InstallArgs {
     /// .agent.yaml, or any name with --command or --url.
     server: String,
     /// The MCP client to install into.
-    #[arg(long, value_parser = client_id)]
+    #[arg(long, value_parser = client_parser())]
     client: &'static Client,
+    /// Which of the client's config files: `user` (every project), `project` (shared
+    /// through git) or `local` (this project, this machine); clients have some of them.
     #[arg(long, value_enum, default_value_t = ScopeArg::User)]
     scope: ScopeArg,
     /// Run this command as a stdio server (its arguments after `--`).
@@ -123,8 +130,10 @@ pub(crate) struct InstallArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct UninstallArgs {
+    /// Name of the server, as `nsh mcp list-installed` shows it.
     server: String,
-    #[arg(long, value_parser = client_id)]
+    /// The MCP client to remove it from.
+    #[arg(long, value_parser = client_parser())]
     client: &'static Client,
     /// The scope to remove it from [default: wherever it is installed].
     #[arg(long, value_enum)]
@@ -134,7 +143,7 @@ pub(crate) struct UninstallArgs {
 #[derive(Debug, Args)]
 pub(crate) struct DoctorArgs {
     /// Only this client.
-    #[arg(long, value_parser = client_id)]
+    #[arg(long, value_parser = client_parser())]
     client: Option<&'static Client>,
     /// How long each server has to answer initialize and tools/list.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
@@ -160,9 +169,11 @@ impl From<ScopeArg> for Scope {
     }
 }
 
-fn client_id(id: &str) -> Result<&'static Client, String> {
-    clients::client(id)
-        .ok_or_else(|| format!("unknown client; known: {}", clients::ids().join(", ")))
+/// `--client`, whose values `--help` and errors list.
+fn client_parser() -> impl clap::builder::TypedValueParser<Value = &'static Client> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(clients::ids())
+        .map(|id: String| clients::client(&id).expect("a listed client"))
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {

@@ -107,10 +107,42 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Timeout(after) => write!(f, "no answer within {after:?}"),
-            Self::Initialize(err) => write!(f, "{err}"),
-            Self::ListTools(err) => write!(f, "tools/list failed: {err}"),
+            Self::Initialize(err) => match err.as_ref() {
+                // The transport's own error is not rmcp's `source`: start from it.
+                rmcp::service::ClientInitializeError::TransportError { error, .. } => {
+                    write!(f, "initialize failed: {}", causes(error.error.as_ref()))
+                }
+                other => write!(f, "initialize failed: {}", causes(other)),
+            },
+            Self::ListTools(err) => write!(f, "tools/list failed: {}", causes(err)),
         }
     }
+}
+
+/// `error` and what went wrong underneath it (`…: dns error: failed to lookup address
+/// information: …`), each cause once.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    use rmcp::transport::streamable_http_client::StreamableHttpError;
+    let mut text = String::new();
+    let mut next = Some(error);
+    while let Some(mut err) = next {
+        // rmcp does not chain the HTTP client's error as a source; its cause (a DNS failure,
+        // a refused connection) is what the user needs.
+        if let Some(StreamableHttpError::Client(client)) =
+            err.downcast_ref::<StreamableHttpError<rmcp_reqwest::Error>>()
+        {
+            err = client;
+        }
+        let said = err.to_string();
+        if !text.contains(&said) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&said);
+        }
+        next = err.source();
+    }
+    text
 }
 
 /// Whether an I/O error in `error`'s source chain means the peer is gone.

@@ -9,11 +9,73 @@ fn nsh() -> Command {
 
 #[test]
 fn version_prints_the_crate_version() {
+    nsh().arg("--version").assert().success().stdout(
+        predicate::str::is_match(format!(
+            r"^nsh {} \(commit [0-9a-f]{{12}}\)\n$",
+            regex_escape(env!("CARGO_PKG_VERSION"))
+        ))
+        .unwrap(),
+    );
+    // `nsh version` says the same.
+    let flag = nsh().arg("--version").output().unwrap().stdout;
     nsh()
-        .arg("--version")
+        .arg("version")
         .assert()
         .success()
-        .stdout(format!("nsh {}\n", env!("CARGO_PKG_VERSION")));
+        .stdout(String::from_utf8(flag).unwrap());
+}
+
+fn regex_escape(text: &str) -> String {
+    text.replace('.', r"\.")
+}
+
+#[test]
+fn completion_scripts_name_the_commands() {
+    for (shell, marker) in [
+        ("bash", "_nsh()"),
+        ("zsh", "#compdef nsh"),
+        ("fish", "complete -c nsh"),
+    ] {
+        let output = nsh().args(["completion", shell]).assert().success();
+        let script = String::from_utf8(output.get_output().stdout.clone()).unwrap();
+        assert!(
+            script.contains(marker),
+            "{shell}: {}",
+            &script[..200.min(script.len())]
+        );
+        assert!(
+            script.contains("list-installed"),
+            "{shell} completes the verbs"
+        );
+    }
+}
+
+#[test]
+fn agent_launch_takes_claude_codes_spelling_of_permission_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    for mode in [
+        "acceptEdits",
+        "accept-edits",
+        "bypassPermissions",
+        "dontAsk",
+    ] {
+        let output = nsh()
+            .args(["agent", "launch", "--dry-run", "--permission-mode", mode])
+            .env("HOME", dir.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .current_dir(dir.path())
+            .assert()
+            .success();
+        let said = String::from_utf8(output.get_output().stdout.clone()).unwrap();
+        let expected = match mode {
+            "accept-edits" => "acceptEdits",
+            other => other,
+        };
+        assert!(
+            said.contains(&format!("--permission-mode {expected}")),
+            "{said}"
+        );
+    }
 }
 
 #[test]

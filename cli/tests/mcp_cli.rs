@@ -36,6 +36,8 @@ impl Home {
             .args(args)
             .current_dir(self.path("project"))
             .env("HOME", self.path("home"))
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("NSH_BACKUP_DIR")
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("CODEX_HOME")
             .env("NSH_MCP_RUNTIME_DIR", self.path("daemons"))
@@ -161,6 +163,16 @@ async fn doctor_checks_real_servers_and_names_what_is_broken() {
         "-c",
         "echo boom >&2; exit 3",
     ]);
+    // Nobody listens on port 1: the cause is named, not rmcp's wrapper types.
+    home.ok(&[
+        "mcp",
+        "install",
+        "refused",
+        "--client",
+        "cursor",
+        "--url",
+        "http://127.0.0.1:1/mcp",
+    ]);
     home.ok(&[
         "mcp",
         "install",
@@ -212,6 +224,14 @@ async fn doctor_checks_real_servers_and_names_what_is_broken() {
         "exited before completing the MCP handshake; stderr: boom",
     );
     failed("hangs", "no answer to initialize/tools/list within 5s");
+    failed("refused", "Connection refused");
+    let refused = by_server(&report, "refused")["detail"].to_string();
+    assert!(!refused.contains("rmcp::"), "no Rust type names: {refused}");
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("Connection refused"),
+        "said in the report only, not again in the log: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     // A config file that does not parse is reported, not skipped.
     std::fs::write(home.path("home/.gemini/settings.json"), "{ oops").unwrap();
@@ -263,20 +283,68 @@ fn install_and_uninstall_keep_the_rest_of_the_file_and_back_it_up() {
         "{said}"
     );
     assert_eq!(std::fs::read_to_string(&settings).unwrap(), original);
-    let backups = std::fs::read_dir(settings.parent().unwrap())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("settings.json.bak.")
+    let backups = |dir: &str| {
+        std::fs::read_dir(home.path(dir)).map_or(0, |entries| {
+            entries
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    let name = name.to_string_lossy();
+                    name.starts_with("settings.json.") && name.ends_with(".bak")
+                })
+                .count()
         })
-        .count();
-    assert_eq!(backups, 2, "one backup per edit");
+    };
+    assert_eq!(
+        backups("home/.local/state/nsh/backups"),
+        2,
+        "one backup per edit, in the one backups folder"
+    );
+    assert_eq!(backups("home/.gemini"), 0, "none beside the file");
+
+    // An entry of that name with other settings is not replaced without --force.
+    let install = |command: &str, extra: &[&str]| {
+        let mut args = vec![
+            "mcp",
+            "install",
+            "tool",
+            "--client",
+            "gemini",
+            "--command",
+            command,
+        ];
+        args.extend_from_slice(extra);
+        home.nsh(&args)
+    };
+    assert!(install("first", &[]).status.success());
+    let installed = std::fs::read_to_string(&settings).unwrap();
+    let refused = install("second", &[]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("`tool` is already in")
+            && err.contains("-      \"command\": \"first\"")
+            && err.contains("+      \"command\": \"second\"")
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&settings).unwrap(), installed);
+    let dry = install("second", &["--force", "--dry-run"]);
+    assert!(dry.status.success());
+    let said = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        said.contains("+      \"command\": \"second\"") && said.contains("--dry-run"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_to_string(&settings).unwrap(), installed);
+    assert!(install("second", &["--force"]).status.success());
+    assert!(
+        std::fs::read_to_string(&settings)
+            .unwrap()
+            .contains("\"second\"")
+    );
 
     let output = home.nsh(&["mcp", "install", "x", "--client", "emacs"]);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown client; known: claude-code"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("[possible values: claude-code,"));
     let output = home.nsh(&["mcp", "install", "nope", "--client", "cursor"]);
     let err = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(

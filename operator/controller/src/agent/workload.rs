@@ -272,6 +272,8 @@ pub fn build(
         env("XDG_CONFIG_HOME", CONFIG_HOME),
         env("XDG_STATE_HOME", &format!("{HOME}/.local/state")),
         env(env::mesh_client::INBOX_DIR, INBOX_MOUNT),
+        // Whose mail the hooks deliver (they also read the token the launch names).
+        env(env::mesh_client::TEAM, &agent.spec.team_ref.name),
         env(env::mesh_client::AGENT, &name),
     ];
     agent_env.extend(agent.spec.env.iter().cloned());
@@ -289,24 +291,16 @@ pub fn build(
         working_dir: Some(WORKSPACE.into()),
         env: Some(agent_env),
         resources: agent.spec.resources.clone(),
-        volume_mounts: Some({
-            let mut mounts = vec![
-                mount("launch-config", &format!("{CONFIG_HOME}/nsh"), true),
-                mount("inbox", INBOX_MOUNT, false),
-                mount("home", HOME, false),
-                mount("workspace", WORKSPACE, false),
-            ];
-            // The token, for the headers helper of the gateways it names.
-            if agent
-                .spec
-                .mcp_servers
-                .iter()
-                .any(|s| s.gateway_ref.is_some())
-            {
-                mounts.push(mount("mesh-token", TOKEN_MOUNT, true));
-            }
-            mounts
-        }),
+        volume_mounts: Some(vec![
+            mount("launch-config", &format!("{CONFIG_HOME}/nsh"), true),
+            mount("inbox", INBOX_MOUNT, false),
+            mount("home", HOME, false),
+            mount("workspace", WORKSPACE, false),
+            // The agent's own token (read-only): the launch config names it as
+            // mesh.tokenFile, the hooks learn whose mail they deliver from it, and the
+            // headers helper of the gateways it names sends it.
+            mount("mesh-token", TOKEN_MOUNT, true),
+        ]),
         security_context: Some(restricted_container()),
         stdin: Some(true),
         tty: Some(true),

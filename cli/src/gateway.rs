@@ -48,10 +48,18 @@ pub(crate) struct PinsArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum PinsVerb {
     /// Connect to the upstreams and show each tool's pin and current hash.
-    List(ConfigArg),
+    List(PinsListArgs),
     /// Record the current hash of the named tools (or all with --all) as their pin; a running
     /// gateway picks the change up within seconds.
     Approve(ApproveArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PinsListArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[command(flatten)]
+    output: crate::output::OutputArg,
 }
 
 #[derive(Debug, Args)]
@@ -97,7 +105,7 @@ pub(crate) async fn run(verb: GatewayVerb) -> anyhow::Result<()> {
 
 async fn pins(verb: PinsVerb) -> anyhow::Result<()> {
     let path = match &verb {
-        PinsVerb::List(args) => args.config.clone(),
+        PinsVerb::List(args) => args.config.config.clone(),
         PinsVerb::Approve(args) => args.config.config.clone(),
     };
     let config = GatewayConfig::load(&path)?;
@@ -105,24 +113,34 @@ async fn pins(verb: PinsVerb) -> anyhow::Result<()> {
     let mut recorded = nsh_mcp_gateway::pins::read(&pins_path);
     let current = nsh_mcp_gateway::serve::current_pins(&path, Duration::from_secs(15)).await?;
     match verb {
-        PinsVerb::List(_) => {
-            let mut table = comfy_table::Table::new();
-            table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
-            table.set_header(["TOOL", "STATE", "CURRENT"]);
-            for (tool, hash) in &current {
-                let pinned = config
-                    .policy
-                    .pinned_tools
-                    .get(tool)
-                    .or_else(|| recorded.get(tool));
-                let state = match pinned {
-                    None => "unpinned",
-                    Some(p) if p == hash => "pinned",
-                    Some(_) => "CHANGED",
-                };
-                table.add_row([tool.as_str(), state, hash.as_str()]);
+        PinsVerb::List(args) => {
+            let rows: Vec<serde_json::Value> = current
+                .iter()
+                .map(|(tool, hash)| {
+                    let pinned = config
+                        .policy
+                        .pinned_tools
+                        .get(tool)
+                        .or_else(|| recorded.get(tool));
+                    let state = match pinned {
+                        None => "unpinned",
+                        Some(p) if p == hash => "pinned",
+                        Some(_) => "CHANGED",
+                    };
+                    serde_json::json!({ "tool": tool, "state": state, "current": hash })
+                })
+                .collect();
+            let mut out = std::io::stdout().lock();
+            if args.output.write_data(&mut out, &rows)? {
+                return Ok(());
             }
-            writeln!(std::io::stdout().lock(), "{table}")?;
+            let mut table = crate::table::table(&["TOOL", "STATE", "CURRENT"]);
+            for row in &rows {
+                table.add_row(
+                    ["tool", "state", "current"].map(|k| row[k].as_str().unwrap_or_default()),
+                );
+            }
+            writeln!(out, "{table}")?;
             Ok(())
         }
         PinsVerb::Approve(args) => {

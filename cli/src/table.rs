@@ -9,5 +9,10 @@ pub(crate) fn table(header: &[&str]) -> Table {
         .load_style(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header.to_vec());
+    // A terminal that reports no size (a fresh pseudo-terminal) would squeeze every column to
+    // one character: print at full width instead.
+    if table.width().is_some_and(|columns| columns < 20) {
+        table.set_content_arrangement(ContentArrangement::Disabled);
+    }
     table
 }

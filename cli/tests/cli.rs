@@ -208,6 +208,10 @@ fn errors_are_printed_once_with_their_fix() {
         "",
     );
     said_once(&scheme);
+    assert!(
+        scheme.contains("ws://HOST:PORT or http://HOST:PORT"),
+        "every accepted scheme: {scheme}"
+    );
 }
 
 /// Runs `nsh args` under a pseudo-terminal (util-linux `script`), with `env` set; its output.
@@ -253,4 +257,66 @@ fn logs_are_coloured_only_on_a_terminal_without_no_color() {
         piped.contains("team key written") && !piped.contains('\u{1b}'),
         "{piped:?}"
     );
+}
+
+#[test]
+fn the_mesh_client_run_by_hand_says_what_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = nsh_mesh_transport::token::TeamKey::from_file_contents(
+        nsh_mesh_transport::token::TeamKey::generate_text().as_bytes(),
+    )
+    .unwrap();
+    let request = nsh_mesh_transport::token::TokenRequest {
+        team: "alpha",
+        agent: "alice",
+        groups: &[],
+        ttl: std::time::Duration::from_secs(3600),
+        audiences: &[],
+    };
+    let token =
+        nsh_mesh_transport::token::mint(&request, &key, nsh_mesh_transport::token::now_unix())
+            .unwrap();
+    let file = dir.path().join("alice.jwt");
+    std::fs::write(&file, token).unwrap();
+    // On a terminal it would wait for an MCP client forever: `timeout` ends it.
+    let said = on_a_terminal(
+        &format!(
+            "--version >/dev/null; timeout 2 {} mesh client --server ws://127.0.0.1:1 --token-file {} --inbox-dir {}",
+            env!("CARGO_BIN_EXE_nsh"),
+            file.display(),
+            dir.path().join("inbox").display()
+        ),
+        &[],
+    );
+    assert!(
+        said.contains("is an MCP stdio server") && said.contains("nsh mesh send"),
+        "{said}"
+    );
+}
+
+#[test]
+fn tables_fit_the_terminal() {
+    let home = tempfile::tempdir().unwrap();
+    let long = "x".repeat(150);
+    std::fs::create_dir_all(home.path().join(".cursor")).unwrap();
+    std::fs::write(
+        home.path().join(".cursor/mcp.json"),
+        format!(r#"{{"mcpServers": {{"wide": {{"command": "/opt/{long}/server", "args": ["{long}"]}}}}}}"#),
+    )
+    .unwrap();
+    let said = on_a_terminal(
+        &format!(
+            "--version >/dev/null; stty cols 80; {} mcp list-installed --client cursor",
+            env!("CARGO_BIN_EXE_nsh")
+        ),
+        &[("HOME", home.path().to_str().unwrap())],
+    );
+    assert!(said.contains("wide"), "{said}");
+    for line in said.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns: {line}",
+            line.chars().count()
+        );
+    }
 }

@@ -31,6 +31,8 @@ pub enum TerminalError {
 
 /// One connection as the token's agent; the caller disconnects.
 async fn connect(server: &str, token: &TokenSource) -> Result<Client, TerminalError> {
+    // A bad --server is reported before anything about the token.
+    nsh_mesh_transport::client::websocket_url(server).map_err(TerminalError::Connect)?;
     let (token, _) = token.load()?;
     let (client, _events) = Client::connect(ClientConfig::new(server).with_token(token))
         .await

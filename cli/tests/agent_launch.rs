@@ -16,6 +16,8 @@ impl Workspace {
         for dir in ["home/.config/nsh", "project/src"] {
             std::fs::create_dir_all(root.path().join(dir)).unwrap();
         }
+        // The token the agent settings name (`tokenFile: alice.jwt`, beside the settings).
+        std::fs::write(root.path().join("home/.config/nsh/alice.jwt"), "a.b.c").unwrap();
         Self { root }
     }
 
@@ -97,7 +99,7 @@ fn team_member_runs_claude_with_a_config_claude_code_accepts() {
     ws.write(
         "home/.config/nsh/agent.yaml",
         &format!(
-            "command: {}\nmesh:\n  tokenFile: /run/nsh/alice.jwt\nenv:\n  NSH_TEST_MARK: from-user\n",
+            "command: {}\nmesh:\n  tokenFile: alice.jwt\nenv:\n  NSH_TEST_MARK: from-user\n",
             fake.display()
         ),
     );
@@ -157,6 +159,11 @@ fn team_member_runs_claude_with_a_config_claude_code_accepts() {
         .map(|a| a.as_str().unwrap())
         .collect();
     let token_file = mesh_args[mesh_args.iter().position(|a| *a == "--token-file").unwrap() + 1];
+    assert_eq!(
+        token_file,
+        ws.path("home/.config/nsh/alice.jwt").display().to_string(),
+        "a relative tokenFile is under the settings file's folder"
+    );
     assert!(
         settings.contains(&format!(
             "mesh hook UserPromptSubmit --token-file {token_file}"
@@ -289,7 +296,7 @@ fn the_team_member_dry_run_prints_an_mcp_config_claude_code_accepts() {
     let ws = Workspace::new();
     ws.write(
         "home/.config/nsh/agent.yaml",
-        "mesh:\n  tokenFile: /run/nsh/alice.jwt\n",
+        "mesh:\n  tokenFile: alice.jwt\n",
     );
     let out = stdout(&ws.nsh(&["agent", "launch", "--profile", "team-member", "--dry-run"]));
     // Each generated file is printed after a `# purpose: path` line.
@@ -321,7 +328,7 @@ fn with_mcp_share_shareable_presets_run_through_the_mcp_daemon() {
     let ws = Workspace::new();
     ws.write(
         "home/.config/nsh/agent.yaml",
-        "mesh:\n  tokenFile: /run/nsh/alice.jwt\nmcp:\n  share: true\n",
+        "mesh:\n  tokenFile: alice.jwt\nmcp:\n  share: true\n",
     );
     let out = stdout(&ws.nsh(&["agent", "launch", "--profile", "team-member", "--dry-run"]));
     let config: serde_json::Value = serde_json::from_str(

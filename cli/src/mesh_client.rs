@@ -370,22 +370,12 @@ fn install_hooks(args: &InstallArgs) -> anyhow::Result<()> {
         format!("{nsh} mesh hook {}{owner}{inbox}", event.name())
     })?;
     let mut out = std::io::stdout().lock();
-    if edit.changed {
-        writeln!(
-            out,
-            "installed the nsh-mesh hooks in {}",
-            settings.display()
-        )?;
-        if let Some(backup) = edit.backup {
-            writeln!(out, "previous settings saved to {}", backup.display())?;
-        }
-    } else {
-        writeln!(
-            out,
-            "the nsh-mesh hooks are already in {}",
-            settings.display()
-        )?;
-    }
+    report(
+        &mut out,
+        &edit,
+        &format!("installed the nsh-mesh hooks in {}", settings.display()),
+        &format!("the nsh-mesh hooks are already in {}", settings.display()),
+    )?;
     if shared && owner.is_empty() {
         writeln!(
             out,
@@ -400,22 +390,31 @@ fn install_hooks(args: &InstallArgs) -> anyhow::Result<()> {
 fn uninstall_hooks(args: &UninstallArgs) -> anyhow::Result<()> {
     let settings = args.scope.settings(&args.project_dir)?;
     let edit = hook_install::uninstall(&settings)?;
-    let mut out = std::io::stdout().lock();
-    if edit.changed {
-        writeln!(
-            out,
-            "removed the nsh-mesh hooks from {}",
-            settings.display()
-        )?;
-        if let Some(backup) = edit.backup {
-            writeln!(out, "previous settings saved to {}", backup.display())?;
-        }
-    } else {
-        writeln!(
-            out,
+    report(
+        &mut std::io::stdout().lock(),
+        &edit,
+        &format!("removed the nsh-mesh hooks from {}", settings.display()),
+        &format!(
             "no nsh-mesh hooks in {} (other scopes: --scope user|project|local)",
             settings.display()
-        )?;
+        ),
+    )
+}
+
+/// What a settings edit did: `changed` (and where the old file went) or `unchanged`.
+fn report(
+    out: &mut impl std::io::Write,
+    edit: &nsh_config_files::JsonEdit,
+    changed: &str,
+    unchanged: &str,
+) -> anyhow::Result<()> {
+    if !edit.changed {
+        writeln!(out, "{unchanged}")?;
+        return Ok(());
+    }
+    writeln!(out, "{changed}")?;
+    if let Some(backup) = &edit.backup {
+        writeln!(out, "previous settings saved to {}", backup.display())?;
     }
     Ok(())
 }

@@ -149,18 +149,7 @@ fn errors_are_printed_once_with_their_fix() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).display().to_string();
     std::fs::write(path("garbage.jwt"), "garbage").unwrap();
-    let key = nsh_mesh_transport::token::TeamKey::generate_text();
-    let key = nsh_mesh_transport::token::TeamKey::from_file_contents(key.as_bytes()).unwrap();
-    let request = nsh_mesh_transport::token::TokenRequest {
-        team: "alpha",
-        agent: "alice",
-        groups: &[],
-        ttl: std::time::Duration::from_secs(3600),
-        audiences: &[],
-    };
-    let now = nsh_mesh_transport::token::now_unix();
-    let expired = nsh_mesh_transport::token::mint(&request, &key, now - 3 * 3600).unwrap();
-    std::fs::write(path("expired.jwt"), expired).unwrap();
+    std::fs::write(path("expired.jwt"), alice_token(3 * 3600)).unwrap();
 
     let missing = failing(&["mesh", "client", "--token-file", &path("none.jwt")], "");
     said_once(&missing);
@@ -262,20 +251,7 @@ fn logs_are_coloured_only_on_a_terminal_without_no_color() {
 #[test]
 fn the_mesh_client_run_by_hand_says_what_it_is() {
     let dir = tempfile::tempdir().unwrap();
-    let key = nsh_mesh_transport::token::TeamKey::from_file_contents(
-        nsh_mesh_transport::token::TeamKey::generate_text().as_bytes(),
-    )
-    .unwrap();
-    let request = nsh_mesh_transport::token::TokenRequest {
-        team: "alpha",
-        agent: "alice",
-        groups: &[],
-        ttl: std::time::Duration::from_secs(3600),
-        audiences: &[],
-    };
-    let token =
-        nsh_mesh_transport::token::mint(&request, &key, nsh_mesh_transport::token::now_unix())
-            .unwrap();
+    let token = alice_token(0);
     let file = dir.path().join("alice.jwt");
     std::fs::write(&file, token).unwrap();
     // On a terminal it would wait for an MCP client forever: `timeout` ends it.
@@ -319,4 +295,19 @@ fn tables_fit_the_terminal() {
             line.chars().count()
         );
     }
+}
+
+/// A token for `alice` of team `alpha`, valid for an hour from `age_secs` ago (older than an
+/// hour: expired), signed with a key of its own.
+fn alice_token(age_secs: u64) -> String {
+    use nsh_mesh_transport::token::{self, TeamKey, TokenRequest};
+    let key = TeamKey::from_file_contents(TeamKey::generate_text().as_bytes()).unwrap();
+    let request = TokenRequest {
+        team: "alpha",
+        agent: "alice",
+        groups: &[],
+        ttl: std::time::Duration::from_secs(3600),
+        audiences: &[],
+    };
+    token::mint(&request, &key, token::now_unix() - age_secs).unwrap()
 }

@@ -33,22 +33,12 @@ fn message(id: usize, text: &str) -> InboxEntry {
 
 /// Runs the hook with `input` on stdin; returns stdout (empty when there was nothing to say).
 fn hook(dir: &Path, event: &str, input: &str, extra: &[&str]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nsh"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nsh"));
+    command
         .args(["mesh", "hook", event, "--inbox-dir"])
         .arg(dir)
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+        .args(extra);
+    let output = nsh_testenv::process::output_with_stdin(command, input.as_bytes()).unwrap();
     assert!(
         output.status.success(),
         "{}",

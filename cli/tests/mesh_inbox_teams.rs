@@ -3,9 +3,8 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
@@ -17,24 +16,14 @@ fn post_tool_use(inbox: &Path, extra: &[&str]) -> (bool, String, String) {
         nsh_testenv::repo_root().join("cli/tests/fixtures/claude-hooks/PostToolUse.json"),
     )
     .unwrap();
-    let mut child = Command::new(common::nsh_path())
+    let mut command = Command::new(common::nsh_path());
+    command
         .args(["mesh", "hook", "PostToolUse", "--inbox-dir"])
         .arg(inbox)
         .args(extra)
         .env_remove("NSH_MESH_TEAM")
-        .env_remove("NSH_MESH_AGENT")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+        .env_remove("NSH_MESH_AGENT");
+    let output = nsh_testenv::process::output_with_stdin(command, input.as_bytes()).unwrap();
     (
         output.status.success(),
         String::from_utf8(output.stdout).unwrap(),

@@ -202,6 +202,29 @@ fn set_parent_death_signal(command: &mut Command, signal: DeathSignal) {
 #[cfg(not(target_os = "linux"))]
 fn set_parent_death_signal(_command: &mut Command, _signal: DeathSignal) {}
 
+/// Runs `command` to the end with `input` on its stdin; its status, stdout and stderr (what a
+/// hook or filter gets from the program that runs it).
+pub fn output_with_stdin(
+    mut command: Command,
+    input: &[u8],
+) -> std::io::Result<std::process::Output> {
+    use std::io::Write as _;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Written from another thread: a child that answers before reading all of it cannot
+    // deadlock us on a full pipe.
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output()?;
+    // A child that exits without reading everything closes the pipe: not our failure.
+    let _ = writer.join();
+    Ok(output)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

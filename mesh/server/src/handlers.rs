@@ -85,6 +85,17 @@ async fn authenticate<A: Adapter>(
     socket
         .extensions
         .insert(Session::new(claims, &socket.id.to_string()));
+    // The event handlers go on here, before the connect packet: socketioxide sends it before
+    // it spawns `on_connect`, and an event a client emits at once would find no handler and be
+    // dropped without an ack. They wait for `on_connect` (`Session::connected`).
+    socket.on(event::MESSAGE, on_message::<A>);
+    socket.on(event::PRESENCE, on_presence::<A>);
+    socket.on(event::GROUP_JOIN, on_group_join::<A>);
+    socket.on(event::GROUP_LEAVE, on_group_leave::<A>);
+    socket.on(event::GROUP_LIST, on_group_list::<A>);
+    socket.on(event::GROUP_MEMBERS, on_group_members::<A>);
+    socket.on(event::HISTORY, on_history::<A>);
+    socket.on_fallback(on_unknown_event::<A>);
     Ok(())
 }
 
@@ -100,6 +111,15 @@ fn refusal_reason(err: &TokenError) -> &'static str {
     }
 }
 
+/// Sets the session connected when dropped: on every return of `on_connect`.
+struct ConnectedOnDrop(Session);
+
+impl Drop for ConnectedOnDrop {
+    fn drop(&mut self) {
+        self.0.set_connected();
+    }
+}
+
 async fn on_connect<A: Adapter>(
     socket: SocketRef<A>,
     io: SocketIo<A>,
@@ -110,20 +130,15 @@ async fn on_connect<A: Adapter>(
         let _ = socket.disconnect();
         return;
     };
+    // However this handler ends, the events waiting for it go on (to find the socket
+    // connected, or gone).
+    let release = ConnectedOnDrop(session.clone());
     let (team, agent) = (session.team().to_owned(), session.agent().to_owned());
     let sid = socket.id.to_string();
-    // Hooks first (before any await, so no early event is missed), reserve second, then
-    // re-check: whichever way a disconnect races this handler, the registry ends up without
-    // the socket.
+    // The disconnect hook first (before any await), reserve second, then re-check: whichever
+    // way a disconnect races this handler, the registry ends up without the socket. (The
+    // event handlers were put on at the handshake.)
     socket.on_disconnect(on_disconnect::<A>);
-    socket.on(event::MESSAGE, on_message::<A>);
-    socket.on(event::PRESENCE, on_presence::<A>);
-    socket.on(event::GROUP_JOIN, on_group_join::<A>);
-    socket.on(event::GROUP_LEAVE, on_group_leave::<A>);
-    socket.on(event::GROUP_LIST, on_group_list::<A>);
-    socket.on(event::GROUP_MEMBERS, on_group_members::<A>);
-    socket.on(event::HISTORY, on_history::<A>);
-    socket.on_fallback(on_unknown_event::<A>);
     let now = wire::now_rfc3339();
     let connected = match mesh.registry.connect(
         &team,
@@ -163,6 +178,7 @@ async fn on_connect<A: Adapter>(
         .connections
         .set(mesh.registry.connection_count(&mesh.node) as i64);
     tracing::info!(sid = %socket.id, %team, %agent, first = connected.first, "agent connected");
+    drop(release);
     // Stored mail first: the deliverer hands it over in order, then keeps up with new mail.
     if let Some(store) = &mesh.store {
         mesh.deliverers.wake(&io, &mesh, store, &team, &agent);
@@ -251,6 +267,7 @@ async fn on_unknown_event<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
+    session.connected().await;
     let span = session.span.clone();
     async move {
         let result: Result<(), WireError> = check_rate(&mesh, &session).and_then(|()| {
@@ -323,6 +340,7 @@ async fn on_message<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
+    session.connected().await;
     let span = session.span.clone();
     async move {
         let started = Instant::now();
@@ -359,6 +377,7 @@ async fn on_history<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
+    session.connected().await;
     let span = session.span.clone();
     async move {
         let correlation = Correlation::of(&data);
@@ -391,6 +410,7 @@ async fn on_presence<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
+    session.connected().await;
     let span = session.span.clone();
     async move {
         let result = check_rate(&mesh, &session).map(|()| PresenceList {
@@ -418,6 +438,7 @@ async fn on_group_join<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
+    session.connected().await;
     let span = session.span.clone();
     async move {
         let correlation = Correlation::of(&data);
@@ -467,6 +488,7 @@ async fn on_group_leave<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
+    session.connected().await;
     let span = session.span.clone();
     async move {
         let correlation = Correlation::of(&data);
@@ -501,6 +523,7 @@ async fn on_group_list<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
+    session.connected().await;
     let span = session.span.clone();
     async move {
         let result = check_rate(&mesh, &session).map(|()| GroupList {
@@ -518,6 +541,7 @@ async fn on_group_members<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
+    session.connected().await;
     let span = session.span.clone();
     async move {
         let correlation = Correlation::of(&data);

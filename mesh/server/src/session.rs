@@ -10,6 +10,10 @@ use nsh_mesh_transport::token::Claims;
 pub(crate) struct Session {
     pub(crate) claims: Arc<Claims>,
     pub(crate) span: tracing::Span,
+    /// Set once `on_connect` has reserved the connection (or given up on it). The event
+    /// handlers exist from the handshake on, since socketioxide sends the connect packet
+    /// before its connect handler runs, and a client may emit at once; they wait for this.
+    connected: Arc<tokio::sync::SetOnce<()>>,
 }
 
 impl Session {
@@ -18,7 +22,18 @@ impl Session {
         Self {
             claims: Arc::new(claims),
             span,
+            connected: Arc::new(tokio::sync::SetOnce::new()),
         }
+    }
+
+    /// Returns once the connection is set up (at once, after the first few microseconds).
+    pub(crate) async fn connected(&self) {
+        self.connected.wait().await;
+    }
+
+    /// Lets the waiting events through; called on every way out of `on_connect`.
+    pub(crate) fn set_connected(&self) {
+        let _ = self.connected.set(());
     }
 
     pub(crate) fn team(&self) -> &str {

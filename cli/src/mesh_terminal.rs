@@ -181,7 +181,6 @@ pub(crate) async fn inbox(args: InboxArgs) -> anyhow::Result<()> {
     let _link = terminal::follow(
         args.connection.server.clone(),
         token,
-        inbox.agent().to_owned(),
         inbox.clone(),
         sent,
         state_tx,

@@ -114,6 +114,29 @@ async fn each_team_reads_only_its_own_mail_from_a_shared_inbox_folder() {
     assert_eq!(unread_texts(&bob_alpha).await, ["alpha again"]);
     assert_eq!(unread_texts(&bob_local).await, ["local again"]);
 
+    // A token of the other team's `bob` is not taken: its mail would land in this inbox.
+    let other = mesh.path(&format!("{OTHER_TEAM}-bob.jwt"));
+    let (failed, refused) = common::call(
+        &bob_alpha,
+        "mesh_connect",
+        json!({ "token_file": other.to_string_lossy() }),
+    )
+    .await;
+    assert!(failed, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`local/bob`") && message.contains("serves `alpha/bob`"),
+        "{refused}"
+    );
+    // The token file itself rewritten for the other team: the client does not reconnect as it.
+    let own = mesh.path(&format!("{}-bob.jwt", common::TEAM));
+    std::fs::copy(&other, &own).unwrap();
+    let (_, state) = common::call(&bob_alpha, "mesh_connect", json!({})).await;
+    assert!(
+        state.to_string().contains("serves `alpha/bob`"),
+        "reconnecting re-reads the file and refuses it: {state}"
+    );
+
     for client in [bob_alpha, bob_local, carol, alice] {
         client.cancel().await.unwrap();
     }

@@ -191,11 +191,8 @@ pub async fn serve(
         inbox = %inbox.log_path().display(),
         "mesh-client starting"
     );
-    let link = Link::start(options.server, options.token, claims.sub.clone(), receiver);
-    let identity = Identity {
-        agent: claims.sub,
-        team: claims.team,
-    };
+    let identity = Identity::of(&claims);
+    let link = Link::start(options.server, options.token, identity.clone(), receiver);
     let mcp = MeshMcp::new(link.clone(), inbox, identity, notifier);
     match options.mcp {
         McpTransport::Stdio => {

@@ -119,7 +119,9 @@ pub enum LinkError {
     NotConnected(String),
     #[error("{0}")]
     Token(#[from] TokenProblem),
-    #[error("the new token is for agent `{got}`, but this mesh-client serves `{expected}`")]
+    #[error(
+        "the token is for agent `{got}`, but this mesh-client serves `{expected}` (team/agent); start another mesh-client for that agent"
+    )]
     OtherAgent { expected: String, got: String },
     /// The mesh refused or did not answer (shared: one failure may answer several callers).
     #[error("{0}")]
@@ -144,7 +146,7 @@ struct Target {
 #[derive(Debug)]
 struct Shared {
     target: Mutex<Target>,
-    agent: String,
+    identity: Identity,
     client: watch::Sender<Option<Client>>,
     state: watch::Sender<ConnectionState>,
     groups: Mutex<BTreeSet<String>>,
@@ -158,6 +160,35 @@ struct TaskGuard(tokio::task::JoinHandle<()>);
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// Who a mesh-client speaks for, from its token's claims: every token it later uses (a
+/// rotated file, `mesh_connect`) must name the same team and agent, since mail is stored in
+/// that agent's inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub agent: String,
+    pub team: String,
+}
+
+impl Identity {
+    pub fn of(claims: &Claims) -> Self {
+        Self {
+            agent: claims.sub.clone(),
+            team: claims.team.clone(),
+        }
+    }
+
+    fn check(&self, claims: &Claims) -> Result<(), LinkError> {
+        let got = Self::of(claims);
+        if got == *self {
+            return Ok(());
+        }
+        Err(LinkError::OtherAgent {
+            expected: format!("{}/{}", self.team, self.agent),
+            got: format!("{}/{}", got.team, got.agent),
+        })
     }
 }
 
@@ -180,15 +211,20 @@ fn backoff() -> impl Iterator<Item = Duration> {
 }
 
 impl Link {
-    /// Starts connecting to `server` as the agent `agent` (the token's subject).
-    pub fn start(server: String, token: TokenSource, agent: String, events: impl Events) -> Self {
+    /// Starts connecting to `server` as `identity` (the token's team and subject).
+    pub fn start(
+        server: String,
+        token: TokenSource,
+        identity: Identity,
+        events: impl Events,
+    ) -> Self {
         let initial = ConnectionState::Connecting {
             server: server.clone(),
             attempt: 0,
         };
         let shared = Arc::new(Shared {
             target: Mutex::new(Target { server, token }),
-            agent,
+            identity,
             client: watch::channel(None).0,
             state: watch::channel(initial).0,
             groups: Mutex::new(BTreeSet::new()),
@@ -240,12 +276,7 @@ impl Link {
     ) -> Result<ConnectionState, LinkError> {
         if let Some(token) = &token {
             let (_, claims) = token.load()?;
-            if claims.sub != self.shared.agent {
-                return Err(LinkError::OtherAgent {
-                    expected: self.shared.agent.clone(),
-                    got: claims.sub,
-                });
-            }
+            self.shared.identity.check(&claims)?;
         }
         {
             let mut target = self.shared.target.lock().expect("target lock");
@@ -334,7 +365,7 @@ async fn run(shared: Arc<Shared>, events: Arc<impl Events>) {
                 attempt,
             },
         );
-        let reason = match connect(&target).await {
+        let reason = match connect(&target, &shared.identity).await {
             Ok((client, incoming)) => {
                 delays = backoff();
                 publish(
@@ -392,8 +423,11 @@ fn publish(shared: &Shared, events: &impl Events, state: ConnectionState) {
 
 async fn connect(
     target: &Target,
+    identity: &Identity,
 ) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<Incoming>), String> {
-    let (token, _) = target.token.load().map_err(|e| e.to_string())?;
+    let (token, claims) = target.token.load().map_err(|e| e.to_string())?;
+    // A token file rewritten for another agent or team: its mail would land in this inbox.
+    identity.check(&claims).map_err(|e| e.to_string())?;
     Client::connect(ClientConfig::new(target.server.clone()).with_token(token))
         .await
         .map_err(|e| e.to_string())

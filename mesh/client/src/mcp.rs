@@ -60,11 +60,7 @@ impl<T: JsonSchema> JsonSchema for Parameters<T> {
 }
 
 /// Who this mesh-client speaks for (from the token's claims).
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub agent: String,
-    pub team: String,
-}
+pub use crate::link::Identity;
 
 #[derive(Debug, Clone)]
 pub struct MeshMcp {

@@ -14,7 +14,7 @@ use nsh_mesh_transport::wire::{
 use tokio::sync::mpsc;
 
 use crate::inbox::{Inbox, InboxEntry};
-use crate::link::{ConnectionState, Events, Link, TokenProblem, TokenSource};
+use crate::link::{ConnectionState, Events, Identity, Link, TokenProblem, TokenSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TerminalError {
@@ -108,7 +108,6 @@ pub async fn presence(server: &str, token: &TokenSource) -> Result<PresenceList,
 pub fn follow(
     server: String,
     token: TokenSource,
-    agent: String,
     inbox: Inbox,
     received: mpsc::UnboundedSender<InboxEntry>,
     states: mpsc::UnboundedSender<ConnectionState>,
@@ -119,7 +118,11 @@ pub fn follow(
         states,
         seen: Mutex::new(HashSet::new()),
     };
-    Link::start(server, token, agent, Arc::new(follower))
+    let identity = Identity {
+        team: follower.inbox.team().to_owned(),
+        agent: follower.inbox.agent().to_owned(),
+    };
+    Link::start(server, token, identity, Arc::new(follower))
 }
 
 struct Follower {

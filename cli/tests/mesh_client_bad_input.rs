@@ -133,7 +133,7 @@ async fn a_mesh_that_is_down_is_reported_and_mesh_connect_checks_tokens() {
         error["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("`mallory`"),
+            .contains("`alpha/mallory`"),
         "{error}"
     );
     let (failed, error) =

@@ -3,11 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use nsh_testenv::process::ManagedProcess;
 
 fn nsh(mesh: &common::MeshProcess, args: &[&str], token: &Path) -> Output {
     Command::new(common::nsh_path())
@@ -44,8 +45,10 @@ async fn send_presence_and_inbox_work_from_a_terminal() {
         text(&forbidden.stderr)
     );
 
-    // bob follows its inbox: connected, it is online and receives.
-    let mut follow = Command::new(common::nsh_path())
+    // bob follows its inbox: connected, it is online and receives. Killed on drop, a failed
+    // assertion included; its stdout and stderr go to one log.
+    let mut follow = Command::new(common::nsh_path());
+    follow
         .args([
             "mesh",
             "inbox",
@@ -56,21 +59,17 @@ async fn send_presence_and_inbox_work_from_a_terminal() {
         ])
         .arg(&bob)
         .arg("--inbox-dir")
-        .arg(&inbox)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(follow.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut said = String::new();
-    while !said.contains("following the inbox") {
-        assert!(Instant::now() < deadline, "{said}");
-        assert!(
-            stderr.read_line(&mut said).unwrap() > 0,
-            "follow exited: {said}"
-        );
-    }
+        .arg(&inbox);
+    let log = mesh.path("follow.log");
+    let follow = ManagedProcess::spawn("nsh mesh inbox --follow", follow, &log).unwrap();
+    let said = |needle: &'static str| {
+        let log = log.clone();
+        nsh_testenv::wait_for(needle, Duration::from_secs(20), move || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            async move { Ok(text.contains(needle).then_some(text)) }
+        })
+    };
+    said("following the inbox").await;
     let presence = nsh(&mesh, &["mesh", "presence", "-o", "json"], &alice);
     assert!(presence.status.success(), "{}", text(&presence.stderr));
     let list: serde_json::Value = serde_json::from_slice(&presence.stdout).unwrap();
@@ -94,17 +93,13 @@ async fn send_presence_and_inbox_work_from_a_terminal() {
         assert!(sent.status.success(), "{}", text(&sent.stderr));
         assert!(text(&sent.stdout).starts_with("delivered (id "));
     }
-    let mut stdout = BufReader::new(follow.stdout.take().unwrap());
-    let mut lines = String::new();
-    stdout.read_line(&mut lines).unwrap();
-    stdout.read_line(&mut lines).unwrap();
-    assert!(lines.contains("alice -> bob: first\n"), "{lines}");
+    said("alice -> bob: first\n").await;
+    let lines = said("alice -> bob: second").await;
     assert!(
         lines.contains("alice -> bob: second\\u{1b}[31m"),
         "a sender's control characters are shown escaped: {lines:?}"
     );
-    follow.kill().unwrap();
-    follow.wait().unwrap();
+    drop(follow);
 
     // The follower stored them: `nsh mesh inbox` shows them unread until --mark-read.
     let unread = |extra: &[&str]| {

@@ -3,7 +3,9 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use nsh_testenv::process::ManagedProcess;
 
 struct Killed(Child);
 
@@ -33,6 +35,8 @@ fn up(data: &std::path::Path) -> (Killed, Vec<String>) {
         .spawn()
         .unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());
+    // Killed however the test ends, a failed assertion included.
+    let child = Killed(child);
     let mut lines = Vec::new();
     for line in stdout.lines() {
         let line = line.unwrap();
@@ -42,7 +46,7 @@ fn up(data: &std::path::Path) -> (Killed, Vec<String>) {
             break;
         }
     }
-    (Killed(child), lines)
+    (child, lines)
 }
 
 fn sh(line: &str) -> std::process::Output {
@@ -54,8 +58,8 @@ fn sh(line: &str) -> std::process::Output {
     command.output().unwrap()
 }
 
-#[test]
-fn every_printed_command_works_as_printed() {
+#[tokio::test]
+async fn every_printed_command_works_as_printed() {
     let data = tempfile::tempdir().unwrap();
     let (_up, lines) = up(data.path());
     let text = lines.join("\n");
@@ -89,30 +93,25 @@ fn every_printed_command_works_as_printed() {
     // Printed twice (nsh up run again): the same lines work again.
     assert!(sh(commands[0]).status.success());
 
-    let mut follow = Command::new("sh")
+    // Killed on drop, a failed assertion included; its stdout and stderr go to one log.
+    let mut follow = Command::new("sh");
+    follow
         .args(["-c", &format!("exec {}", commands[2])])
-        .env_remove("NSH_MESH_SERVER")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut follow_err = BufReader::new(follow.stderr.take().unwrap());
-    let mut said = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !said.contains("following the inbox") {
-        assert!(Instant::now() < deadline, "follow never connected: {said}");
-        let mut line = String::new();
-        if follow_err.read_line(&mut line).unwrap() == 0 {
-            panic!("follow exited: {said}");
-        }
-        said.push_str(&line);
-    }
+        .env_remove("NSH_MESH_SERVER");
+    let log = data.path().join("follow.log");
+    let _follow = ManagedProcess::spawn("nsh mesh inbox --follow", follow, &log).unwrap();
+    let said = |needle: &'static str| {
+        let log = log.clone();
+        nsh_testenv::wait_for(needle, Duration::from_secs(20), move || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            async move { Ok(text.contains(needle).then_some(text)) }
+        })
+    };
+    let connected = said("following the inbox").await;
     assert!(
-        !said.contains('\u{1b}'),
-        "no colour codes into a pipe: {said:?}"
+        !connected.contains('\u{1b}'),
+        "no colour codes into a file: {connected:?}"
     );
-    let follow_out = follow.stdout.take().unwrap();
-    let follow = Killed(follow);
 
     let sent = sh(commands[3]);
     assert!(
@@ -121,10 +120,7 @@ fn every_printed_command_works_as_printed() {
         String::from_utf8_lossy(&sent.stderr)
     );
     assert!(String::from_utf8_lossy(&sent.stdout).starts_with("delivered"));
-    let mut line = String::new();
-    BufReader::new(follow_out).read_line(&mut line).unwrap();
-    assert!(line.contains("alice -> bob: hello from alice"), "{line}");
-    drop(follow);
+    said("alice -> bob: hello from alice").await;
 }
 
 #[test]

@@ -52,3 +52,10 @@ pub(crate) fn write_secret(
     }
     Ok(())
 }
+
+/// Reads a team key file; errors name `--key-file` and the path.
+pub(crate) fn read_key(path: &std::path::Path) -> anyhow::Result<TeamKey> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("--key-file {}: cannot read it", path.display()))?;
+    TeamKey::from_file_contents(&bytes).with_context(|| format!("--key-file {}", path.display()))
+}

@@ -267,10 +267,7 @@ fn mint_token(args: &TokenArgs) -> anyhow::Result<()> {
     else {
         anyhow::bail!("nsh mesh token needs --team, --agent and --key-file");
     };
-    let bytes = std::fs::read(key_file)
-        .with_context(|| format!("--key-file {}: cannot read it", key_file.display()))?;
-    let key = TeamKey::from_file_contents(&bytes)
-        .with_context(|| format!("--key-file {}", key_file.display()))?;
+    let key = crate::keys::read_key(key_file)?;
     if let Some(name) = key_file.file_name().and_then(|n| n.to_str())
         && name != team
     {

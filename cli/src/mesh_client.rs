@@ -165,10 +165,7 @@ impl MailOwner {
         let Some(path) = &self.token_file else {
             return Ok(None);
         };
-        let token = std::fs::read_to_string(path)
-            .with_context(|| format!("--token-file {}: cannot read it", path.display()))?;
-        let claims = nsh_mesh_transport::token::peek_claims(&token)
-            .with_context(|| format!("--token-file {}", path.display()))?;
+        let (_, claims) = TokenSource::File(path.clone()).peek()?;
         Ok(Some((claims.team, claims.sub)))
     }
 

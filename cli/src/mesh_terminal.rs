@@ -10,8 +10,8 @@ use clap::Args;
 use nsh_mesh_client::inbox::{Filter, InboxEntry};
 use nsh_mesh_client::link::{ConnectionState, TokenSource, describe};
 use nsh_mesh_client::terminal;
-use nsh_mesh_transport::token::{self, Claims, TeamKey};
-use nsh_mesh_transport::wire::Target;
+use nsh_mesh_transport::token;
+use nsh_mesh_transport::wire::{SendStatus, Target};
 use serde_json::json;
 
 use crate::mesh_client::{InboxDirArg, MeshConnection, one_inbox};
@@ -94,10 +94,7 @@ pub(crate) async fn send(args: SendArgs) -> anyhow::Result<()> {
     let ack = terminal::send(&args.connection.server, &token, target, args.text).await?;
     let mut out = std::io::stdout().lock();
     if !args.output.write_data(&mut out, &ack)? {
-        let status = ack.status.map_or_else(
-            || "sent".to_owned(),
-            |s| json!(s).as_str().unwrap_or("sent").to_owned(),
-        );
+        let status = ack.status.map_or("sent", SendStatus::as_str);
         match &ack.delivered_to {
             Some(members) => writeln!(
                 out,
@@ -141,7 +138,10 @@ pub(crate) async fn inbox(args: InboxArgs) -> anyhow::Result<()> {
     let named = match (&args.team, &args.agent) {
         (Some(team), Some(agent)) => Some((team.clone(), agent.clone())),
         _ => match args.connection.token_source() {
-            Ok(source) => Some(peek(&source).map(|c| (c.team, c.sub))?),
+            Ok(source) => {
+                let (_, claims) = source.peek()?;
+                Some((claims.team, claims.sub))
+            }
             Err(_) => None,
         },
     };
@@ -243,15 +243,6 @@ fn print_entry(
     Ok(())
 }
 
-fn peek(source: &TokenSource) -> anyhow::Result<Claims> {
-    let text = match source {
-        TokenSource::File(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("--token-file {}: cannot read it", path.display()))?,
-        TokenSource::Inline(token) => token.clone(),
-    };
-    Ok(token::peek_claims(&text)?)
-}
-
 pub(crate) fn decode(args: &DecodeArgs) -> anyhow::Result<()> {
     let source = match (&args.token, &args.token_file) {
         (Some(token), _) => TokenSource::Inline(token.clone()),
@@ -260,19 +251,12 @@ pub(crate) fn decode(args: &DecodeArgs) -> anyhow::Result<()> {
             anyhow::bail!("give the token (nsh mesh token decode JWT) or --token-file FILE")
         }
     };
-    let claims = peek(&source)?;
+    let (text, claims) = source.peek()?;
     let signature = match &args.key_file {
         None => "not checked (pass --key-file to check it)".to_owned(),
         Some(path) => {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("--key-file {}: cannot read it", path.display()))?;
-            let key = TeamKey::from_file_contents(&bytes)
-                .with_context(|| format!("--key-file {}", path.display()))?;
+            let key = crate::keys::read_key(path)?;
             let keys = std::collections::HashMap::from([(claims.team.clone(), key)]);
-            let text = match &source {
-                TokenSource::File(file) => std::fs::read_to_string(file)?,
-                TokenSource::Inline(token) => token.clone(),
-            };
             match token::verify_with(&text, &keys, Duration::MAX, token::now_unix()) {
                 Ok(_) => "valid".to_owned(),
                 Err(err) => format!("INVALID: {err}"),

@@ -185,10 +185,10 @@ fn nsh_command() -> String {
     let Ok(exe) = std::env::current_exe() else {
         return "nsh".to_owned();
     };
+    let this = std::fs::canonicalize(&exe).ok();
     let on_path = std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            std::fs::canonicalize(dir.join("nsh")).ok() == std::fs::canonicalize(&exe).ok()
-        })
+        std::env::split_paths(&path)
+            .any(|dir| this.is_some() && std::fs::canonicalize(dir.join("nsh")).ok() == this)
     });
     if on_path {
         "nsh".to_owned()

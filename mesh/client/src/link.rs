@@ -42,8 +42,9 @@ pub enum TokenProblem {
 }
 
 impl TokenSource {
-    /// The token text and its (unverified) claims; an expired token is refused here.
-    pub fn load(&self) -> Result<(String, Claims), TokenProblem> {
+    /// The token text and its (unverified) claims, expired or not: for saying whose token it
+    /// is (`nsh mesh token decode`, which inbox a hook reads), never for connecting.
+    pub fn peek(&self) -> Result<(String, Claims), TokenProblem> {
         let token = match self {
             Self::Inline(token) => token.trim().to_owned(),
             Self::File(path) => std::fs::read_to_string(path)
@@ -55,6 +56,12 @@ impl TokenSource {
                 .to_owned(),
         };
         let claims = peek_claims(&token).map_err(|e| TokenProblem::Malformed(e.to_string()))?;
+        Ok((token, claims))
+    }
+
+    /// The token text and its (unverified) claims; an expired token is refused here.
+    pub fn load(&self) -> Result<(String, Claims), TokenProblem> {
+        let (token, claims) = self.peek()?;
         let now = now_unix();
         if claims.exp + EXPIRY_SKEW_SECS < now {
             return Err(TokenProblem::Expired {

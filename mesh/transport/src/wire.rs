@@ -136,6 +136,16 @@ pub enum SendStatus {
     Stored,
 }
 
+impl SendStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Duplicate => "duplicate",
+            Self::Stored => "stored",
+        }
+    }
+}
+
 /// The ack of a `message` event: `{ ok: true, id, status }` or `{ ok: false, id, error }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SendAck {

@@ -483,7 +483,9 @@ async fn doctor(args: &DoctorArgs) -> anyhow::Result<()> {
     }
     let failed = results.iter().filter(|r| r["ok"] == false).count();
     let mut out = std::io::stdout().lock();
-    if args.output.write_data(&mut out, &results)? {
+    let printed_as_data = args.output.write_data(&mut out, &results)?;
+    if printed_as_data {
+        // JSON or YAML: printed.
     } else if results.is_empty() {
         writeln!(out, "no MCP servers found in any client's config")?;
     } else {

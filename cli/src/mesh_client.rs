@@ -202,25 +202,26 @@ pub(crate) fn one_inbox(
 }
 
 impl MailOwner {
-    /// These flags, as words of a hook command.
-    fn to_args(&self) -> anyhow::Result<String> {
+    /// These flags, as words of a hook command; `None` when none was given.
+    fn to_args(&self) -> anyhow::Result<Option<String>> {
         let word = |text: &str| nsh_contract::quote::word(text).into_owned();
         match (&self.team, &self.agent, &self.token_file) {
-            (Some(team), Some(agent), _) => {
-                Ok(format!(" --team {} --agent {}", word(team), word(agent)))
-            }
+            (Some(team), Some(agent), _) => Ok(Some(format!(
+                " --team {} --agent {}",
+                word(team),
+                word(agent)
+            ))),
             (_, _, Some(file)) => {
+                // A token file that names nobody would make every hook fail later.
                 self.named()?;
                 let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
-                Ok(format!(
+                Ok(Some(format!(
                     " --{} {}",
                     flag::TOKEN_FILE,
                     word(&file.display().to_string())
-                ))
+                )))
             }
-            _ => anyhow::bail!(
-                "say whose mail the hooks deliver: --token-file FILE (the agent's token) or --team TEAM --agent AGENT"
-            ),
+            _ => Ok(None),
         }
     }
 }
@@ -348,10 +349,12 @@ fn install_hooks(args: &InstallArgs) -> anyhow::Result<()> {
         let exe = std::env::current_exe().context("cannot find the nsh binary's path")?;
         nsh_contract::quote::word(&exe.display().to_string()).into_owned()
     };
-    let owner = match args.owner.to_args() {
-        Ok(words) => words,
-        Err(_) if shared => String::new(),
-        Err(err) => return Err(err),
+    let owner = match args.owner.to_args()? {
+        Some(words) => words,
+        None if shared => String::new(),
+        None => anyhow::bail!(
+            "say whose mail the hooks deliver: --token-file FILE (the agent's token) or --team TEAM --agent AGENT"
+        ),
     };
     let inbox = args
         .inbox_dir

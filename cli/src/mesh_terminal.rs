@@ -184,7 +184,8 @@ pub(crate) async fn inbox(args: InboxArgs) -> anyhow::Result<()> {
         inbox.clone(),
         sent,
         state_tx,
-    );
+    )
+    .await?;
     let shutdown = crate::signal::shutdown_signal();
     tokio::pin!(shutdown);
     loop {

@@ -91,12 +91,70 @@ pub enum ServeError {
 /// How many recent message ids are remembered to drop a message the mesh sends twice.
 const SEEN_IDS: usize = 4096;
 
+/// The inbox behind a link: stores each incoming message once (the mesh may send one again
+/// after a reconnect), before it is acked. Shared by the MCP client and `inbox --follow`.
+#[derive(Debug)]
+pub(crate) struct Store {
+    inbox: Inbox,
+    seen: Mutex<Seen>,
+}
+
+impl Store {
+    /// Remembers the ids already in `inbox`'s tail, so a repeat after a restart is dropped.
+    pub(crate) async fn open(inbox: Inbox) -> Result<Self, StoreMessageError> {
+        let recent = {
+            let inbox = inbox.clone();
+            tokio::task::spawn_blocking(move || inbox.recent_ids(SEEN_IDS))
+                .await
+                .map_err(StoreMessageError::Interrupted)?
+                .map_err(StoreMessageError::Inbox)?
+        };
+        let mut seen = Seen::default();
+        for id in &recent {
+            seen.insert(id);
+        }
+        Ok(Self {
+            inbox,
+            seen: Mutex::new(seen),
+        })
+    }
+
+    /// Appends `envelope` to the inbox; `None` when it was already there. Returns once it is
+    /// on disk, so the caller may ack it.
+    pub(crate) async fn keep(
+        &self,
+        envelope: Envelope,
+    ) -> Result<Option<InboxEntry>, StoreMessageError> {
+        if !self.seen.lock().expect("seen lock").insert(&envelope.id) {
+            tracing::debug!(id = %envelope.id, "dropping a message already received");
+            return Ok(None);
+        }
+        let entry = InboxEntry::received_now(envelope);
+        let inbox = self.inbox.clone();
+        let stored = entry.clone();
+        let result = tokio::task::spawn_blocking(move || inbox.append(&stored))
+            .await
+            .map_err(StoreMessageError::Interrupted)
+            .and_then(|r| r.map_err(StoreMessageError::Inbox));
+        if let Err(why) = result {
+            // Not stored: forget the id so a retry of the same message is accepted.
+            self.seen
+                .lock()
+                .expect("seen lock")
+                .ids
+                .remove(&entry.message.id);
+            return Err(why);
+        }
+        tracing::info!(id = %entry.message.id, from = %entry.message.from, "message received");
+        Ok(Some(entry))
+    }
+}
+
 /// Stores incoming messages (dropping repeats), then queues them for push.
 #[derive(Debug)]
 struct Receiver {
-    inbox: Inbox,
+    store: Store,
     notifier: Arc<Notifier>,
-    seen: Mutex<Seen>,
 }
 
 #[derive(Debug, Default)]
@@ -123,28 +181,9 @@ impl Seen {
 
 impl Events for Receiver {
     async fn message(&self, envelope: Envelope) -> Result<(), StoreMessageError> {
-        if !self.seen.lock().expect("seen lock").insert(&envelope.id) {
-            tracing::debug!(id = %envelope.id, "dropping a message already received");
-            return Ok(());
+        if let Some(entry) = self.store.keep(envelope).await? {
+            self.notifier.message_stored(entry);
         }
-        let entry = InboxEntry::received_now(envelope);
-        let inbox = self.inbox.clone();
-        let stored = entry.clone();
-        let result = tokio::task::spawn_blocking(move || inbox.append(&stored))
-            .await
-            .map_err(StoreMessageError::Interrupted)
-            .and_then(|r| r.map_err(StoreMessageError::Inbox));
-        if let Err(why) = result {
-            // Not stored: forget the id so a retry of the same message is accepted.
-            self.seen
-                .lock()
-                .expect("seen lock")
-                .ids
-                .remove(&entry.message.id);
-            return Err(why);
-        }
-        tracing::info!(id = %entry.message.id, from = %entry.message.from, "message received");
-        self.notifier.message_stored(entry);
         Ok(())
     }
 
@@ -169,20 +208,13 @@ pub async fn serve(
     let inbox = Inbox::open(&options.inbox_dir, &claims.team, &claims.sub)?
         .with_limits(options.inbox_limits);
     let notifier = Notifier::new(inbox.clone(), options.push, options.push_buffer);
-    let mut seen = Seen::default();
-    let recent = {
-        let inbox = inbox.clone();
-        tokio::task::spawn_blocking(move || inbox.recent_ids(SEEN_IDS))
-            .await
-            .map_err(ServeError::Interrupted)??
-    };
-    for id in &recent {
-        seen.insert(id);
-    }
+    let store = Store::open(inbox.clone()).await.map_err(|e| match e {
+        StoreMessageError::Inbox(e) => ServeError::Inbox(e),
+        StoreMessageError::Interrupted(e) => ServeError::Interrupted(e),
+    })?;
     let receiver = Receiver {
-        inbox: inbox.clone(),
+        store,
         notifier: notifier.clone(),
-        seen: Mutex::new(seen),
     };
     tracing::info!(
         agent = %claims.sub,

@@ -3,9 +3,6 @@
 //! inbox is the mesh-client's link with no MCP side, storing every message in the same inbox
 //! file before acking it, so nothing a terminal saw is lost to the agent later.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
-
 use nsh_mesh_transport::client::{Client, ClientConfig, ClientError};
 use nsh_mesh_transport::wire::{
     Envelope, GroupAck, GroupRequest, PresenceChange, PresenceList, SendAck, SendRequest, Target,
@@ -15,6 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::inbox::{Inbox, InboxEntry};
 use crate::link::{ConnectionState, Events, Identity, Link, TokenProblem, TokenSource};
+use crate::{Store, StoreMessageError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TerminalError {
@@ -27,6 +25,8 @@ pub enum TerminalError {
     /// The mesh's own answer: its code (`recipient_offline`, `forbidden`, …) and message.
     #[error("{}: {}", .0.code.as_str(), .0.message)]
     Refused(WireError),
+    #[error(transparent)]
+    Inbox(#[from] StoreMessageError),
 }
 
 /// One connection as the token's agent; the caller disconnects.
@@ -102,61 +102,39 @@ pub async fn presence(server: &str, token: &TokenSource) -> Result<PresenceList,
     list
 }
 
-/// Stays connected as the token's agent: every message is stored in `inbox`, acked, then
-/// handed to `received`. Connection changes go to `states`. Ends when the returned link is
-/// dropped.
-pub fn follow(
+/// Stays connected as the token's agent: every message is stored in `inbox` (once), acked,
+/// then handed to `received`. Connection changes go to `states`. Ends when the returned link
+/// is dropped.
+pub async fn follow(
     server: String,
     token: TokenSource,
     inbox: Inbox,
     received: mpsc::UnboundedSender<InboxEntry>,
     states: mpsc::UnboundedSender<ConnectionState>,
-) -> Link {
+) -> Result<Link, TerminalError> {
+    let identity = Identity {
+        team: inbox.team().to_owned(),
+        agent: inbox.agent().to_owned(),
+    };
     let follower = Follower {
-        inbox,
+        store: Store::open(inbox).await?,
         received,
         states,
-        seen: Mutex::new(HashSet::new()),
     };
-    let identity = Identity {
-        team: follower.inbox.team().to_owned(),
-        agent: follower.inbox.agent().to_owned(),
-    };
-    Link::start(server, token, identity, Arc::new(follower))
+    Ok(Link::start(server, token, identity, follower))
 }
 
 struct Follower {
-    inbox: Inbox,
+    store: Store,
     received: mpsc::UnboundedSender<InboxEntry>,
     states: mpsc::UnboundedSender<ConnectionState>,
-    /// Ids stored by this process: the mesh may send a message again after a reconnect.
-    seen: Mutex<HashSet<String>>,
 }
 
-impl Events for Arc<Follower> {
-    async fn message(&self, envelope: Envelope) -> Result<(), crate::StoreMessageError> {
-        if !self
-            .seen
-            .lock()
-            .expect("seen lock")
-            .insert(envelope.id.clone())
-        {
-            return Ok(());
+impl Events for Follower {
+    async fn message(&self, envelope: Envelope) -> Result<(), StoreMessageError> {
+        if let Some(entry) = self.store.keep(envelope).await? {
+            let _ = self.received.send(entry);
         }
-        let entry = InboxEntry::received_now(envelope);
-        let (inbox, stored) = (self.inbox.clone(), entry.clone());
-        let result = tokio::task::spawn_blocking(move || inbox.append(&stored))
-            .await
-            .map_err(crate::StoreMessageError::Interrupted)
-            .and_then(|r| r.map_err(crate::StoreMessageError::Inbox));
-        if let Err(why) = result {
-            self.seen
-                .lock()
-                .expect("seen lock")
-                .remove(&entry.message.id);
-            return Err(why);
-        }
-        let _ = self.received.send(entry);
         Ok(())
     }
 

@@ -40,6 +40,10 @@ pub(crate) struct Layering {
     /// Project folder [default: the folder of the nearest .agent.yaml, else the current one].
     #[arg(long = nsh_contract::command::PROJECT_DIR_FLAG, value_name = "DIR")]
     project_dir: Option<PathBuf>,
+    /// A settings file layered over the project's and the user's (`nsh up` writes one per
+    /// local agent).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 /// Claude Code's own spellings (`acceptEdits`) are accepted beside the kebab-case ones.
@@ -117,6 +121,13 @@ fn load(layering: &Layering) -> anyhow::Result<Loaded> {
     let home = crate::paths::home()?;
     let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
     let user = files::load(&files::user_file(xdg.as_deref(), &home))?;
+    let config = match &layering.config {
+        Some(path) => Some(
+            files::load(path)?
+                .with_context(|| format!("--config {}: no such file", path.display()))?,
+        ),
+        None => None,
+    };
     let command_line = Settings {
         profile: layering.profile.clone(),
         model: layering.model.clone(),
@@ -136,6 +147,7 @@ fn load(layering: &Layering) -> anyhow::Result<Loaded> {
     let inputs = Inputs {
         project,
         user,
+        config,
         command_line,
         context: CatalogContext {
             project_dir: project_dir.clone(),
@@ -177,7 +189,9 @@ fn nsh_path() -> anyhow::Result<String> {
 }
 
 /// Where the generated files of a project's launches live: one folder per project.
-fn launch_dir(project_dir: &Path) -> anyhow::Result<PathBuf> {
+/// One folder per project and mesh identity: two agents launched in one project (`nsh up`'s
+/// alice and bob) must not overwrite each other's files.
+fn launch_dir(project_dir: &Path, token_file: Option<&str>) -> anyhow::Result<PathBuf> {
     use std::hash::{Hash as _, Hasher as _};
     let state = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
@@ -185,6 +199,7 @@ fn launch_dir(project_dir: &Path) -> anyhow::Result<PathBuf> {
         .map_or_else(|| crate::paths::home().map(|h| h.join(".local/state")), Ok)?;
     let mut hasher = std::hash::DefaultHasher::new();
     project_dir.hash(&mut hasher);
+    token_file.hash(&mut hasher);
     let name = project_dir
         .file_name()
         .map_or_else(|| "root".into(), |n| n.to_string_lossy().into_owned());
@@ -197,7 +212,15 @@ fn assemble(loaded: &Loaded, extra: &[String]) -> anyhow::Result<Launch> {
     let hook_command = format!("{} mesh hook", nsh_contract::quote::word(&nsh_path()?));
     Ok(launch::assemble(
         &loaded.resolved,
-        &launch_dir(&loaded.project_dir)?,
+        &launch_dir(
+            &loaded.project_dir,
+            loaded
+                .resolved
+                .settings
+                .mesh
+                .as_ref()
+                .and_then(|m| m.token_file.as_deref()),
+        )?,
         &hook_command,
         extra,
     ))

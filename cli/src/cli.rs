@@ -36,8 +36,11 @@ pub(crate) enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run the whole stack on this machine with embedded defaults.
+    /// Run the whole local stack (mesh, MCP gateway, MCP daemon) on embedded defaults, with a
+    /// team `local` and ready-to-paste commands for its agents.
     Up(crate::up::UpArgs),
+    /// Stop a stack started with `nsh up --detach`.
+    Down(crate::up::DownArgs),
     /// The agent-to-agent mesh: server, client, tokens.
     Mesh(Group<crate::mesh::MeshVerb>),
     /// The MCP gateway in front of MCP servers.

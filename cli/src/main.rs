@@ -99,6 +99,7 @@ fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()
 async fn dispatch(command: cli::Command) -> anyhow::Result<()> {
     match command {
         cli::Command::Up(args) => up::run(&args).await,
+        cli::Command::Down(args) => up::down(&args).await,
         cli::Command::Mesh(group) => mesh::run(group.verb).await,
         cli::Command::Gateway(group) => gateway::run(group.verb).await,
         cli::Command::Mcp(group) => mcp::run(group.verb).await,

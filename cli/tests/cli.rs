@@ -104,19 +104,41 @@ fn help_lists_commands_and_hides_groups_without_verbs() {
 
 #[test]
 fn up_dry_run_prints_the_plan_and_is_honest_about_missing_parts() {
+    // No npx or uvx on PATH: the plan says which presets are left out and why.
+    let bare = tempfile::tempdir().unwrap();
     nsh()
-        .args(["up", "--bind", "127.0.0.1", "--dry-run"])
+        .args([
+            "up",
+            "--bind",
+            "127.0.0.1",
+            "--dry-run",
+            "--agents",
+            "ann,ben,cy",
+        ])
+        .env("PATH", bare.path())
         .assert()
         .success()
         .stdout(predicate::str::contains("mesh-server  127.0.0.1:3456"))
         .stdout(predicate::str::contains(
-            "mcp-daemon: each shared MCP server's first client starts one: nsh mcp run-once",
+            "mcp-gateway  not started           no preset below can run here",
         ))
-        .stdout(predicate::str::contains("not in this build").not())
         .stdout(predicate::str::contains(
-            "mcp-gateway: start it by hand: nsh gateway run --config FILE",
+            "(preset memory left out: `npx` is not on PATH; install it and run nsh up again)",
+        ))
+        .stdout(predicate::str::contains("mcp-daemon"))
+        .stdout(predicate::str::contains(
+            "agents of team local: ann, ben, cy",
         ))
         .stdout(predicate::str::contains("nothing was started"));
+}
+
+#[test]
+fn up_refuses_a_bad_agent_name_naming_the_flag() {
+    nsh()
+        .args(["up", "--dry-run", "--agents", "alice,Bad Name"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--agents: `Bad Name`"));
 }
 
 #[test]

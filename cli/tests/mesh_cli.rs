@@ -188,8 +188,17 @@ fn server_serves_readyz_and_exits_cleanly_on_sigterm() {
 fn up_runs_the_mesh_with_a_local_team_and_stops_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
     let mut up = StdCommand::new(assert_cmd::cargo::cargo_bin("nsh"))
-        .args(["up", "--mesh-port", "0", "--data-dir"])
+        .args([
+            "up",
+            "--mesh-port",
+            "0",
+            "--gateway-port",
+            "0",
+            "--data-dir",
+        ])
         .arg(data.path())
+        // No npx or uvx: no gateway upstream to start, this test is about the mesh.
+        .env("PATH", data.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -49,6 +49,8 @@ pub struct ConfigFile {
 pub struct Inputs {
     pub project: Option<ConfigFile>,
     pub user: Option<ConfigFile>,
+    /// `nsh agent launch --config FILE`: a file over the user's (e.g. one `nsh up` wrote).
+    pub config: Option<ConfigFile>,
     pub command_line: Settings,
     /// Project folder and `nsh` path, which presets are filled in with.
     pub context: CatalogContext,
@@ -106,6 +108,7 @@ pub fn resolve(inputs: &Inputs) -> Result<Resolved, LayerError> {
         .profile
         .as_ref()
         .map(|p| (p.clone(), Source::CommandLine))
+        .or_else(|| file_profile(inputs.config.as_ref()))
         .or_else(|| file_profile(inputs.user.as_ref()))
         .or_else(|| file_profile(inputs.project.as_ref()))
         .unwrap_or_else(|| ("solo-developer".to_owned(), Source::Defaults));
@@ -118,6 +121,7 @@ pub fn resolve(inputs: &Inputs) -> Result<Resolved, LayerError> {
     for (file, source) in [
         (inputs.project.as_ref(), None),
         (inputs.user.as_ref(), None),
+        (inputs.config.as_ref(), None),
         (None, Some(Source::CommandLine)),
     ] {
         match (file, source) {
@@ -202,10 +206,14 @@ fn line_in(inputs: &Inputs, source: &Source, word: &str) -> Option<usize> {
     let Source::File(path) = source else {
         return None;
     };
-    let file = [inputs.project.as_ref(), inputs.user.as_ref()]
-        .into_iter()
-        .flatten()
-        .find(|f| &f.path == path)?;
+    let file = [
+        inputs.project.as_ref(),
+        inputs.user.as_ref(),
+        inputs.config.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|f| &f.path == path)?;
     let is_word = |c: char| c.is_alphanumeric() || c == '-' || c == '_';
     file.text
         .lines()
@@ -239,13 +247,17 @@ fn profile_chain(name: &str, asked_by: &Source, inputs: &Inputs) -> Result<Vec<L
             return Err(LayerError::ProfileCycle(seen.join(" -> ")));
         }
         seen.push(name.clone());
-        let defined = [inputs.user.as_ref(), inputs.project.as_ref()]
-            .into_iter()
-            .flatten()
-            .find_map(|file| {
-                let settings = file.settings.profiles.as_ref()?.get(&name)?;
-                Some((settings.clone(), Source::File(file.path.clone())))
-            });
+        let defined = [
+            inputs.config.as_ref(),
+            inputs.user.as_ref(),
+            inputs.project.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(|file| {
+            let settings = file.settings.profiles.as_ref()?.get(&name)?;
+            Some((settings.clone(), Source::File(file.path.clone())))
+        });
         let (settings, source) = match defined {
             Some(found) => found,
             None => match catalog::built_in_profile(&name) {

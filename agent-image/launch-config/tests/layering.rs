@@ -17,6 +17,7 @@ fn inputs(project: &str, user: &str, command_line: &str) -> Inputs {
     Inputs {
         project: file(PROJECT, project),
         user: file(USER, user),
+        config: None,
         command_line: if command_line.is_empty() {
             Settings::default()
         } else {

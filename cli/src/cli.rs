@@ -52,7 +52,7 @@ pub(crate) enum Command {
     /// The Kubernetes operator and its CRDs.
     Operator(Group<crate::operator::OperatorVerb>),
     /// Commands that target a remote cluster.
-    Cluster(Group<ClusterVerb>),
+    Cluster(crate::cluster::ClusterArgs),
     /// Print nsh's version and the commit it was built from.
     Version,
     /// Print a shell completion script: `source <(nsh completion bash)`, or save it where
@@ -73,10 +73,6 @@ pub(crate) struct Group<V: Subcommand> {
     #[command(subcommand)]
     pub(crate) verb: V,
 }
-
-// Verbs arrive with the issues that build them; an empty enum is a group with no verbs.
-#[derive(Debug, Subcommand)]
-pub(crate) enum ClusterVerb {}
 
 /// The clap command with every verb-less group hidden.
 pub(crate) fn command() -> clap::Command {

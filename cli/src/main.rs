@@ -3,6 +3,7 @@
 
 mod agent;
 mod cli;
+mod cluster;
 #[cfg(test)]
 mod contract_tests;
 mod gateway;
@@ -105,7 +106,7 @@ async fn dispatch(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Mcp(group) => mcp::run(group.verb).await,
         cli::Command::Agent(group) => agent::run(group.verb),
         cli::Command::Operator(group) => operator::run(group.verb).await,
-        cli::Command::Cluster(group) => match group.verb {},
+        cli::Command::Cluster(args) => cluster::run(args).await,
         cli::Command::Version => {
             use std::io::Write as _;
             writeln!(std::io::stdout().lock(), "nsh {}", cli::VERSION)?;

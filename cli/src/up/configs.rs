@@ -102,24 +102,31 @@ fn json(value: &str) -> String {
     serde_json::Value::String(value.to_owned()).to_string()
 }
 
-/// Agent `agent`'s `nsh agent launch --config` file: the mesh preset with its token, the mesh
-/// hooks, and the local gateway (its header from the same token file, read at each connect).
+/// An `nsh agent launch --config` file's settings: the mesh preset with its token, the mesh
+/// hooks, and each gateway `(name, url)` (its header from the same token file, read at each
+/// connect).
 pub(crate) fn agent_settings(
     nsh: &str,
     mesh_url: &str,
-    gateway_url: Option<&str>,
+    gateways: &[(String, String)],
     token_file: &Path,
 ) -> Settings {
     let token = token_file.display().to_string();
-    let gateway = gateway_url.map(|url| McpServer {
-        transport: Some(Transport::Http),
-        url: Some(url.to_owned()),
-        headers_helper: Some(format!(
-            "{nsh} mesh auth-header --token-file {}",
-            nsh_contract::quote::word(&token)
-        )),
-        ..McpServer::default()
-    });
+    let servers: BTreeMap<String, McpServer> = gateways
+        .iter()
+        .map(|(name, url)| {
+            let server = McpServer {
+                transport: Some(Transport::Http),
+                url: Some(url.clone()),
+                headers_helper: Some(format!(
+                    "{nsh} mesh auth-header --token-file {}",
+                    nsh_contract::quote::word(&token)
+                )),
+                ..McpServer::default()
+            };
+            (name.clone(), server)
+        })
+        .collect();
     Settings {
         mesh: Some(MeshSettings {
             server: Some(mesh_url.to_owned()),
@@ -129,18 +136,18 @@ pub(crate) fn agent_settings(
         }),
         mcp: Some(McpSettings {
             presets: Some(vec!["mesh".to_owned()]),
-            servers: gateway.map(|g| BTreeMap::from([("nsh-gateway".to_owned(), g)])),
+            servers: (!servers.is_empty()).then_some(servers),
             ..McpSettings::default()
         }),
         ..Settings::default()
     }
 }
 
-pub(crate) fn agent_file(agent: &str, settings: &Settings) -> anyhow::Result<String> {
+/// The file's text, under a comment that says who wrote it (`writer`) and how to run it.
+pub(crate) fn agent_file(writer: &str, settings: &Settings) -> anyhow::Result<String> {
     let body = serde_saphyr::to_string(settings)?;
     Ok(format!(
-        "# Written by `nsh up` for agent {agent} of team {LOCAL_TEAM} (rewritten at each start).\n\
-         # Run it with: nsh agent launch --config THIS_FILE\n{body}"
+        "# Written by {writer}.\n# Run it with: nsh agent launch --config THIS_FILE\n{body}"
     ))
 }
 
@@ -191,10 +198,10 @@ mod tests {
         let settings = agent_settings(
             "nsh",
             "ws://127.0.0.1:3456",
-            Some("http://127.0.0.1:8080/mcp"),
+            &[("nsh-gateway".into(), "http://127.0.0.1:8080/mcp".into())],
             &dir.path().join("alice.jwt"),
         );
-        let text = agent_file("alice", &settings).unwrap();
+        let text = agent_file("a test", &settings).unwrap();
         let parsed = nsh_agent_config::files::parse(&dir.path().join("alice.yaml"), &text)
             .unwrap()
             .settings;

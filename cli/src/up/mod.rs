@@ -7,7 +7,7 @@
 //! exactly its daemons. A team `local` with a key, a token and an `nsh agent launch` config per
 //! agent are kept in the data folder across runs (`--reset` starts afresh).
 
-mod configs;
+pub(crate) mod configs;
 mod detach;
 mod plan;
 mod state;
@@ -164,18 +164,22 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<()> {
     let nsh = nsh_command();
     let mesh_url = format!("ws://{mesh_addr}");
     let gateway_url = plan.gateway.map(|addr| format!("http://{addr}/mcp"));
+    let gateways: Vec<(String, String)> = gateway_url
+        .iter()
+        .map(|url| ("nsh-gateway".to_owned(), url.clone()))
+        .collect();
     std::fs::create_dir_all(layout.agents())
         .with_context(|| format!("cannot create {}", layout.agents().display()))?;
     for agent in &agents {
-        let settings = configs::agent_settings(
-            &nsh,
-            &mesh_url,
-            gateway_url.as_deref(),
-            &layout.token(agent),
-        );
+        let settings = configs::agent_settings(&nsh, &mesh_url, &gateways, &layout.token(agent));
         crate::keys::write_secret(
             &layout.agent_config(agent),
-            &configs::agent_file(agent, &settings)?,
+            &configs::agent_file(
+                &format!(
+                    "`nsh up` for agent {agent} of team {LOCAL_TEAM} (rewritten at each start)"
+                ),
+                &settings,
+            )?,
             true,
         )?;
     }
@@ -407,7 +411,7 @@ async fn stop_stack(gateway: &mut tokio::process::Child, layout: &Layout) -> usi
 
 /// `nsh` when the `nsh` on PATH is this binary, else this binary's path: the printed commands
 /// must run as printed (under `cargo run` there is no `nsh` on PATH).
-fn nsh_command() -> String {
+pub(crate) fn nsh_command() -> String {
     let Ok(exe) = std::env::current_exe() else {
         return "nsh".to_owned();
     };

@@ -2,7 +2,7 @@
 //! config per agent, the gateway's config, and the running stack's pid file, logs and MCP
 //! daemon sockets. Re-running keeps keys and tokens; `--reset` removes them first.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -139,18 +139,7 @@ impl Layout {
     }
 }
 
-/// `--data-dir`, else `$XDG_DATA_HOME/nsh`, else `~/.local/share/nsh`.
-pub(crate) fn data_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(dir) = flag {
-        return Ok(dir.to_owned());
-    }
-    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(xdg).join("nsh"));
-    }
-    let home = std::env::var_os("HOME")
-        .context("neither --data-dir, XDG_DATA_HOME nor HOME is set; pass --data-dir")?;
-    Ok(PathBuf::from(home).join(".local/share/nsh"))
-}
+pub(crate) use crate::paths::data_dir;
 
 /// The pid of the `nsh up` running for this data folder, if one is.
 pub(crate) fn running_pid(layout: &Layout) -> Option<i32> {

@@ -16,6 +16,7 @@ pub mod conditions;
 pub mod gateway;
 pub mod mesh_server;
 pub mod team;
+pub mod token_request;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt as _;

@@ -25,6 +25,7 @@ pub mod pod;
 pub mod rbac;
 pub mod run;
 pub mod team;
+pub mod token_request;
 
 pub use context::{Context, Images};
 pub use error::{Error, Result};

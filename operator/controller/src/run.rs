@@ -16,7 +16,7 @@ use nsh_operator_api::{Agent, McpGateway, MeshServer, Team};
 use tracing::Instrument as _;
 
 use crate::apply::Kind;
-use crate::{Context, Error, agent, gateway, mesh_server, team};
+use crate::{Context, Error, agent, gateway, mesh_server, team, token_request};
 
 /// How long the Agent controller lets related changes pile up before reconciling once.
 const AGENT_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(500);
@@ -159,7 +159,7 @@ pub async fn run_in(
     futures_util::future::join_all(runs).await;
 }
 
-/// Runs the Team, MeshServer, Agent and McpGateway controllers until `shutdown` resolves.
+/// Runs the Team, MeshServer, Agent and McpGateway controllers (and token requests) until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop_signal = move || {
@@ -236,10 +236,24 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         )
         .for_each(|_| async {});
 
+    // Only Secrets labelled as token requests: the operator does not cache every Secret.
+    let token_requests = Controller::new(
+        ctx.api::<Secret>(),
+        watcher::Config::default()
+            .labels(&format!("{}=true", nsh_operator_api::token_request::LABEL)),
+    )
+    .graceful_shutdown_on(stop_signal())
+    .run(
+        instrumented("TokenRequest", token_request::reconcile),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop.send(true);
     });
-    tokio::join!(teams, meshes, agents, gateways);
+    tokio::join!(teams, meshes, agents, gateways, token_requests);
     tracing::info!("controllers stopped");
 }

@@ -254,6 +254,110 @@ async fn alice_to_bob(alice: &common::McpClient, bob: &common::McpClient, text: 
     assert!(inbox_texts(bob).await.contains(&text.to_owned()), "{text}");
 }
 
+/// `nsh` with the cluster's kubeconfig, as a laptop user runs it.
+fn nsh_cluster(plane: &ControlPlane, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_nsh"));
+    command
+        .args(["cluster", "-n", TEAM_NAMESPACE])
+        .args(args)
+        .env("KUBECONFIG", plane.kubeconfig_path());
+    command
+}
+
+/// The laptop: `nsh cluster status`, `connect` (a token from the operator, a port-forward to
+/// the mesh through the API server, a message from a terminal through it), `send` and `logs`.
+async fn laptop_step(plane: &ControlPlane, bob: &common::McpClient, logs: &Path) {
+    let status = run(&mut nsh_cluster(plane, &["status"]));
+    let alice_row = status
+        .lines()
+        .find(|l| l.contains("Agent") && l.contains("alice"));
+    assert!(
+        alice_row.is_some_and(|l| l.contains("True")),
+        "alice is Ready in:\n{status}"
+    );
+
+    let data = logs.join("laptop-data");
+    let connect_log = logs.join("connect.log");
+    let mut connect = nsh_cluster(
+        plane,
+        &[
+            "connect",
+            "--team",
+            "alpha",
+            "--agent",
+            "laptop",
+            "--data-dir",
+        ],
+    );
+    connect.arg(&data);
+    let mut connect = ManagedProcess::spawn("nsh cluster connect", connect, &connect_log).unwrap();
+    let printed = wait_for("nsh cluster connect to connect", WAIT, || {
+        let text = std::fs::read_to_string(&connect_log).unwrap_or_default();
+        async move {
+            Ok(text
+                .contains("Ctrl-C ends the port-forward")
+                .then_some(text))
+        }
+    })
+    .await;
+    // The printed terminal line works as printed, through the port-forward.
+    let send_line = printed
+        .lines()
+        .find(|l| l.contains(" mesh send --server ws://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no send line in:\n{printed}"))
+        .trim()
+        .replace("'hello from laptop'", "'hello from the laptop'");
+    assert!(
+        send_line.contains("--to alice"),
+        "a real recipient: {send_line}"
+    );
+    let to_bob = send_line.replace("--to alice", "--to bob");
+    let sent = run(std::process::Command::new("sh").args(["-c", &to_bob]));
+    assert!(sent.starts_with("delivered"), "{sent}");
+    assert!(
+        inbox_texts(bob)
+            .await
+            .contains(&"hello from the laptop".to_owned()),
+        "bob got the laptop's message"
+    );
+    // The written agent config is one `nsh agent launch` takes.
+    let config = printed
+        .lines()
+        .find_map(|l| l.trim().split_once(" agent launch --config "))
+        .map(|(_, path)| path.to_owned())
+        .unwrap_or_else(|| panic!("no launch line in:\n{printed}"));
+    let dry = run(std::process::Command::new(env!("CARGO_BIN_EXE_nsh"))
+        .args(["agent", "launch", "--dry-run", "--config", &config])
+        .env("HOME", logs));
+    assert!(
+        dry.contains("mesh client --server ws://127.0.0.1:") || dry.contains("\"ws://127.0.0.1:"),
+        "{dry}"
+    );
+    let pid = rustix::process::Pid::from_raw(connect.pid() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    wait_for("connect to end on Ctrl-C", WAIT, || {
+        let text = std::fs::read_to_string(&connect_log).unwrap_or_default();
+        async move { Ok(text.contains("port-forward ended").then_some(())) }
+    })
+    .await;
+    connect.kill();
+
+    let quick = run(&mut nsh_cluster(
+        plane,
+        &["send", "--to", "bob", "a quick note"],
+    ));
+    assert!(quick.starts_with("delivered"), "{quick}");
+    assert!(inbox_texts(bob).await.contains(&"a quick note".to_owned()));
+
+    let mesh_log = run(&mut nsh_cluster(plane, &["logs", "mesh", "--tail", "20"]));
+    assert!(!mesh_log.trim().is_empty(), "the mesh pod's log");
+    let sidecar_log = run(&mut nsh_cluster(
+        plane,
+        &["logs", "bob", "-c", "mesh-client"],
+    ));
+    assert!(sidecar_log.contains("mesh-client"), "{sidecar_log}");
+}
+
 /// The messages in `client`'s agent's inbox.
 async fn inbox_texts(client: &common::McpClient) -> Vec<String> {
     let (failed, inbox) = common::call(client, "mesh_inbox", json!({})).await;
@@ -361,6 +465,9 @@ async fn the_example_team_runs_as_real_pods_and_its_agents_talk() {
     let ack = send_until_acked(&bob, json!({ "group": "dev", "text": "on my way" })).await;
     assert_eq!(ack["delivered_to"], json!(["alice"]), "{ack}");
     assert!(inbox_texts(&alice).await.contains(&"on my way".to_owned()));
+
+    // 3b. A laptop pointed at the cluster.
+    laptop_step(plane, &bob, logs.path()).await;
 
     // 4a. The mesh pod dies: its Deployment replaces it, the sidecars reconnect.
     let pods = Api::<Pod>::namespaced(client.clone(), TEAM_NAMESPACE);

@@ -363,7 +363,15 @@ async fn supervise(
                 tracing::error!(?exit, "the gateway exited; the mesh keeps running (see run/gateway.log)");
             }
             _ = tick.tick(), if live => {
-                let line = probe.snapshot().await.to_string();
+                let mut line = probe.snapshot().await.to_string();
+                // A line wider than the terminal wraps, and `\r` then redraws only its end.
+                // (comfy-table asks the terminal for its width, as for the tables.)
+                if let Some(width) = comfy_table::Table::new().width() {
+                    let keep = usize::from(width).saturating_sub(1);
+                    if let Some((cut, _)) = line.char_indices().nth(keep) {
+                        line.truncate(cut);
+                    }
+                }
                 let mut out = std::io::stdout().lock();
                 // Back to the line's start and clear it: one status line, redrawn in place.
                 let _ = write!(out, "\r\x1b[2K{line}");

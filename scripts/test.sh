@@ -23,8 +23,8 @@ need go "Install Go 1.26 or newer."
 
 # Debian packages: Redis; the one-node test cluster's containerd, runc, CNI plugins and
 # iptables; the image builder (buildah), debootstrap for the agent image's base, gcc for the
-# pause image, musl-gcc for the static nsh binary.
-packages=(redis-server containerd runc containernetworking-plugins iptables iproute2 util-linux buildah debootstrap gcc musl-tools)
+# pause image, musl-gcc for the static nsh binary; shellcheck for the workflows' scripts.
+packages=(redis-server containerd runc containernetworking-plugins iptables iproute2 util-linux buildah debootstrap gcc musl-tools shellcheck)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
@@ -71,6 +71,10 @@ export NSH_IMAGES_DIR
 
 say "layers point one way, no module cycles"
 python3 scripts/check-architecture.py
+
+say "releases: one version for crates and charts; the GitHub workflows lint clean"
+scripts/check-release-version.sh >/dev/null
+"$NSH_TESTBIN_DIR/actionlint" -color=false
 
 say "cargo test (target dir $CARGO_TARGET_DIR)"
 cargo test --workspace --locked "$@"

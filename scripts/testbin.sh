@@ -111,6 +111,13 @@ build_kubeconform() {
   echo "$v" >"$out/kubeconform.version"
 }
 
+build_actionlint() {
+  local v="$ACTIONLINT_VERSION"
+  if [ -x "$out/actionlint" ] && "$out/actionlint" -version 2>/dev/null | head -n 1 | grep -qxF "$v"; then log "actionlint $v: cached"; return; fi
+  log "actionlint $v: building"
+  GOBIN="$out" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w -X main.version=$v" "github.com/rhysd/actionlint/cmd/actionlint@$v" >&2
+}
+
 build_helm() {
   local v="$HELM_VERSION" dir="$work/helm-$HELM_VERSION"
   if [ -x "$out/helm" ] && "$out/helm" version --short 2>/dev/null | grep -qF "$v"; then log "helm $v: cached"; return; fi
@@ -126,12 +133,13 @@ build_helm() {
 }
 
 case "${1:-all}" in
-  all) build_etcd; build_kubernetes; build_coredns; build_helm; build_kubeconform ;;
+  all) build_etcd; build_kubernetes; build_coredns; build_helm; build_kubeconform; build_actionlint ;;
   etcd) build_etcd ;;
   kubernetes) build_kubernetes ;;
   coredns) build_coredns ;;
   helm) build_helm ;;
   kubeconform) build_kubeconform ;;
-  *) log "usage: $0 [all|etcd|kubernetes|coredns|helm|kubeconform]"; exit 2 ;;
+  actionlint) build_actionlint ;;
+  *) log "usage: $0 [all|etcd|kubernetes|coredns|helm|kubeconform|actionlint]"; exit 2 ;;
 esac
 echo "$out"

@@ -76,5 +76,19 @@ say "releases: one version for crates and charts; the GitHub workflows lint clea
 scripts/check-release-version.sh >/dev/null
 "$NSH_TESTBIN_DIR/actionlint" -color=false
 
+say "cargo install from a clean checkout of HEAD; nsh --version names the version and the commit"
+if git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
+  checkout="$(mktemp -d)"
+  trap 'rm -rf "$checkout"' EXIT
+  git clone --quiet "$root" "$checkout/src"
+  # --debug: the dev profile, so the shared target dir's artifacts are reused.
+  cargo install --quiet --locked --debug --path "$checkout/src/cli" --root "$checkout/root"
+  installed="$("$checkout/root/bin/nsh" --version)"
+  want="nsh $(scripts/check-release-version.sh) (commit $(git -C "$root" rev-parse --short=12 HEAD))"
+  [ "$installed" = "$want" ] || { echo "test.sh: the installed nsh says '$installed', not '$want'" >&2; exit 1; }
+else
+  echo "(not a git checkout: skipped)" >&2
+fi
+
 say "cargo test (target dir $CARGO_TARGET_DIR)"
 cargo test --workspace --locked "$@"

@@ -142,7 +142,6 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<()> {
         .await
         .map_err(|err| crate::mesh::bind_hint(err, "--mesh-port"))?;
     let mesh_addr = mesh.local_addr();
-    let gateway_addr = free_gateway_addr(args)?;
     // Port 0 picked real ports: the plan shows those.
     plan.mesh = mesh_addr;
     let mut gateway = if plan.included().is_empty() {
@@ -150,6 +149,7 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<()> {
         plan.gateway = None;
         None
     } else {
+        let gateway_addr = free_gateway_addr(args)?;
         plan.gateway = Some(gateway_addr);
         std::fs::write(
             layout.gateway_config(),

@@ -11,6 +11,8 @@ pub(crate) struct Snapshot {
     /// `None`: the mesh did not answer.
     pub(crate) mesh: Option<MeshNumbers>,
     pub(crate) gateway: Option<GatewayNumbers>,
+    /// `nsh up` started no gateway (no preset could run).
+    pub(crate) no_gateway: bool,
     pub(crate) daemons: Vec<String>,
 }
 
@@ -117,6 +119,7 @@ impl Probe {
         Snapshot {
             mesh,
             gateway,
+            no_gateway: self.gateway_status.is_none(),
             daemons,
         }
     }
@@ -152,6 +155,7 @@ impl fmt::Display for Snapshot {
                     write!(f, " (down: {})", g.down.join(", "))?;
                 }
             }
+            None if self.no_gateway => write!(f, " | gateway: not started")?,
             None => write!(f, " | gateway: not answering")?,
         }
         if self.daemons.is_empty() {
@@ -195,6 +199,7 @@ mod tests {
                 down: vec![],
                 tools: 9,
             }),
+            no_gateway: false,
             daemons: vec!["server-memory".into()],
         };
         assert_eq!(

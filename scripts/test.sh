@@ -2,9 +2,10 @@
 # Runs every test, first installing what the tests need:
 #   - Debian packages: redis-server; containerd, runc, containernetworking-plugins and
 #     iptables (the one-node test cluster); buildah, debootstrap, gcc, musl-tools (images),
+#     shellcheck (actionlint runs it on the workflows' scripts),
 #   - the official Socket.io peers for interop tests (npm packages in mesh/interop, and
 #     python-socketio in a virtualenv under the cache),
-#   - etcd, the Kubernetes control plane and node binaries, CoreDNS, kubectl and helm, built from their Go
+#   - etcd, the Kubernetes control plane and node binaries, CoreDNS, kubectl, helm and actionlint, built from their Go
 #     modules at the versions in scripts/versions.env (cached; see scripts/testbin.sh),
 # and the container images (scripts/images.sh: nsh, the agent image, pause), then the
 # layering check (scripts/check-architecture.py) and `cargo test` over the whole
@@ -47,7 +48,7 @@ rustup target list --installed | grep -qx x86_64-unknown-linux-musl || {
 
 need node "Install Node.js 20 or newer."
 need python3 "Install Python 3.11 or newer."
-say "installing interop peers: socket.io, socket.io-client, @modelcontextprotocol/sdk (npm), python-socketio, jsonschema (PyPI)"
+say "installing interop peers: socket.io, socket.io-client, @modelcontextprotocol/sdk and two of its servers (npm), python-socketio, jsonschema (PyPI)"
 (cd mesh/interop && npm ci --no-audit --no-fund --loglevel=error)
 venv="$NSH_CACHE_DIR/interop-venv"
 if [ ! -x "$venv/bin/python" ]; then

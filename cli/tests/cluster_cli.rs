@@ -3,6 +3,8 @@
 //! gone afterwards, and the status table lists the four kinds. Port-forward and logs that need
 //! a kubelet are in e2e_example_team.rs.
 
+mod common;
+
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -54,21 +56,7 @@ async fn tokens_come_from_the_operator_and_status_lists_the_team() {
         .unwrap();
     let ns = plane.namespace("cli-cluster").await.unwrap();
     let logs = tempfile::tempdir().unwrap();
-    let mut operator = Command::new(env!("CARGO_BIN_EXE_nsh"));
-    operator
-        .args([
-            "operator",
-            "run",
-            "--default-image",
-            "nsh:test",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--lease-namespace",
-            &ns,
-            "--watch-namespace",
-            &ns,
-        ])
-        .env("KUBECONFIG", plane.kubeconfig_path());
+    let operator = common::operator_command(plane.kubeconfig_path(), &ns);
     let _operator =
         ManagedProcess::spawn("nsh operator run", operator, &logs.path().join("op.log")).unwrap();
 

@@ -1,5 +1,7 @@
 //! `nsh operator crds` and `nsh operator run` as shipped, against the harness's apiserver.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -52,20 +54,7 @@ async fn run_reconciles_with_a_kubeconfig_and_stops_on_sigterm() {
     let ns = plane.namespace("cli-op").await.unwrap();
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("operator.log");
-    let mut operator = Command::new(assert_cmd::cargo::cargo_bin("nsh"))
-        .args([
-            "operator",
-            "run",
-            "--default-image",
-            "nsh:test",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--lease-namespace",
-        ])
-        .arg(&ns)
-        .arg("--watch-namespace")
-        .arg(&ns)
-        .env("KUBECONFIG", plane.kubeconfig_path())
+    let mut operator = common::operator_command(plane.kubeconfig_path(), &ns)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

@@ -3,6 +3,8 @@
 //! message, see it through the hooks, and share one MCP server through the local gateway; Ctrl-C
 //! leaves no process behind. `--detach` and `nsh down`, and keys kept across runs.
 
+mod common;
+
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -10,19 +12,11 @@ use std::time::{Duration, Instant};
 
 use nsh_testenv::repo_root;
 
-/// Stopped however the test ends: Ctrl-C first (so `nsh up` stops its gateway and daemons),
-/// then kill.
+/// Killed however the test ends.
 struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -82,9 +76,9 @@ impl Machine {
 }
 
 /// Starts `nsh up` and reads its output up to the running line.
-fn up(machine: &Machine, extra: &[&str]) -> (Killed, BufReader<ChildStdout>, Vec<String>) {
-    let mut child = machine
-        .nsh()
+fn up(machine: &Machine, extra: &[&str]) -> (common::up::Up, BufReader<ChildStdout>, Vec<String>) {
+    let mut command = machine.nsh();
+    command
         .args([
             "up",
             "--mesh-port",
@@ -94,29 +88,8 @@ fn up(machine: &Machine, extra: &[&str]) -> (Killed, BufReader<ChildStdout>, Vec
             "--data-dir",
         ])
         .arg(&machine.data)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let child = Killed(child);
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        assert_ne!(
-            stdout.read_line(&mut line).unwrap(),
-            0,
-            "nsh up ended early:\n{}",
-            lines.join("\n")
-        );
-        let line = line.trim_end().to_owned();
-        let last = line.starts_with("nsh up is running");
-        lines.push(line);
-        if last {
-            return (child, stdout, lines);
-        }
-    }
+        .args(extra);
+    common::up::start(command)
 }
 
 /// One agent session: the printed line, run as printed.

@@ -1,20 +1,12 @@
 //! `nsh up` as a newcomer meets it: every command it prints runs as printed, and two agents
 //! exchange a message with them; a busy port names the flag that picks another.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
 use nsh_testenv::process::ManagedProcess;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn nsh() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_nsh"));
@@ -25,9 +17,10 @@ fn nsh() -> Command {
     command
 }
 
-/// Starts `nsh up` and reads its output up to the last hint; returns it with the printed lines.
-fn up(data: &std::path::Path) -> (Killed, Vec<String>) {
-    let mut child = nsh()
+/// Starts `nsh up` and reads its output up to the running line.
+fn up(data: &std::path::Path) -> (common::up::Up, Vec<String>) {
+    let mut command = nsh();
+    command
         .args([
             "up",
             "--mesh-port",
@@ -38,24 +31,9 @@ fn up(data: &std::path::Path) -> (Killed, Vec<String>) {
         ])
         .arg(data)
         // No npx or uvx: no gateway upstream to start, this test is about the mesh lines.
-        .env("PATH", data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    // Killed however the test ends, a failed assertion included.
-    let child = Killed(child);
-    let mut lines = Vec::new();
-    for line in stdout.lines() {
-        let line = line.unwrap();
-        let last = line.starts_with("nsh up is running");
-        lines.push(line);
-        if last {
-            break;
-        }
-    }
-    (child, lines)
+        .env("PATH", data);
+    let (up, _, lines) = common::up::start(command);
+    (up, lines)
 }
 
 fn sh(line: &str) -> std::process::Output {

@@ -160,16 +160,7 @@ async fn wait_for_answer(secrets: &Api<Secret>, name: &str) -> anyhow::Result<Se
             .get(name)
             .await
             .map_err(|err| super::api_error(err, "reading the token request"))?;
-        let answered = secret
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(request::REFUSED))
-            || secret
-                .data
-                .as_ref()
-                .is_some_and(|d| d.contains_key(request::TOKEN_FIELD));
-        if answered {
+        if request::is_answered(&secret) {
             return Ok(secret);
         }
         anyhow::ensure!(

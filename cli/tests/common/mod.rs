@@ -12,11 +12,33 @@ use nsh_testenv::process::ManagedProcess;
 
 pub mod daemon;
 pub mod gateway;
+pub mod up;
 
 pub const TEAM: &str = "alpha";
 
 pub fn nsh_path() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nsh"))
+}
+
+/// `nsh operator run` for one namespace of the harness's API server, its admin endpoints on a
+/// free port (it logs where).
+pub fn operator_command(kubeconfig: &Path, namespace: &str) -> Command {
+    let mut command = Command::new(nsh_path());
+    command
+        .args([
+            "operator",
+            "run",
+            "--default-image",
+            "nsh:test",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--lease-namespace",
+            namespace,
+            "--watch-namespace",
+            namespace,
+        ])
+        .env("KUBECONFIG", kubeconfig);
+    command
 }
 
 pub struct MeshProcess {

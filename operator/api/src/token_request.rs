@@ -33,3 +33,16 @@ pub const TOKEN_FIELD: &str = "token";
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(8 * 3600);
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Whether the operator has answered `secret` (a token or a refusal is in it).
+pub fn is_answered(secret: &k8s_openapi::api::core::v1::Secret) -> bool {
+    secret
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(REFUSED))
+        || secret
+            .data
+            .as_ref()
+            .is_some_and(|d| d.contains_key(TOKEN_FIELD))
+}

@@ -31,15 +31,10 @@ pub struct Request {
 
 /// `None` when the request was answered already (a token or a refusal is in it).
 pub fn parse(secret: &Secret) -> Result<Option<Request>> {
-    let annotations = secret.annotations();
-    let answered = annotations.contains_key(request::REFUSED)
-        || secret
-            .data
-            .as_ref()
-            .is_some_and(|d| d.contains_key(request::TOKEN_FIELD));
-    if answered {
+    if request::is_answered(secret) {
         return Ok(None);
     }
+    let annotations = secret.annotations();
     let namespace = secret.namespace().unwrap_or_default();
     let needed = |key: &'static str| {
         annotations

@@ -22,13 +22,14 @@ fn main() {
     if let Some(git_dir) = git(&["rev-parse", "--git-dir"]) {
         let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
         let git_dir = manifest.join(Path::new(&git_dir));
-        println!("cargo:rerun-if-changed={}", git_dir.join("HEAD").display());
-        println!(
-            "cargo:rerun-if-changed={}",
-            git_dir.join("packed-refs").display()
-        );
+        // Only files that exist: cargo reruns a build script on every build while a path it
+        // watches is missing (a fresh clone has no packed-refs), and that rebuilt nsh each time.
+        let mut watched = vec![git_dir.join("HEAD"), git_dir.join("packed-refs")];
         if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={}", git_dir.join(branch).display());
+            watched.push(git_dir.join(branch));
+        }
+        for path in watched.into_iter().filter(|p| p.exists()) {
+            println!("cargo:rerun-if-changed={}", path.display());
         }
     }
 }

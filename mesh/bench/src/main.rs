@@ -2,8 +2,10 @@
 //! logic, `mesh/interop/node-server.mjs`) one after the other on this machine, drives both with
 //! this one load generator, and prints a table:
 //!
-//! - throughput: direct messages relayed with acks per second (pairs of agents, a window of
-//!   messages in flight per sender);
+//! - relay (`--runs` times, each server fresh, with each `--load` generator: this crate's Rust
+//!   client and the official Node `socket.io-client`): direct messages relayed with acks per
+//!   second, the server's own CPU time and context switches per relayed message (from
+//!   `/proc/<pid>`), p50/p99 send -> ack under that load;
 //! - latency: p50/p99 send -> ack at a fixed moderate rate;
 //! - memory: server RSS growth per idle connection with N connections.
 //!
@@ -30,6 +32,8 @@ use nsh_mesh_transport::wire::{SendAck, event};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
+mod proc_stat;
+mod relay;
 mod replicas;
 
 #[derive(Debug, Parser)]
@@ -42,12 +46,18 @@ struct Args {
     node: PathBuf,
     #[arg(long)]
     interop_dir: PathBuf,
-    /// Sender/receiver pairs in the throughput phase.
-    #[arg(long, default_value_t = 32)]
+    /// Sender/receiver pairs in the relay phase.
+    #[arg(long, default_value_t = 20)]
     pairs: usize,
     /// Messages each sender keeps in flight.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 8)]
     window: usize,
+    /// Relay runs per load generator and server.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// The load generators of the relay phase, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "rust,node")]
+    load: Vec<relay::Generator>,
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// Total messages per second in the latency phase.
@@ -76,7 +86,6 @@ const TEAM: &str = "bench";
 const IDLE_TEAMS: usize = 100;
 
 struct Results {
-    throughput: f64,
     p50_ms: f64,
     p99_ms: f64,
     latency_sent: u64,
@@ -102,6 +111,14 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let keys_dir = keys.path();
+    let node_command = || {
+        let mut command = tokio::process::Command::new(&args.node);
+        command
+            .arg(args.interop_dir.join("node-server.mjs"))
+            .arg("--team-keys-dir")
+            .arg(keys_dir);
+        command
+    };
     let ours = measure(
         "nsh mesh server",
         || nsh_server(&args, keys_dir),
@@ -112,16 +129,74 @@ async fn main() -> anyhow::Result<()> {
     let node = if args.only_nsh {
         None
     } else {
-        let node_command = || {
-            let mut command = tokio::process::Command::new(&args.node);
-            command
-                .arg(args.interop_dir.join("node-server.mjs"))
-                .arg("--team-keys-dir")
-                .arg(keys_dir);
-            command
-        };
         Some(measure("node socket.io 4.8", node_command, &args, &key).await?)
     };
+    // Runs interleave the servers, so both meet the machine in the same state.
+    let mut relays: Vec<(usize, relay::Generator, relay::Relay, Option<relay::Relay>)> = Vec::new();
+    for run in 1..=args.runs {
+        for &generator in &args.load {
+            let mine = relay_once(
+                "nsh mesh server",
+                nsh_server(&args, keys_dir),
+                generator,
+                &args,
+                &key,
+            )
+            .await?;
+            let theirs = if args.only_nsh {
+                None
+            } else {
+                Some(
+                    relay_once("node socket.io 4.8", node_command(), generator, &args, &key)
+                        .await?,
+                )
+            };
+            relays.push((run, generator, mine, theirs));
+        }
+    }
+
+    println!();
+    println!(
+        "relay: {} pairs x {} in flight, {:?} counted after a 2 s warm-up; the server's own CPU and context switches from /proc",
+        args.pairs, args.window, args.duration
+    );
+    println!(
+        "| run | load generator | server | msg/s | server CPU us/msg | ctx switches/msg | p50 ms | p99 ms | failed |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (run, generator, mine, theirs) in &relays {
+        for (server, r) in [("nsh", Some(mine)), ("node", theirs.as_ref())] {
+            let Some(r) = r else { continue };
+            println!(
+                "| {run} | {} | {server} | {:.0} | {:.1} | {:.3} | {:.3} | {:.3} | {} |",
+                generator.name(),
+                r.per_second,
+                r.cpu_us_per_message,
+                r.switches_per_message,
+                r.p50_ms,
+                r.p99_ms,
+                r.failed
+            );
+        }
+    }
+    if !args.only_nsh {
+        println!();
+        println!(
+            "| run | load generator | CPU/msg nsh/node (target <= 0.33) | ctx switches/msg nsh/node (<= 1) | p99 nsh/node (<= 0.5) | msg/s nsh/node |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for (run, generator, mine, theirs) in &relays {
+            let Some(theirs) = theirs else { continue };
+            println!(
+                "| {run} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                generator.name(),
+                mine.cpu_us_per_message / theirs.cpu_us_per_message,
+                mine.switches_per_message / theirs.switches_per_message.max(1e-9),
+                mine.p99_ms / theirs.p99_ms,
+                mine.per_second / theirs.per_second
+            );
+        }
+    }
 
     println!();
     println!(
@@ -138,15 +213,7 @@ async fn main() -> anyhow::Result<()> {
             println!("| {metric} | {ours:.digits$} | {node_text} | {ratio_text} | {target} |");
         };
     row(
-        "direct msgs/s relayed with acks",
-        ours.throughput,
-        node.as_ref().map(|n| n.throughput),
-        0,
-        "x",
-        ">= 4x",
-    );
-    row(
-        "p50 send->ack latency (ms)",
+        "p50 send->ack latency at --rate (ms)",
         ours.p50_ms,
         node.as_ref().map(|n| n.p50_ms),
         3,
@@ -154,12 +221,12 @@ async fn main() -> anyhow::Result<()> {
         "",
     );
     row(
-        "p99 send->ack latency (ms)",
+        "p99 send->ack latency at --rate (ms)",
         ours.p99_ms,
         node.as_ref().map(|n| n.p99_ms),
         3,
         " of node",
-        "<= 0.5 of node",
+        "< 0.5 ms at 1,000 msg/s",
     );
     row(
         &format!("KiB per idle connection ({IDLE_TEAMS} teams)"),
@@ -251,14 +318,11 @@ async fn measure(
     server.kill().await?;
 
     let (mut server, _, url) = start(name, command()).await?;
-    let throughput = throughput(Route::one(&url), args, key).await?;
-    eprintln!("   throughput: {throughput:.0} msg/s");
     let (p50_ms, p99_ms, latency_sent, latency_failed) =
         latency(Route::one(&url), args, key).await?;
     eprintln!("   latency: p50 {p50_ms:.3} ms, p99 {p99_ms:.3} ms");
     server.kill().await?;
     Ok(Results {
-        throughput,
         p50_ms,
         p99_ms,
         latency_sent,
@@ -267,6 +331,28 @@ async fn measure(
         rss_idle_mib,
         kib_per_connection_one_team,
     })
+}
+
+/// One relay run on a fresh server.
+async fn relay_once(
+    name: &str,
+    command: tokio::process::Command,
+    generator: relay::Generator,
+    args: &Args,
+    key: &TeamKey,
+) -> anyhow::Result<relay::Relay> {
+    let (mut server, pid, url) = start(name, command).await?;
+    let result = relay::run(generator, &url, pid, args, key).await?;
+    eprintln!(
+        "   relay ({}): {:.0} msg/s, {:.1} us CPU/msg, {:.3} ctx switches/msg, p99 {:.3} ms",
+        generator.name(),
+        result.per_second,
+        result.cpu_us_per_message,
+        result.switches_per_message,
+        result.p99_ms
+    );
+    server.kill().await?;
+    Ok(result)
 }
 
 /// Starts a server; returns it, its pid and its URL once it listens.

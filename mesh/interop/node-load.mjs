@@ -1,0 +1,74 @@
+// The mesh benchmark's second load generator: the official socket.io-client (websocket only),
+// driving any mesh server the way mesh-bench's Rust generator does. PAIRS sender/receiver pairs;
+// each sender keeps WINDOW direct messages in flight; receivers ack at once. After a warm-up,
+// counts acked messages for DURATION_MS; prints {"phase":"counting"} and {"phase":"stopped"}
+// around that window, then one line {"delivered":N,"seconds":S,"p50_ms":X,"p99_ms":Y,"failed":F}.
+// Env: MESH_URL, TOKENS (JSON: {"tx-0": jwt, "rx-0": jwt, ...}), PAIRS, WINDOW, DURATION_MS,
+// WARMUP_MS.
+import { io } from "socket.io-client";
+import { randomUUID } from "node:crypto";
+
+const url = process.env.MESH_URL;
+const tokens = JSON.parse(process.env.TOKENS);
+const pairs = Number(process.env.PAIRS ?? 20);
+const window = Number(process.env.WINDOW ?? 8);
+const duration = Number(process.env.DURATION_MS ?? 10000);
+const warmup = Number(process.env.WARMUP_MS ?? 2000);
+
+const connect = (agent) =>
+  new Promise((resolve, reject) => {
+    const socket = io(url, { auth: { token: tokens[agent] }, transports: ["websocket"], reconnection: false, timeout: 10000 });
+    socket.on("connect", () => resolve(socket));
+    socket.on("connect_error", reject);
+  });
+
+const senders = [];
+for (let i = 0; i < pairs; i++) {
+  const rx = await connect(`rx-${i}`);
+  rx.on("message", (_envelope, ack) => ack({ ok: true }));
+  senders.push([await connect(`tx-${i}`), `rx-${i}`]);
+}
+
+let counting = false;
+let stopping = false;
+let delivered = 0;
+let failed = 0;
+const latencies = [];
+const text = "benchmark payload of a typical short agent message";
+
+async function loop(socket, to) {
+  while (!stopping) {
+    const started = process.hrtime.bigint();
+    try {
+      const ack = await socket.timeout(30000).emitWithAck("message", { id: randomUUID(), to, text });
+      if (counting) {
+        if (ack && ack.ok) {
+          delivered += 1;
+          latencies.push(Number(process.hrtime.bigint() - started) / 1e6);
+        } else failed += 1;
+      }
+    } catch {
+      if (counting) failed += 1;
+    }
+  }
+}
+
+const loops = [];
+for (const [socket, to] of senders) for (let w = 0; w < window; w++) loops.push(loop(socket, to));
+await new Promise((r) => setTimeout(r, warmup));
+counting = true;
+// The benchmark samples the server's CPU between these two lines.
+console.log(JSON.stringify({ phase: "counting" }));
+const started = process.hrtime.bigint();
+await new Promise((r) => setTimeout(r, duration));
+counting = false;
+const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+console.log(JSON.stringify({ phase: "stopped" }));
+const count = delivered;
+stopping = true;
+await Promise.all(loops);
+latencies.sort((a, b) => a - b);
+const at = (q) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] : 0);
+console.log(JSON.stringify({ delivered: count, seconds, p50_ms: at(0.5), p99_ms: at(0.99), failed }));
+for (const [socket] of senders) socket.close();
+process.exit(0);

@@ -53,7 +53,13 @@ fn main() -> std::process::ExitCode {
         cli::Command::Mcp(group) if mcp::needs_no_runtime(&group.verb) => {
             mcp::run_without_runtime(group.verb)
         }
-        command => block_on(dispatch(command)),
+        command => {
+            let workers = match &command {
+                cli::Command::Mesh(group) => mesh::worker_threads(&group.verb),
+                _ => None,
+            };
+            block_on(workers, dispatch(command))
+        }
     };
     exit_code(result)
 }
@@ -89,8 +95,15 @@ fn error_chain(err: &anyhow::Error) -> String {
     text
 }
 
-fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
+fn block_on(
+    workers: Option<usize>,
+    work: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    builder
         .enable_all()
         .build()
         .map_err(|err| anyhow::anyhow!("starting the runtime: {err}"))?

@@ -58,6 +58,11 @@ fn auth_header(args: &AuthHeaderArgs) -> anyhow::Result<()> {
 
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
+    /// Threads that run the server [default: one per CPU]. A relay does little work per
+    /// message and much waking: fewer threads than cores trade peak throughput for less CPU and
+    /// fewer context switches per message (docs/mesh-server.md, "Performance").
+    #[arg(long, value_name = "N", env = env::mesh_server::WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) worker_threads: Option<u16>,
     /// Address to listen on (Socket.io, /healthz, /readyz, /metrics).
     #[arg(long, default_value = "127.0.0.1:3456", env = env::mesh_server::LISTEN)]
     listen: SocketAddr,
@@ -191,6 +196,14 @@ pub(crate) struct KeygenArgs {
     /// Write the key to this file (mode 0600; refuses to overwrite). Without it, print the key.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+}
+
+/// The runtime's worker threads this verb asks for, if it does.
+pub(crate) fn worker_threads(verb: &MeshVerb) -> Option<usize> {
+    match verb {
+        MeshVerb::Server(args) => args.worker_threads.map(usize::from),
+        _ => None,
+    }
 }
 
 pub(crate) async fn run(verb: MeshVerb) -> anyhow::Result<()> {

@@ -66,6 +66,10 @@ struct Args {
     /// Idle connections in the memory phase.
     #[arg(long, default_value_t = 5000)]
     connections: usize,
+    /// Worker threads of `nsh mesh server`'s runtime (its --worker-threads) [default: the
+    /// server's default].
+    #[arg(long)]
+    nsh_workers: Option<usize>,
     /// Measure only `nsh mesh server` (for quick tuning runs; prints no ratios).
     #[arg(long)]
     only_nsh: bool,
@@ -294,6 +298,9 @@ fn nsh_server(args: &Args, keys_dir: &std::path::Path) -> tokio::process::Comman
             "1000000",
         ])
         .env("NSH_LOG", "warn");
+    if let Some(workers) = args.nsh_workers {
+        command.arg("--worker-threads").arg(workers.to_string());
+    }
     command
 }
 

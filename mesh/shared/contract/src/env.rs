@@ -20,6 +20,7 @@ pub mod mesh_server {
     pub const MAX_HTTP_CONNECTIONS: &str = "NSH_MESH_MAX_HTTP_CONNECTIONS";
     pub const WEBSOCKET_ONLY: &str = "NSH_MESH_WEBSOCKET_ONLY";
     pub const ADMIN_LISTEN: &str = "NSH_MESH_ADMIN_LISTEN";
+    pub const WORKER_THREADS: &str = "NSH_MESH_WORKER_THREADS";
 }
 
 /// `nsh mesh client` and `nsh mesh hook`.

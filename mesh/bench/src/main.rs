@@ -433,13 +433,9 @@ async fn connect(url: &str, key: &TeamKey, agent: &str) -> anyhow::Result<Client
     connect_to_team(url, key, TEAM, agent).await
 }
 
-async fn connect_to_team(
-    url: &str,
-    key: &TeamKey,
-    team: &str,
-    agent: &str,
-) -> anyhow::Result<Client> {
-    let token = token::mint(
+/// An hour's token for `agent` of `team`, no groups.
+fn bench_token(key: &TeamKey, team: &str, agent: &str) -> anyhow::Result<String> {
+    Ok(token::mint(
         &TokenRequest {
             team,
             agent,
@@ -449,7 +445,16 @@ async fn connect_to_team(
         },
         key,
         token::now_unix(),
-    )?;
+    )?)
+}
+
+async fn connect_to_team(
+    url: &str,
+    key: &TeamKey,
+    team: &str,
+    agent: &str,
+) -> anyhow::Result<Client> {
+    let token = bench_token(key, team, agent)?;
     let config = ClientConfig {
         ack_timeout: Duration::from_secs(30),
         ..ClientConfig::new(url).with_token(token)

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nsh_mesh_transport::token::{self, TeamKey, TokenRequest};
+use nsh_mesh_transport::token::TeamKey;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 use crate::proc_stat::Sample;
@@ -147,17 +147,7 @@ async fn node(url: &str, pid: u32, args: &Args, key: &TeamKey) -> anyhow::Result
     let mut tokens = serde_json::Map::new();
     for i in 0..args.pairs {
         for agent in [format!("tx-{i}"), format!("rx-{i}")] {
-            let jwt = token::mint(
-                &TokenRequest {
-                    team: TEAM,
-                    agent: &agent,
-                    groups: &[],
-                    ttl: Duration::from_secs(3600),
-                    audiences: &[],
-                },
-                key,
-                token::now_unix(),
-            )?;
+            let jwt = crate::bench_token(key, TEAM, &agent)?;
             tokens.insert(agent, jwt.into());
         }
     }

@@ -60,8 +60,14 @@ pub(crate) async fn service(
     let label = what.clone();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                continue;
+            let mut socket = match listener.accept().await {
+                Ok((socket, _)) => socket,
+                Err(err) => {
+                    // Out of descriptors, say: wait rather than spin on the same error.
+                    tracing::warn!(forward = %label, %err, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    continue;
+                }
             };
             let (pods, selector, target, label) = (
                 pods.clone(),

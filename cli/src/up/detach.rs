@@ -87,7 +87,7 @@ pub(crate) async fn start(layout: &Layout, args: &UpArgs) -> anyhow::Result<()> 
 /// `nsh down`: SIGTERM to the `nsh up` of this data folder, and wait until it has stopped its
 /// gateway and daemons and exited.
 pub(crate) async fn down(args: &DownArgs) -> anyhow::Result<()> {
-    let layout = Layout::new(state::data_dir(args.data_dir.as_deref())?);
+    let layout = Layout::new(crate::paths::data_dir(args.data_dir.as_deref())?);
     let Some(pid) = state::running_pid(&layout) else {
         writeln!(
             std::io::stdout().lock(),

@@ -96,7 +96,7 @@ impl UpArgs {
 
 pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<()> {
     let agents = args.check_agents()?;
-    let layout = Layout::new(state::data_dir(args.data_dir.as_deref())?);
+    let layout = Layout::new(crate::paths::data_dir(args.data_dir.as_deref())?);
     if args.detach {
         return detach::start(&layout, args).await;
     }

@@ -139,8 +139,6 @@ impl Layout {
     }
 }
 
-pub(crate) use crate::paths::data_dir;
-
 /// The pid of the `nsh up` running for this data folder, if one is.
 pub(crate) fn running_pid(layout: &Layout) -> Option<i32> {
     let text = std::fs::read_to_string(layout.pid_file()).ok()?;

@@ -54,11 +54,13 @@ fn main() -> std::process::ExitCode {
             mcp::run_without_runtime(group.verb)
         }
         command => {
-            let workers = match &command {
-                cli::Command::Mesh(group) => mesh::worker_threads(&group.verb),
-                _ => None,
+            let runtime = match &command {
+                cli::Command::Mesh(group) if mesh::runs_pinned(&group.verb) => {
+                    Runtime::SingleThread
+                }
+                _ => Runtime::MultiThread,
             };
-            block_on(workers, dispatch(command))
+            block_on(runtime, dispatch(command))
         }
     };
     exit_code(result)
@@ -95,14 +97,23 @@ fn error_chain(err: &anyhow::Error) -> String {
     text
 }
 
+/// The runtime a command runs on.
+enum Runtime {
+    /// Tokio's work-stealing runtime, a worker per CPU.
+    MultiThread,
+    /// One thread: `nsh mesh server`, which starts its own pinned threads
+    /// (`nsh_admin::shards`).
+    SingleThread,
+}
+
 fn block_on(
-    workers: Option<usize>,
+    runtime: Runtime,
     work: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = workers {
-        builder.worker_threads(workers);
-    }
+    let mut builder = match runtime {
+        Runtime::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+        Runtime::SingleThread => tokio::runtime::Builder::new_current_thread(),
+    };
     builder
         .enable_all()
         .build()

@@ -58,9 +58,11 @@ fn auth_header(args: &AuthHeaderArgs) -> anyhow::Result<()> {
 
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
-    /// Threads that run the server [default: one per CPU]. A relay does little work per
-    /// message and much waking: fewer threads than cores trade peak throughput for less CPU and
-    /// fewer context switches per message (docs/mesh-server.md, "Performance").
+    /// Threads that serve connections [default: 1]. Each runs a single-threaded runtime and a
+    /// connection stays on one, so a message's reader, handler and writer never wake each
+    /// other across threads. One thread relays ~60,000 messages/s; more spread connections
+    /// for throughput at a cost per message between agents on different threads
+    /// (docs/mesh-server.md, "Performance").
     #[arg(long, value_name = "N", env = env::mesh_server::WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) worker_threads: Option<u16>,
     /// Address to listen on (Socket.io, /healthz, /readyz, /metrics).
@@ -198,12 +200,10 @@ pub(crate) struct KeygenArgs {
     out: Option<PathBuf>,
 }
 
-/// The runtime's worker threads this verb asks for, if it does.
-pub(crate) fn worker_threads(verb: &MeshVerb) -> Option<usize> {
-    match verb {
-        MeshVerb::Server(args) => args.worker_threads.map(usize::from),
-        _ => None,
-    }
+/// Whether this verb runs on a single-threaded runtime and pins its connections to threads
+/// of its own (`mesh server`).
+pub(crate) fn runs_pinned(verb: &MeshVerb) -> bool {
+    matches!(verb, MeshVerb::Server(_))
 }
 
 pub(crate) async fn run(verb: MeshVerb) -> anyhow::Result<()> {
@@ -267,6 +267,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             _ => None,
         },
         cluster_url: args.redis,
+        pinned_threads: args.worker_threads.map_or(1, usize::from),
     };
     let server = Server::bind(config)
         .await

@@ -35,6 +35,8 @@ pub enum ServerError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("cannot join the other replicas over Redis: {0}")]
     Adapter(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot start the connection threads: {0}")]
+    Threads(#[source] std::io::Error),
     #[error("invalid limit: {0}")]
     Limit(String),
     #[error("server failed: {0}")]
@@ -96,6 +98,8 @@ pub struct Server {
     gate: Arc<SessionGate>,
     /// The admin endpoints' own listener, with their router.
     admin: Option<(TcpListener, axum::Router)>,
+    /// The runtimes the connections run on.
+    shards: nsh_admin::shards::Shards,
 }
 
 /// A token bucket for `rate`; `flag` names the setting in the error.
@@ -206,6 +210,10 @@ impl Server {
             crate::gate::admit_new_sessions,
         ));
         let listener = bind_listener(config.listen).await?;
+        let shards = match config.pinned_threads {
+            0 => nsh_admin::shards::Shards::caller(),
+            threads => nsh_admin::shards::Shards::start(threads).map_err(ServerError::Threads)?,
+        };
         Ok(Self {
             listener,
             mesh,
@@ -216,6 +224,7 @@ impl Server {
             http: config.http,
             gate,
             admin: admin_alone,
+            shards,
         })
     }
 
@@ -258,9 +267,14 @@ impl Server {
         }
         // TCP_NODELAY inside: small frames (an envelope, then an ack) must not wait for
         // Nagle's algorithm and the peer's delayed ACK (~40 ms a hop).
-        let serve = nsh_admin::serve::serve(self.listener, self.router, serve_limits, async move {
-            let _ = stopped.await;
-        });
+        let (listener, router, shards) = (self.listener, self.router, self.shards);
+        tracing::debug!(threads = shards.count(), "connection threads");
+        let serve = async move {
+            let stopped = async move {
+                let _ = stopped.await;
+            };
+            nsh_admin::serve::serve_on(listener, router, serve_limits, &shards, stopped).await
+        };
         let mut serving = tokio::spawn(serve);
         let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
         if let Some((listener, router)) = self.admin {

@@ -21,6 +21,10 @@ pub struct ServerConfig {
     /// A separate listener for `/healthz`, `/readyz` and `/metrics` (they stay on `listen` too),
     /// so probes and scrapes are answered while the main listener is at its connection cap.
     pub admin_listen: Option<SocketAddr>,
+    /// 0: connections run on the caller's runtime. N: each connection is pinned, round robin,
+    /// to one of N single-threaded runtimes, the caller's (best a single-threaded one too) and
+    /// N - 1 more threads (`nsh mesh server --worker-threads`; `nsh_admin::shards` says why).
+    pub pinned_threads: usize,
 }
 
 /// What an unauthenticated peer can make the server hold.
@@ -110,6 +114,7 @@ impl ServerConfig {
             cluster_url: None,
             http: HttpLimits::default(),
             admin_listen: None,
+            pinned_threads: 0,
         }
     }
 }

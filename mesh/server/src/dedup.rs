@@ -7,21 +7,24 @@
 //! to retry instead, and gets `duplicate` only once the first attempt succeeded.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub struct Dedup {
     max_ids: usize,
     max_age: Duration,
-    senders: Mutex<HashMap<(String, String), Window>>,
+    /// Team -> sender -> window: two levels, so a lookup borrows the names rather than
+    /// building an owned key for every message.
+    senders: Mutex<HashMap<String, HashMap<String, Window>>>,
 }
 
 #[derive(Debug, Default)]
 struct Window {
-    order: VecDeque<(String, Instant)>,
+    /// Ids in arrival order, sharing their text with `ids`.
+    order: VecDeque<(Arc<str>, Instant)>,
     /// Id -> whether its send completed.
-    ids: HashMap<String, bool>,
+    ids: HashMap<Arc<str>, bool>,
 }
 
 /// What the window knows of an id.
@@ -58,27 +61,34 @@ impl Dedup {
 
     /// What is known of `id` from `(team, sender)`; records it as in flight when new.
     pub fn check(&self, team: &str, sender: &str, id: &str, now: Instant) -> Seen {
-        let mut senders = self.senders.lock().expect("dedup lock");
-        let window = senders
-            .entry((team.to_owned(), sender.to_owned()))
-            .or_default();
+        let mut teams = self.senders.lock().expect("dedup lock");
+        if !teams.contains_key(team) {
+            teams.insert(team.to_owned(), HashMap::new());
+        }
+        let senders = teams.get_mut(team).expect("inserted above");
+        if !senders.contains_key(sender) {
+            senders.insert(sender.to_owned(), Window::default());
+        }
+        let window = senders.get_mut(sender).expect("inserted above");
         window.expire(now, self.max_ids, self.max_age);
         match window.ids.get(id) {
             Some(true) => return Seen::Done,
             Some(false) => return Seen::InFlight,
             None => {}
         }
-        window.ids.insert(id.to_owned(), false);
-        window.order.push_back((id.to_owned(), now));
+        let id: Arc<str> = id.into();
+        window.ids.insert(id.clone(), false);
+        window.order.push_back((id, now));
         window.expire(now, self.max_ids, self.max_age);
         Seen::First
     }
 
     /// The send of `id` succeeded: from now on a resend is a duplicate.
     pub fn complete(&self, team: &str, sender: &str, id: &str) {
-        let mut senders = self.senders.lock().expect("dedup lock");
-        if let Some(done) = senders
-            .get_mut(&(team.to_owned(), sender.to_owned()))
+        let mut teams = self.senders.lock().expect("dedup lock");
+        if let Some(done) = teams
+            .get_mut(team)
+            .and_then(|senders| senders.get_mut(sender))
             .and_then(|window| window.ids.get_mut(id))
         {
             *done = true;
@@ -87,19 +97,25 @@ impl Dedup {
 
     /// Forgets `id`: the send failed, so a retry with the same id must be attempted again.
     pub fn forget(&self, team: &str, sender: &str, id: &str) {
-        let mut senders = self.senders.lock().expect("dedup lock");
-        if let Some(window) = senders.get_mut(&(team.to_owned(), sender.to_owned())) {
+        let mut teams = self.senders.lock().expect("dedup lock");
+        if let Some(window) = teams
+            .get_mut(team)
+            .and_then(|senders| senders.get_mut(sender))
+        {
             window.ids.remove(id);
-            window.order.retain(|(seen, _)| seen != id);
+            window.order.retain(|(seen, _)| &**seen != id);
         }
     }
 
     /// Drops expired ids and empty windows; run periodically so idle senders cost nothing.
     pub fn prune(&self, now: Instant) {
-        let mut senders = self.senders.lock().expect("dedup lock");
-        senders.retain(|_, window| {
-            window.expire(now, self.max_ids, self.max_age);
-            !window.order.is_empty()
+        let mut teams = self.senders.lock().expect("dedup lock");
+        teams.retain(|_, senders| {
+            senders.retain(|_, window| {
+                window.expire(now, self.max_ids, self.max_age);
+                !window.order.is_empty()
+            });
+            !senders.is_empty()
         });
     }
 
@@ -108,6 +124,7 @@ impl Dedup {
             .lock()
             .expect("dedup lock")
             .values()
+            .flat_map(HashMap::values)
             .map(|w| w.order.len())
             .sum()
     }

@@ -3,7 +3,7 @@
 
 use futures_util::StreamExt as _;
 use nsh_mesh_transport::wire::{Envelope, event};
-use serde_json::Value;
+use serde::de::IgnoredAny;
 use socketioxide::adapter::Adapter;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::{BroadcastError, EmitWithAckError, SocketIo};
@@ -30,14 +30,15 @@ pub(crate) async fn broadcast<A: Adapter, T: serde::Serialize + ?Sized>(
 }
 
 /// [`broadcast`] with acks: the acks of every replica's sockets, or (`true`: other replicas
-/// unreachable) of this replica's alone.
+/// unreachable) of this replica's alone. An ack's content is not looked at (that it came is
+/// the delivery), so it is skipped rather than built into a `Value`.
 pub(crate) async fn broadcast_with_ack<A: Adapter, T: serde::Serialize + ?Sized>(
     io: &SocketIo<A>,
     select: impl Fn(&SocketIo<A>) -> BroadcastOperators<A>,
     timeout: std::time::Duration,
     event: &str,
     data: &T,
-) -> Result<(socketioxide::ack::AckStream<Value, A>, bool), EmitWithAckError> {
+) -> Result<(socketioxide::ack::AckStream<IgnoredAny, A>, bool), EmitWithAckError> {
     match select(io).timeout(timeout).emit_with_ack(event, data).await {
         Ok(stream) => Ok((stream, false)),
         Err(EmitWithAckError::Adapter(err)) => {
@@ -65,7 +66,7 @@ pub(crate) async fn deliver_here<A: Adapter>(
         .local()
         .to(agent_room(team, agent))
         .timeout(timeout)
-        .emit_with_ack::<_, Value>(event::MESSAGE, envelope)
+        .emit_with_ack::<_, IgnoredAny>(event::MESSAGE, envelope)
         .await;
     match acks {
         Ok(stream) => {

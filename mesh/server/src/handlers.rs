@@ -74,7 +74,7 @@ async fn authenticate<A: Adapter>(
         }));
     }
     // Reconnect churn costs the whole team presence traffic: bound connects per agent.
-    let key = format!("{}/{}", claims.team, claims.sub);
+    let key = crate::session::agent_key(&claims.team, &claims.sub);
     if mesh.connect_limiter.check_key(&key).is_err() {
         mesh.metrics.refused("connect_rate");
         return Err(Refusal::ConnectRate {
@@ -316,8 +316,7 @@ fn reply<A: Adapter>(ack: AckSender<A>, value: &impl serde::Serialize) {
 
 /// The per-agent token bucket; `Err` carries the `rate_limited` error.
 fn check_rate(mesh: &Mesh, session: &Session) -> Result<(), WireError> {
-    let key = format!("{}/{}", session.team(), session.agent());
-    mesh.limiter.check_key(&key).map_err(|_| {
+    mesh.limiter.check_key(&session.key).map_err(|_| {
         WireError::new(
             ErrorCode::RateLimited,
             format!(

@@ -42,7 +42,8 @@ pub(crate) struct Mesh {
     keys: Arc<keys::KeyDir>,
     registry: registry::Registry,
     dedup: dedup::Dedup,
-    limiter: governor::DefaultKeyedRateLimiter<String>,
+    /// Events per agent, keyed by [`session::Session::key`].
+    limiter: governor::DefaultKeyedRateLimiter<Arc<str>>,
     /// Connects per agent (`team/agent`).
     connect_limiter: governor::DefaultKeyedRateLimiter<String>,
     presence: presence::PresenceThrottle,

@@ -411,8 +411,11 @@ impl SendRequest {
 }
 
 /// Current time as RFC 3339 UTC with milliseconds, the format of every wire timestamp.
+/// Now, as [`rfc3339`] writes it. Every relayed message is stamped, so this takes humantime's
+/// direct digit writer rather than `time`'s interpreted format description (the same text,
+/// `now_is_written_as_rfc3339_writes_it` checks).
 pub fn now_rfc3339() -> String {
-    rfc3339(time::OffsetDateTime::now_utc())
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 pub fn rfc3339(at: time::OffsetDateTime) -> String {
@@ -513,6 +516,17 @@ mod tests {
             .unwrap(),
             json!({ "ok": false, "id": "1", "error": { "code": "recipient_offline", "message": "bob is offline" } })
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn now_is_written_as_rfc3339_writes_it(nanos in 0u64..4_102_444_800_000_000_000) {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(nanos);
+            proptest::prop_assert_eq!(
+                humantime::format_rfc3339_millis(at).to_string(),
+                rfc3339(time::OffsetDateTime::from(at))
+            );
+        }
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! - `/metrics`: the Prometheus registry in OpenMetrics text.
 //!
 //! [`serve`] is the HTTP/1 accept loop every nsh server listens with (connection cap, header
-//! deadline, graceful drain).
+//! deadline, graceful drain); [`shards`] are the single-threaded runtimes it can pin
+//! connections to.
 #![forbid(unsafe_code)]
 
 pub mod serve;
+pub mod shards;
 
 use std::sync::{Arc, RwLock};
 

@@ -26,6 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt as _;
 
+use crate::shards::{Placement, Shards};
+
 /// Descriptors kept free for everything else a server opens (key files, Redis, the admin
 /// listener's connections, logs) when the connection cap is derived from `RLIMIT_NOFILE`.
 const RESERVED_DESCRIPTORS: u64 = 256;
@@ -96,6 +98,18 @@ pub async fn serve(
     limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    serve_on(listener, router, limits, &Shards::caller(), shutdown).await
+}
+
+/// [`serve`], with each accepted connection (and every task it spawns) pinned to one of
+/// `shards`' runtimes.
+pub async fn serve_on(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    shards: &Shards,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let max = limits.max_connections.max(1);
     let slots = Arc::new(Semaphore::new(max));
@@ -130,17 +144,51 @@ pub async fn serve(
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(%err, "could not set TCP_NODELAY");
         }
-        tokio::spawn(serve_connection(
-            Counted {
-                tcp,
-                _slot: slot,
-                activity: idle.track(),
-            },
-            peer,
-            router.clone(),
-            limits.header_read_timeout,
-            stopping.clone(),
-        ));
+        let activity = idle.track();
+        let (router, header_read_timeout, stopping) =
+            (router.clone(), limits.header_read_timeout, stopping.clone());
+        match shards.next() {
+            Placement::Here => {
+                tokio::spawn(serve_connection(
+                    Counted {
+                        tcp,
+                        _slot: slot,
+                        activity,
+                    },
+                    peer,
+                    router,
+                    header_read_timeout,
+                    stopping,
+                ));
+            }
+            Placement::Thread(runtime) => {
+                // A socket belongs to the runtime whose reactor it is registered with: take
+                // it off this one and register it on the shard's.
+                let tcp = match tcp.into_std() {
+                    Ok(tcp) => tcp,
+                    Err(err) => {
+                        tracing::debug!(%peer, %err, "could not hand a connection to its shard");
+                        continue;
+                    }
+                };
+                runtime.spawn(async move {
+                    match TcpStream::from_std(tcp) {
+                        Ok(tcp) => {
+                            let io = Counted {
+                                tcp,
+                                _slot: slot,
+                                activity,
+                            };
+                            serve_connection(io, peer, router, header_read_timeout, stopping)
+                                .await;
+                        }
+                        Err(err) => {
+                            tracing::debug!(%peer, %err, "could not register a connection on its shard");
+                        }
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     let _ = stop.send(true);

@@ -66,8 +66,8 @@ struct Args {
     /// Idle connections in the memory phase.
     #[arg(long, default_value_t = 5000)]
     connections: usize,
-    /// Worker threads of `nsh mesh server`'s runtime (its --worker-threads) [default: the
-    /// server's default].
+    /// Threads serving `nsh mesh server`'s connections (its --worker-threads) [default: the
+    /// server's default, 1].
     #[arg(long)]
     nsh_workers: Option<usize>,
     /// Measure only `nsh mesh server` (for quick tuning runs; prints no ratios).

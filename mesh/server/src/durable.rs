@@ -1,6 +1,6 @@
 //! Delivery of stored direct messages (persistence on): one deliverer task per online
-//! recipient hands it its inbox stream in order, waits for its client's ack of each message,
-//! and moves the recipient's cursor. Live sends go through the same task, so a reconnecting
+//! recipient hands it its inbox stream in order, a batch at a time (sent together, acks taken
+//! in order), and moves the recipient's cursor past what was acked. Live sends go through the same task, so a reconnecting
 //! agent never sees a new message before an older stored one.
 
 use std::collections::HashMap;
@@ -106,28 +106,37 @@ async fn run<A: Adapter>(
             let _ = tokio::time::timeout(Duration::from_secs(5), deliverer.wake.notified()).await;
             continue;
         }
-        for stored in pending {
-            // This replica's connections only: each replica holding one runs its own deliverer.
-            let acked = crate::emit::deliver_here(
-                &io,
-                team,
-                agent,
-                &stored.envelope,
-                mesh.limits.ack_timeout,
-            )
-            .await;
-            if !acked {
-                tokio::time::sleep(RETRY).await;
+        // The whole batch goes out in order (each connection keeps it), then the acks are
+        // taken in order: they overlap instead of costing a round trip each, and the cursor
+        // is moved once per batch. A gap (no ack) ends the batch; what follows it is sent
+        // again later, and the client drops what it already has.
+        let timeout = mesh.limits.ack_timeout;
+        let mut sent = Vec::with_capacity(pending.len());
+        for stored in &pending {
+            sent.push(crate::emit::emit_here(&io, team, agent, &stored.envelope, timeout).await);
+        }
+        let mut last_acked = None;
+        let mut gap = false;
+        for (stored, acks) in pending.iter().zip(sent) {
+            if !crate::emit::acked(acks).await {
+                gap = true;
                 break;
             }
-            if let Err(err) = store.mark_delivered(team, agent, &stored.entry).await {
+            // Senders waiting on this entry learn at once; the cursor follows below.
+            deliverer.acked.send_replace(entry_order(&stored.entry));
+            last_acked = Some(&stored.entry);
+        }
+        if let Some(entry) = last_acked {
+            if let Err(err) = store.mark_delivered(team, agent, entry).await {
                 // Acked but not recorded: it may be delivered again; the client drops repeats.
                 tracing::warn!(%team, %agent, %err, "could not record a delivery");
             }
-            deliverer.acked.send_replace(entry_order(&stored.entry));
             if let Some(cluster) = &mesh.cluster {
-                cluster.delivered(team, agent, &stored.entry);
+                cluster.delivered(team, agent, entry);
             }
+        }
+        if gap {
+            tokio::time::sleep(RETRY).await;
         }
     }
 }

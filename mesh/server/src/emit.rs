@@ -62,20 +62,41 @@ pub(crate) async fn deliver_here<A: Adapter>(
     envelope: &Envelope,
     timeout: std::time::Duration,
 ) -> bool {
-    let acks = io
-        .local()
+    acked(emit_here(io, team, agent, envelope, timeout).await).await
+}
+
+/// The acks of one emit to this replica's connections of an agent (`None`: nothing to wait
+/// for, the emit failed).
+pub(crate) type PendingAcks<A> = Option<socketioxide::ack::AckStream<IgnoredAny, A>>;
+
+/// The first half of [`deliver_here`]: emits, and returns what to wait on. Emitting several
+/// messages before waiting on any keeps their order on each connection while their acks
+/// overlap.
+pub(crate) async fn emit_here<A: Adapter>(
+    io: &SocketIo<A>,
+    team: &str,
+    agent: &str,
+    envelope: &Envelope,
+    timeout: std::time::Duration,
+) -> PendingAcks<A> {
+    io.local()
         .to(agent_room(team, agent))
         .timeout(timeout)
         .emit_with_ack::<_, IgnoredAny>(event::MESSAGE, envelope)
-        .await;
+        .await
+        .ok()
+}
+
+/// The second half of [`deliver_here`]: whether one connection acked.
+pub(crate) async fn acked<A: Adapter>(acks: PendingAcks<A>) -> bool {
     match acks {
-        Ok(stream) => {
+        Some(stream) => {
             stream
                 .filter(|(_, r)| futures_util::future::ready(r.is_ok()))
                 .count()
                 .await
                 > 0
         }
-        Err(_) => false,
+        None => false,
     }
 }

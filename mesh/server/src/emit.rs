@@ -1,9 +1,9 @@
 //! Emitting to sockets: to every replica's (falling back to this replica's own when the
 //! replicas' channel is down), and to this replica's connections of one agent with an ack.
 
+use crate::args::AnyAck;
 use futures_util::StreamExt as _;
 use nsh_mesh_transport::wire::{Envelope, event};
-use serde::de::IgnoredAny;
 use socketioxide::adapter::Adapter;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::{BroadcastError, EmitWithAckError, SocketIo};
@@ -31,14 +31,14 @@ pub(crate) async fn broadcast<A: Adapter, T: serde::Serialize + ?Sized>(
 
 /// [`broadcast`] with acks: the acks of every replica's sockets, or (`true`: other replicas
 /// unreachable) of this replica's alone. An ack's content is not looked at (that it came is
-/// the delivery), so it is skipped rather than built into a `Value`.
+/// the delivery), so it is skipped rather than built into a `Value` (and an ack without arguments counts too).
 pub(crate) async fn broadcast_with_ack<A: Adapter, T: serde::Serialize + ?Sized>(
     io: &SocketIo<A>,
     select: impl Fn(&SocketIo<A>) -> BroadcastOperators<A>,
     timeout: std::time::Duration,
     event: &str,
     data: &T,
-) -> Result<(socketioxide::ack::AckStream<IgnoredAny, A>, bool), EmitWithAckError> {
+) -> Result<(socketioxide::ack::AckStream<AnyAck, A>, bool), EmitWithAckError> {
     match select(io).timeout(timeout).emit_with_ack(event, data).await {
         Ok(stream) => Ok((stream, false)),
         Err(EmitWithAckError::Adapter(err)) => {
@@ -67,7 +67,7 @@ pub(crate) async fn deliver_here<A: Adapter>(
 
 /// The acks of one emit to this replica's connections of an agent (`None`: nothing to wait
 /// for, the emit failed).
-pub(crate) type PendingAcks<A> = Option<socketioxide::ack::AckStream<IgnoredAny, A>>;
+pub(crate) type PendingAcks<A> = Option<socketioxide::ack::AckStream<AnyAck, A>>;
 
 /// The first half of [`deliver_here`]: emits, and returns what to wait on. Emitting several
 /// messages before waiting on any keeps their order on each connection while their acks
@@ -82,7 +82,7 @@ pub(crate) async fn emit_here<A: Adapter>(
     io.local()
         .to(agent_room(team, agent))
         .timeout(timeout)
-        .emit_with_ack::<_, IgnoredAny>(event::MESSAGE, envelope)
+        .emit_with_ack::<_, AnyAck>(event::MESSAGE, envelope)
         .await
         .ok()
 }

@@ -18,6 +18,7 @@ use socketioxide::handler::ConnectHandler as _;
 use tracing::Instrument as _;
 
 use crate::Mesh;
+use crate::args::FirstArg;
 use crate::emit::broadcast;
 use crate::registry::{SocketEntry, TooManyConnections};
 use crate::rooms::{agent_room, group_room, team_room};
@@ -294,7 +295,7 @@ struct Correlation {
 }
 
 impl Correlation {
-    fn of(data: &Result<Value, socketioxide::ParserError>) -> Self {
+    fn of(data: &Result<Value, WireError>) -> Self {
         let field = |key: &str| data.as_ref().ok()?.get(key)?.as_str().map(str::to_owned);
         Self {
             id: field("id"),
@@ -327,18 +328,24 @@ fn check_rate(mesh: &Mesh, session: &Session) -> Result<(), WireError> {
     })
 }
 
-/// Parses the payload, mapping a missing one to `invalid`.
-fn payload(data: Result<Value, socketioxide::ParserError>) -> Result<Value, WireError> {
-    data.map_err(|e| WireError::new(ErrorCode::Invalid, format!("payload: {e}")))
+/// The event's payload (its first argument), a missing or unreadable one as `invalid`.
+fn payload(args: Result<FirstArg<Value>, socketioxide::ParserError>) -> Result<Value, WireError> {
+    let invalid = |why: String| WireError::new(ErrorCode::Invalid, format!("payload: {why}"));
+    match args {
+        Ok(FirstArg(Some(value))) => Ok(value),
+        Ok(FirstArg(None)) => Err(invalid("missing; send one JSON object".into())),
+        Err(err) => Err(invalid(err.to_string())),
+    }
 }
 
 async fn on_message<A: Adapter>(
     io: SocketIo<A>,
-    TryData(data): TryData<Value>,
+    TryData(args): TryData<FirstArg<Value>>,
     ack: AckSender<A>,
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
+    let data = payload(args);
     session.connected().await;
     let span = session.span.clone();
     async move {
@@ -346,7 +353,7 @@ async fn on_message<A: Adapter>(
         let correlation = Correlation::of(&data);
         let result = async {
             check_rate(&mesh, &session)?;
-            let request: SendRequest = wire::parse(payload(data)?)?;
+            let request: SendRequest = wire::parse(data?)?;
             routing::send(&io, &mesh, &session, request, started).await
         }
         .await;
@@ -371,18 +378,19 @@ async fn on_message<A: Adapter>(
 }
 
 async fn on_history<A: Adapter>(
-    TryData(data): TryData<Value>,
+    TryData(args): TryData<FirstArg<Value>>,
     ack: AckSender<A>,
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
+    let data = payload(args);
     session.connected().await;
     let span = session.span.clone();
     async move {
         let correlation = Correlation::of(&data);
         let result = async {
             check_rate(&mesh, &session)?;
-            let request: HistoryRequest = wire::parse(payload(data)?)?;
+            let request: HistoryRequest = wire::parse(data?)?;
             routing::history(&mesh, &session, request).await
         }
         .await;
@@ -422,8 +430,8 @@ async fn on_presence<A: Adapter>(
 }
 
 /// Parses a `{ group }` request and checks the name.
-fn group_request(data: Result<Value, socketioxide::ParserError>) -> Result<String, WireError> {
-    let request: GroupRequest = wire::parse(payload(data)?)?;
+fn group_request(data: Result<Value, WireError>) -> Result<String, WireError> {
+    let request: GroupRequest = wire::parse(data?)?;
     if let Some(why) = nsh_contract::names::check(&request.group) {
         return Err(WireError::new(ErrorCode::Invalid, format!("group: {why}")));
     }
@@ -432,11 +440,12 @@ fn group_request(data: Result<Value, socketioxide::ParserError>) -> Result<Strin
 
 async fn on_group_join<A: Adapter>(
     io: SocketIo<A>,
-    TryData(data): TryData<Value>,
+    TryData(args): TryData<FirstArg<Value>>,
     ack: AckSender<A>,
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
+    let data = payload(args);
     session.connected().await;
     let span = session.span.clone();
     async move {
@@ -482,11 +491,12 @@ async fn on_group_join<A: Adapter>(
 
 async fn on_group_leave<A: Adapter>(
     io: SocketIo<A>,
-    TryData(data): TryData<Value>,
+    TryData(args): TryData<FirstArg<Value>>,
     ack: AckSender<A>,
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
+    let data = payload(args);
     session.connected().await;
     let span = session.span.clone();
     async move {
@@ -535,11 +545,12 @@ async fn on_group_list<A: Adapter>(
 }
 
 async fn on_group_members<A: Adapter>(
-    TryData(data): TryData<Value>,
+    TryData(args): TryData<FirstArg<Value>>,
     ack: AckSender<A>,
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
+    let data = payload(args);
     session.connected().await;
     let span = session.span.clone();
     async move {

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod app;
+mod args;
 mod cluster;
 pub mod config;
 pub mod dedup;

@@ -161,6 +161,26 @@ async fn malformed_input_of_every_event_answers_invalid_naming_the_field() {
         .await
         .unwrap();
     assert_eq!(answer[0]["error"]["code"], "invalid");
+    let message = answer[0]["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("payload: missing"), "{message}");
+    // Arguments after the payload are ignored: the first one is the request.
+    let answer = alice
+        .client
+        .emit_with_ack(
+            event::GROUP_JOIN,
+            vec![
+                json!({ "group": "ops" }),
+                json!("extra"),
+                json!({ "more": 1 }),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer[0]["ok"], true, "{answer:?}");
+    let members = alice
+        .call(event::GROUP_MEMBERS, json!({ "group": "ops" }))
+        .await;
+    assert_eq!(members["members"], json!(["alice"]), "{members}");
     // Unknown events are ignored, and after all that the connection still works.
     alice.client.emit("no-such-event", vec![json!({})]).unwrap();
     assert!(alice.client.is_connected());

@@ -410,10 +410,10 @@ impl SendRequest {
     }
 }
 
-/// Current time as RFC 3339 UTC with milliseconds, the format of every wire timestamp.
-/// Now, as [`rfc3339`] writes it. Every relayed message is stamped, so this takes humantime's
-/// direct digit writer rather than `time`'s interpreted format description (the same text,
-/// `now_is_written_as_rfc3339_writes_it` checks).
+/// Current time as RFC 3339 UTC with milliseconds, the format of every wire timestamp, as
+/// [`rfc3339`] writes it. Every relayed message is stamped, so this takes humantime's direct
+/// digit writer rather than `time`'s interpreted format description (the same text:
+/// `now_is_written_as_rfc3339_writes_it`).
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }

@@ -7,7 +7,7 @@
 //! each frame leaves in its own write. On one single-threaded runtime a connection's tasks
 //! share one FIFO run queue: the writer runs after the handlers of everything read in the
 //! same round and sends their frames in one write. `scripts/bench-mesh.sh` measures both
-//! (docs/mesh-server.md, "Performance").
+//! (docs/mesh-server.md, "CPU per relayed message").
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -268,7 +268,7 @@ impl Server {
         // TCP_NODELAY inside: small frames (an envelope, then an ack) must not wait for
         // Nagle's algorithm and the peer's delayed ACK (~40 ms a hop).
         let (listener, router, shards) = (self.listener, self.router, self.shards);
-        tracing::debug!(threads = shards.count(), "connection threads");
+        let threads = shards.count();
         let serve = async move {
             let stopped = async move {
                 let _ = stopped.await;
@@ -297,7 +297,7 @@ impl Server {
         if redis_health.is_none() {
             self.readiness.set(Readiness::Ready);
         }
-        tracing::info!(%addr, node = %self.mesh.node, teams = ?self.mesh.keys.teams(), persistence = self.mesh.store.is_some(), replicas_over_redis = self.mesh.cluster.is_some(), "mesh server listening");
+        tracing::info!(%addr, node = %self.mesh.node, threads, teams = ?self.mesh.keys.teams(), persistence = self.mesh.store.is_some(), replicas_over_redis = self.mesh.cluster.is_some(), "mesh server listening");
         let background = [Some(upkeep), redis_health, directory];
         let stop_background = || {
             background

@@ -1,7 +1,7 @@
 //! Delivery of stored direct messages (persistence on): one deliverer task per online
 //! recipient hands it its inbox stream in order, a batch at a time (sent together, acks taken
-//! in order), and moves the recipient's cursor past what was acked. Live sends go through the same task, so a reconnecting
-//! agent never sees a new message before an older stored one.
+//! in order), and moves the recipient's cursor past what was acked. Live sends go through the
+//! same task, so a reconnecting agent never sees a new message before an older stored one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -31,7 +31,8 @@ pub(crate) async fn broadcast<A: Adapter, T: serde::Serialize + ?Sized>(
 
 /// [`broadcast`] with acks: the acks of every replica's sockets, or (`true`: other replicas
 /// unreachable) of this replica's alone. An ack's content is not looked at (that it came is
-/// the delivery), so it is skipped rather than built into a `Value` (and an ack without arguments counts too).
+/// the delivery), so it is skipped rather than built into a `Value`; an ack without arguments
+/// counts too.
 pub(crate) async fn broadcast_with_ack<A: Adapter, T: serde::Serialize + ?Sized>(
     io: &SocketIo<A>,
     select: impl Fn(&SocketIo<A>) -> BroadcastOperators<A>,

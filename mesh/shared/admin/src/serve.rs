@@ -144,22 +144,18 @@ pub async fn serve_on(
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(%err, "could not set TCP_NODELAY");
         }
-        let activity = idle.track();
-        let (router, header_read_timeout, stopping) =
-            (router.clone(), limits.header_read_timeout, stopping.clone());
+        let (activity, router, stopping) = (idle.track(), router.clone(), stopping.clone());
+        let serve = move |tcp| {
+            let io = Counted {
+                tcp,
+                _slot: slot,
+                activity,
+            };
+            serve_connection(io, peer, router, limits.header_read_timeout, stopping)
+        };
         match shards.next() {
             Placement::Here => {
-                tokio::spawn(serve_connection(
-                    Counted {
-                        tcp,
-                        _slot: slot,
-                        activity,
-                    },
-                    peer,
-                    router,
-                    header_read_timeout,
-                    stopping,
-                ));
+                tokio::spawn(serve(tcp));
             }
             Placement::Thread(runtime) => {
                 // A socket belongs to the runtime whose reactor it is registered with: take
@@ -173,15 +169,7 @@ pub async fn serve_on(
                 };
                 runtime.spawn(async move {
                     match TcpStream::from_std(tcp) {
-                        Ok(tcp) => {
-                            let io = Counted {
-                                tcp,
-                                _slot: slot,
-                                activity,
-                            };
-                            serve_connection(io, peer, router, header_read_timeout, stopping)
-                                .await;
-                        }
+                        Ok(tcp) => serve(tcp).await,
                         Err(err) => {
                             tracing::debug!(%peer, %err, "could not register a connection on its shard");
                         }

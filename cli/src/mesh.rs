@@ -60,11 +60,11 @@ fn auth_header(args: &AuthHeaderArgs) -> anyhow::Result<()> {
 pub(crate) struct ServerArgs {
     /// Threads that serve connections [default: 1]. Each runs a single-threaded runtime and a
     /// connection stays on one, so a message's reader, handler and writer never wake each
-    /// other across threads. One thread relayed ~60,000 messages/s in the benchmark; more spread connections
-    /// for throughput at a cost per message between agents on different threads
-    /// (docs/mesh-server.md, "CPU per relayed message").
+    /// other across threads. One thread relayed ~60,000 messages/s in the benchmark; more
+    /// spread connections for throughput at a cost per message between agents on different
+    /// threads (docs/mesh-server.md, "CPU per relayed message").
     #[arg(long, value_name = "N", env = env::mesh_server::WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..))]
-    pub(crate) worker_threads: Option<u16>,
+    worker_threads: Option<u16>,
     /// Address to listen on (Socket.io, /healthz, /readyz, /metrics).
     #[arg(long, default_value = "127.0.0.1:3456", env = env::mesh_server::LISTEN)]
     listen: SocketAddr,

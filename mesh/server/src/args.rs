@@ -6,10 +6,18 @@
 //! the server's CPU per relayed message in a profile. A type that deserializes as a tuple is
 //! handed the whole list instead, and this one takes the first argument itself.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde::de::{Deserialize, DeserializeOwned, Deserializer, IgnoredAny, SeqAccess, Visitor};
+use socketioxide::ParserError;
+use socketioxide::adapter::Adapter;
+use socketioxide::handler::{FromMessageParts, Value as Packet};
+use socketioxide::socket::Socket;
+use socketioxide_core::parser::Parse as _;
+use socketioxide_parser_common::CommonParser;
 
 /// The first argument, if there is one; the rest are skipped.
 #[derive(Debug)]
@@ -41,6 +49,32 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for FirstArgVisitor<T> {
 
 /// An ack, whatever it says: that it came is what counts.
 pub(crate) type AnyAck = FirstArg<IgnoredAny>;
+
+/// An event's payload read straight into `T` from the packet's text: one pass, no
+/// `serde_json::Value` tree in between. Only a payload that does not read as `T` is read again,
+/// as JSON (`Err`), so the error can name the offending field and the error ack can carry the
+/// request's id, as for every other event.
+pub(crate) struct Payload<T>(
+    pub(crate) Result<T, Result<FirstArg<serde_json::Value>, ParserError>>,
+);
+
+impl<A: Adapter, T: DeserializeOwned> FromMessageParts<A> for Payload<T> {
+    type Error = Infallible;
+
+    fn from_message_parts(
+        _: &Arc<Socket<A>>,
+        packet: &mut Packet,
+        _: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        // socketioxide's own parser handle is private; the server runs its default parser
+        // (app.rs configures no other), whose decoder this is.
+        let parser = CommonParser;
+        if let Ok(FirstArg(Some(payload))) = parser.decode_value::<FirstArg<T>>(packet, true) {
+            return Ok(Self(Ok(payload)));
+        }
+        Ok(Self(Err(parser.decode_value(packet, true))))
+    }
+}
 
 #[cfg(test)]
 mod tests {

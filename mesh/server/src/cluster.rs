@@ -556,7 +556,8 @@ async fn deliver_here<A: Adapter>(
     let from = envelope.from.as_str();
     let outcome = match mesh.dedup.check(&team, from, &envelope.id, Instant::now()) {
         Seen::First => {
-            if crate::emit::deliver_here(&io, &team, &to, &envelope, mesh.limits.ack_timeout).await
+            if crate::emit::deliver_here(&io, &mesh, &team, &to, &envelope, mesh.limits.ack_timeout)
+                .await
             {
                 mesh.dedup.complete(&team, from, &envelope.id);
                 Outcome::Delivered

@@ -113,7 +113,14 @@ async fn run<A: Adapter>(
         let timeout = mesh.limits.ack_timeout;
         let mut sent = Vec::with_capacity(pending.len());
         for stored in &pending {
-            sent.push(crate::emit::emit_here(&io, team, agent, &stored.envelope, timeout).await);
+            sent.push(crate::emit::emit_here(
+                &io,
+                &mesh,
+                team,
+                agent,
+                &stored.envelope,
+                timeout,
+            ));
         }
         let mut last_acked = None;
         let mut gap = false;

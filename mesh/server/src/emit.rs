@@ -8,7 +8,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::{BroadcastError, EmitWithAckError, SocketIo};
 
-use crate::rooms::agent_room;
+use crate::Mesh;
 
 /// Emits to the sockets `select` picks, on every replica. If the replicas' channel (Redis)
 /// fails, this replica's own sockets still get it: local traffic goes on through an outage.
@@ -58,46 +58,64 @@ pub(crate) async fn broadcast_with_ack<A: Adapter, T: serde::Serialize + ?Sized>
 /// Emits `envelope` to this replica's connections of `agent`; whether one acked in `timeout`.
 pub(crate) async fn deliver_here<A: Adapter>(
     io: &SocketIo<A>,
+    mesh: &Mesh,
     team: &str,
     agent: &str,
     envelope: &Envelope,
     timeout: std::time::Duration,
 ) -> bool {
-    acked(emit_here(io, team, agent, envelope, timeout).await).await
+    acked(emit_here(io, mesh, team, agent, envelope, timeout)).await
 }
 
-/// The acks of one emit to this replica's connections of an agent (`None`: nothing to wait
-/// for, the emit failed).
-pub(crate) type PendingAcks<A> = Option<socketioxide::ack::AckStream<AnyAck, A>>;
+/// The acks of one emit to this replica's connections of an agent, one per connection it
+/// reached (none: nothing to wait for).
+pub(crate) type PendingAcks = Vec<socketioxide::ack::AckStream<AnyAck>>;
 
 /// The first half of [`deliver_here`]: emits, and returns what to wait on. Emitting several
 /// messages before waiting on any keeps their order on each connection while their acks
 /// overlap.
-pub(crate) async fn emit_here<A: Adapter>(
+///
+/// Each connection the directory knows here is emitted to itself, not through the agent's room:
+/// one direct message to one connection skips the adapter's room lookup and its many-socket ack
+/// stream, which is most of what socketioxide spends per relayed message.
+pub(crate) fn emit_here<A: Adapter>(
     io: &SocketIo<A>,
+    mesh: &Mesh,
     team: &str,
     agent: &str,
     envelope: &Envelope,
     timeout: std::time::Duration,
-) -> PendingAcks<A> {
-    io.local()
-        .to(agent_room(team, agent))
-        .timeout(timeout)
-        .emit_with_ack::<_, AnyAck>(event::MESSAGE, envelope)
-        .await
-        .ok()
+) -> PendingAcks {
+    mesh.registry
+        .sockets_on(team, agent, &mesh.node)
+        .iter()
+        .filter_map(|sid| io.get_socket(sid.parse().ok()?))
+        .filter_map(|socket| {
+            socket
+                .timeout(timeout)
+                .emit_with_ack::<_, AnyAck>(event::MESSAGE, envelope)
+                .inspect_err(|err| tracing::debug!(sid = %socket.id, %err, "could not emit"))
+                .ok()
+        })
+        .collect()
 }
 
 /// The second half of [`deliver_here`]: whether one connection acked.
-pub(crate) async fn acked<A: Adapter>(acks: PendingAcks<A>) -> bool {
-    match acks {
-        Some(stream) => {
-            stream
-                .filter(|(_, r)| futures_util::future::ready(r.is_ok()))
-                .count()
-                .await
-                > 0
+pub(crate) async fn acked(mut acks: PendingAcks) -> bool {
+    match acks.len() {
+        0 => false,
+        1 => match acks.pop() {
+            Some(ack) => ack.await.is_ok(),
+            None => false,
+        },
+        _ => {
+            let mut acks: futures_util::stream::FuturesUnordered<_> = acks.into_iter().collect();
+            while let Some(result) = acks.next().await {
+                if result.is_ok() {
+                    return true;
+                }
+            }
+            false
         }
-        None => false,
     }
 }

@@ -18,7 +18,7 @@ use socketioxide::handler::ConnectHandler as _;
 use tracing::Instrument as _;
 
 use crate::Mesh;
-use crate::args::FirstArg;
+use crate::args::{FirstArg, Payload};
 use crate::emit::broadcast;
 use crate::registry::{SocketEntry, TooManyConnections};
 use crate::rooms::{agent_room, group_room, team_room};
@@ -340,21 +340,33 @@ fn payload(args: Result<FirstArg<Value>, socketioxide::ParserError>) -> Result<V
 
 async fn on_message<A: Adapter>(
     io: SocketIo<A>,
-    TryData(args): TryData<FirstArg<Value>>,
+    Payload(args): Payload<SendRequest>,
     ack: AckSender<A>,
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
-    let data = payload(args);
+    let (request, correlation) = match args {
+        Ok(request) => {
+            let correlation = Correlation {
+                id: Some(request.id.clone()),
+                group: request.group.clone(),
+            };
+            (Ok(request), correlation)
+        }
+        // Read again as JSON: the error names the field, the error ack the request's id.
+        Err(args) => {
+            let data = payload(args);
+            let correlation = Correlation::of(&data);
+            (data.and_then(wire::parse::<SendRequest>), correlation)
+        }
+    };
     session.connected().await;
     let span = session.span.clone();
     async move {
         let started = Instant::now();
-        let correlation = Correlation::of(&data);
         let result = async {
             check_rate(&mesh, &session)?;
-            let request: SendRequest = wire::parse(data?)?;
-            routing::send(&io, &mesh, &session, request, started).await
+            routing::send(&io, &mesh, &session, request?, started).await
         }
         .await;
         let outcome = match &result {

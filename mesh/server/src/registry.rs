@@ -75,12 +75,25 @@ pub struct Connected {
 impl Registry {
     fn with_team<R>(&self, team: &str, f: impl FnOnce(&mut Team) -> R) -> R {
         let mut teams = self.teams.lock().expect("registry lock");
-        let entry = teams.entry(team.to_owned()).or_default();
+        if !teams.contains_key(team) {
+            teams.insert(team.to_owned(), Team::default());
+        }
+        let entry = teams.get_mut(team).expect("inserted above");
         let result = f(entry);
         if entry.agents.is_empty() {
             teams.remove(team);
         }
         result
+    }
+
+    /// Reads `team`'s view without creating it: an unknown team reads as empty (`R::default()`).
+    /// The lookups on every message go through here, so they allocate nothing.
+    fn read_team<R: Default>(&self, team: &str, f: impl FnOnce(&Team) -> R) -> R {
+        self.teams
+            .lock()
+            .expect("registry lock")
+            .get(team)
+            .map_or_else(R::default, f)
     }
 
     /// Records a new connection `sid` of `agent` on `node`, unless it would exceed
@@ -164,7 +177,7 @@ impl Registry {
 
     /// The nodes holding `agent`'s connections, sorted.
     pub fn holders(&self, team: &str, agent: &str) -> Vec<String> {
-        self.with_team(team, |t| {
+        self.read_team(team, |t| {
             let mut nodes: Vec<String> = t.agents.get(agent).map_or_else(Vec::new, |a| {
                 a.sockets
                     .iter()
@@ -179,11 +192,25 @@ impl Registry {
 
     /// Whether `agent` has a connection on `node`.
     pub fn has_connection_on(&self, team: &str, agent: &str, node: &str) -> bool {
-        self.with_team(team, |t| {
+        self.read_team(team, |t| {
             t.agents.get(agent).is_some_and(|a| {
                 a.sockets
                     .iter()
                     .any(|sid| t.sockets.get(sid).is_some_and(|h| h.node == node))
+            })
+        })
+    }
+
+    /// The ids of `agent`'s connections held by `node`: a direct message to them is emitted to
+    /// each connection itself, with no room lookup.
+    pub fn sockets_on(&self, team: &str, agent: &str, node: &str) -> Vec<String> {
+        self.read_team(team, |t| {
+            t.agents.get(agent).map_or_else(Vec::new, |a| {
+                a.sockets
+                    .iter()
+                    .filter(|sid| t.sockets.get(*sid).is_some_and(|h| h.node == node))
+                    .cloned()
+                    .collect()
             })
         })
     }
@@ -205,16 +232,16 @@ impl Registry {
 
     /// Open connections of one agent.
     pub fn connections_of(&self, team: &str, agent: &str) -> usize {
-        self.with_team(team, |t| t.agents.get(agent).map_or(0, |a| a.sockets.len()))
+        self.read_team(team, |t| t.agents.get(agent).map_or(0, |a| a.sockets.len()))
     }
 
     /// Agents of `team` with at least one connection.
     pub fn online_count(&self, team: &str) -> usize {
-        self.with_team(team, |t| t.agents.len())
+        self.read_team(team, |t| t.agents.len())
     }
 
     pub fn is_online(&self, team: &str, agent: &str) -> bool {
-        self.with_team(team, |t| t.agents.contains_key(agent))
+        self.read_team(team, |t| t.agents.contains_key(agent))
     }
 
     /// Adds `agent` to `group`; returns the members after joining.
@@ -255,13 +282,13 @@ impl Registry {
     }
 
     pub fn is_member(&self, team: &str, agent: &str, group: &str) -> bool {
-        self.with_team(team, |t| {
+        self.read_team(team, |t| {
             t.groups.get(group).is_some_and(|m| m.contains(agent))
         })
     }
 
     pub fn members(&self, team: &str, group: &str) -> Vec<String> {
-        self.with_team(team, |t| {
+        self.read_team(team, |t| {
             t.groups
                 .get(group)
                 .map(|m| m.iter().cloned().collect())
@@ -270,7 +297,7 @@ impl Registry {
     }
 
     pub fn groups(&self, team: &str) -> Vec<GroupSummary> {
-        self.with_team(team, |t| {
+        self.read_team(team, |t| {
             t.groups
                 .iter()
                 .map(|(name, m)| GroupSummary {
@@ -282,7 +309,7 @@ impl Registry {
     }
 
     pub fn presence(&self, team: &str) -> Vec<AgentPresence> {
-        self.with_team(team, |t| {
+        self.read_team(team, |t| {
             t.agents
                 .iter()
                 .map(|(id, a)| AgentPresence {
@@ -297,7 +324,7 @@ impl Registry {
 
     /// The agent behind connection `sid`, if it is of `team`.
     pub fn agent_of(&self, team: &str, sid: &str) -> Option<String> {
-        self.with_team(team, |t| t.sockets.get(sid).map(|h| h.agent.clone()))
+        self.read_team(team, |t| t.sockets.get(sid).map(|h| h.agent.clone()))
     }
 
     /// Number of open connections held by `node`, all teams.
@@ -471,6 +498,10 @@ mod tests {
         assert_eq!(r.holders("t", "a"), [N1, N2]);
         assert_eq!(r.holders("t", "b"), [N2]);
         assert!(r.holders("t", "nobody").is_empty());
+        assert_eq!(r.sockets_on("t", "a", N1), ["s1"]);
+        assert_eq!(r.sockets_on("t", "a", N2), ["s2"]);
+        assert!(r.sockets_on("t", "b", N1).is_empty());
+        assert!(r.sockets_on("other", "a", N1).is_empty());
         assert_eq!(r.connection_count(N2), 2);
         // `a` still has a connection on node-1; `b` had only node-2.
         assert_eq!(r.drop_node(N2), [("t".to_owned(), "b".to_owned())]);

@@ -163,6 +163,16 @@ async fn deliver<A: Adapter>(
             _ => {}
         }
     }
+    // A direct message whose recipient is connected here goes to its connections themselves.
+    if let (true, Target::Agent(to)) = (here_only, target) {
+        let timeout = mesh.limits.ack_timeout;
+        if crate::emit::deliver_here(io, mesh, team, to, envelope, timeout).await {
+            return Ok(SendAck::delivered(envelope.id.clone(), None));
+        }
+        return Err(offline(format!(
+            "agent `{to}` did not acknowledge within {timeout:?}"
+        )));
+    }
     // Otherwise every replica may hold a recipient: a retry through another replica is caught
     // by the ids recorded in Redis.
     if let (false, CrossReplicaDedup::Pending(recorded)) = (here_only, dedup)

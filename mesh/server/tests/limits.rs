@@ -153,6 +153,8 @@ async fn malformed_input_of_every_event_answers_invalid_naming_the_field() {
             message.contains(field),
             "{name} {payload}: `{message}` does not name `{field}`"
         );
+        // A refused request is still matched to its id, however far it got to be read.
+        assert_eq!(answer["id"], payload["id"], "{name} {payload}: {answer}");
     }
     // An event with no payload at all is answered too.
     let answer = alice

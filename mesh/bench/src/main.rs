@@ -70,6 +70,11 @@ struct Args {
     /// server's default, 1].
     #[arg(long)]
     nsh_workers: Option<usize>,
+    /// Threads of the Rust load generator (this process's runtime). One, like the Node
+    /// generator: on a two-core machine a second thread competes with the server for its core
+    /// and its preemptions show up as the servers' tail latency.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    load_threads: u16,
     /// Measure only `nsh mesh server` (for quick tuning runs; prints no ratios).
     #[arg(long)]
     only_nsh: bool,
@@ -100,9 +105,21 @@ struct Results {
     kib_per_connection_one_team: f64,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let runtime = match args.load_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.into())
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let keys = tempfile::tempdir()?;
     let key_text = TeamKey::generate_text();
     std::fs::write(keys.path().join(TEAM), &key_text)?;
@@ -161,8 +178,8 @@ async fn main() -> anyhow::Result<()> {
 
     println!();
     println!(
-        "relay: {} pairs x {} in flight, {:?} counted after a 2 s warm-up; the server's own CPU and context switches from /proc",
-        args.pairs, args.window, args.duration
+        "relay: {} pairs x {} in flight, {:?} counted after a 2 s warm-up; the server's own CPU and context switches from /proc; the Rust generator on {} thread(s), the Node one on its one",
+        args.pairs, args.window, args.duration, args.load_threads
     );
     println!(
         "| run | load generator | server | msg/s | server CPU us/msg | ctx switches/msg | p50 ms | p99 ms | failed |"

@@ -80,7 +80,11 @@ pub(crate) async fn send<A: Adapter>(
     let recorded = AtomicBool::new(false);
     let result = match &mesh.store {
         Some(store) => {
-            deliver_stored(io, mesh, store, team, from, &target, &envelope, &recorded).await
+            // Boxed: the store's futures are large, and only this path awaits them.
+            Box::pin(deliver_stored(
+                io, mesh, store, team, from, &target, &envelope, &recorded,
+            ))
+            .await
         }
         None => {
             let dedup = CrossReplicaDedup::Pending(&recorded);
@@ -94,14 +98,14 @@ pub(crate) async fn send<A: Adapter>(
             // duplicate.
             mesh.dedup.forget(team, from, &request.id);
             if let (Some(cluster), true) = (&mesh.cluster, recorded) {
-                cluster.forget(team, from, &envelope_id).await;
+                Box::pin(cluster.forget(team, from, &envelope_id)).await;
             }
         }
         Ok(_) => {
             // Stored or delivered: only now is a resend a duplicate.
             mesh.dedup.complete(team, from, &request.id);
             if let (Some(cluster), true) = (&mesh.cluster, recorded) {
-                cluster.complete(team, from, &envelope_id).await;
+                Box::pin(cluster.complete(team, from, &envelope_id)).await;
             }
         }
     }
@@ -141,7 +145,9 @@ async fn deliver<A: Adapter>(
     let offline = |message: String| WireError::new(ErrorCode::RecipientOffline, message);
     match target {
         Target::Agent(to) => {
-            if !mesh.registry.is_online(team, to) && !connected_anywhere(io, mesh, team, to).await {
+            if !mesh.registry.is_online(team, to)
+                && !Box::pin(connected_anywhere(io, mesh, team, to)).await
+            {
                 return Err(offline(format!("agent `{to}` is not connected")));
             }
         }
@@ -159,7 +165,9 @@ async fn deliver<A: Adapter>(
     if let (Some(cluster), Target::Agent(to)) = (&mesh.cluster, target) {
         match mesh.registry.holders(team, to).as_slice() {
             [node] if *node == mesh.node => here_only = true,
-            [node] => return deliver_on_replica(mesh, cluster, node, team, to, envelope).await,
+            [node] => {
+                return Box::pin(deliver_on_replica(mesh, cluster, node, team, to, envelope)).await;
+            }
             _ => {}
         }
     }
@@ -173,8 +181,32 @@ async fn deliver<A: Adapter>(
             "agent `{to}` did not acknowledge within {timeout:?}"
         )));
     }
-    // Otherwise every replica may hold a recipient: a retry through another replica is caught
-    // by the ids recorded in Redis.
+    // The rest (groups, several replicas) in its own future, boxed, as are the other rare
+    // paths: every message in flight is a task whose size is that of its largest path (the send
+    // future was 2.6 KB, now 1.4 KB). No CPU difference measured.
+    Box::pin(deliver_to_rooms(
+        io, mesh, team, from, target, envelope, dedup, here_only,
+    ))
+    .await
+}
+
+/// Emits the envelope to the recipients' rooms (every replica's, unless `here_only`) and waits
+/// for their clients' acks.
+// One send's whole context, as `deliver` has it.
+#[allow(clippy::too_many_arguments)]
+async fn deliver_to_rooms<A: Adapter>(
+    io: &SocketIo<A>,
+    mesh: &Mesh,
+    team: &str,
+    from: &str,
+    target: &Target,
+    envelope: &Envelope,
+    dedup: CrossReplicaDedup<'_>,
+    here_only: bool,
+) -> Result<SendAck, WireError> {
+    let offline = |message: String| WireError::new(ErrorCode::RecipientOffline, message);
+    // Unless here only, every replica may hold a recipient: a retry through another replica is
+    // caught by the ids recorded in Redis.
     if let (false, CrossReplicaDedup::Pending(recorded)) = (here_only, dedup)
         && let Some(duplicate) = record_in_cluster(mesh, team, from, &envelope.id, recorded).await?
     {

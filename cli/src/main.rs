@@ -149,15 +149,31 @@ async fn dispatch(command: cli::Command) -> anyhow::Result<()> {
 
 /// Logs go to stderr, always: several verbs (the MCP stdio servers) own stdout.
 fn init_tracing(format: cli::LogFormat, quiet_rmcp: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(nsh_contract::env::LOG)
+    let asked = std::env::var(nsh_contract::env::LOG).ok();
+    let filter = asked
+        .as_deref()
+        .and_then(|directives| tracing_subscriber::EnvFilter::try_new(directives).ok())
         // rmcp narrates every session at info; its warnings are what a user needs.
-        .unwrap_or_else(|_| {
+        .unwrap_or_else(|| {
             tracing_subscriber::EnvFilter::new(if quiet_rmcp {
                 "info,rmcp=off"
             } else {
                 "info,rmcp=warn"
             })
         });
+    // socketioxide warns once per broadcast another replica relays to sockets that are closing
+    // (dozens of lines when a crowd disconnects and presence changes are relayed); the mesh's
+    // own broadcasts note that at debug. So from that module only errors, unless the filter
+    // asked names socketioxide itself.
+    let filter = if asked.is_some_and(|directives| directives.contains("socketioxide")) {
+        filter
+    } else {
+        filter.add_directive(
+            "socketioxide_core::adapter::request=error"
+                .parse()
+                .expect("a valid directive"),
+        )
+    };
     // Colours for a person at a terminal, never escape codes in a log file or a pod's log.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -77,7 +77,7 @@ pub(crate) type PendingAcks = Vec<socketioxide::ack::AckStream<AnyAck>>;
 ///
 /// Each connection the directory knows here is emitted to itself, not through the agent's room:
 /// one direct message to one connection skips the adapter's room lookup and its many-socket ack
-/// stream, which is most of what socketioxide spends per relayed message.
+/// stream, together about a tenth of the server's CPU per relayed message in a profile.
 pub(crate) fn emit_here<A: Adapter>(
     io: &SocketIo<A>,
     mesh: &Mesh,

@@ -41,7 +41,7 @@ use socketioxide_redis::drivers::Driver as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Mesh;
-use crate::dedup::Seen;
+use crate::dedup::{Checked, Seen};
 use crate::pubsub::ManagedDriver;
 use crate::registry::SocketEntry;
 use crate::rooms::team_room;
@@ -555,20 +555,20 @@ async fn deliver_here<A: Adapter>(
 ) {
     let from = envelope.from.as_str();
     let outcome = match mesh.dedup.check(&team, from, &envelope.id, Instant::now()) {
-        Seen::First => {
+        Checked::First(ticket) => {
             if crate::emit::deliver_here(&io, &mesh, &team, &to, &envelope, mesh.limits.ack_timeout)
                 .await
             {
-                mesh.dedup.complete(&team, from, &envelope.id);
+                mesh.dedup.complete(&team, from, ticket);
                 Outcome::Delivered
             } else {
                 // Not delivered: a retry must be tried again, not called a duplicate.
-                mesh.dedup.forget(&team, from, &envelope.id);
+                mesh.dedup.forget(&team, from, ticket);
                 Outcome::NotDelivered
             }
         }
-        Seen::InFlight => Outcome::InFlight,
-        Seen::Done => Outcome::Duplicate,
+        Checked::InFlight => Outcome::InFlight,
+        Checked::Done => Outcome::Duplicate,
     };
     cluster.send_to_node(&reply_to, NodeMessage::Answer { request, outcome });
 }

@@ -16,7 +16,7 @@ use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 
 use crate::Mesh;
-use crate::dedup::Seen;
+use crate::dedup::{Checked, Seen};
 use crate::emit::broadcast_with_ack;
 use crate::rooms::{agent_room, group_room};
 use crate::session::Session;
@@ -56,11 +56,11 @@ pub(crate) async fn send<A: Adapter>(
             format!("join group `{group}` before sending to it"),
         ));
     }
-    match mesh.dedup.check(team, from, &request.id, now) {
-        Seen::First => {}
-        Seen::Done => return Ok(SendAck::duplicate(request.id)),
-        Seen::InFlight => return Err(in_flight()),
-    }
+    let ticket = match mesh.dedup.check(team, from, &request.id, now) {
+        Checked::First(ticket) => ticket,
+        Checked::Done => return Ok(SendAck::duplicate(request.id)),
+        Checked::InFlight => return Err(in_flight()),
+    };
     let envelope_id = request.id.clone();
     let envelope = Envelope {
         id: request.id.clone(),
@@ -96,14 +96,14 @@ pub(crate) async fn send<A: Adapter>(
         Err(_) => {
             // Not delivered: a retry with the same id must be tried again, not called a
             // duplicate.
-            mesh.dedup.forget(team, from, &request.id);
+            mesh.dedup.forget(team, from, ticket);
             if let (Some(cluster), true) = (&mesh.cluster, recorded) {
                 Box::pin(cluster.forget(team, from, &envelope_id)).await;
             }
         }
         Ok(_) => {
             // Stored or delivered: only now is a resend a duplicate.
-            mesh.dedup.complete(team, from, &request.id);
+            mesh.dedup.complete(team, from, ticket);
             if let (Some(cluster), true) = (&mesh.cluster, recorded) {
                 Box::pin(cluster.complete(team, from, &envelope_id)).await;
             }

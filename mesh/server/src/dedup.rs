@@ -28,11 +28,18 @@ pub struct Dedup {
 /// with probability 2^-128, and a client cannot aim for that without the process's random key,
 /// so a window answers as if it kept the ids themselves, without keeping their text (no
 /// allocation or string compare per message).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Fingerprint(u128);
+/// Two words rather than a `u128`, whose 16-byte alignment would pad every slot and index entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint([u64; 2]);
 
-/// Hashes a [`Fingerprint`] for its map: it is already a keyed uniform hash, so its low bits
-/// serve as they are.
+impl std::hash::Hash for Fingerprint {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Already a keyed uniform hash: one word of it serves as the map's hash.
+        state.write_u64(self.0[0]);
+    }
+}
+
+/// Hashes a [`Fingerprint`] for its map: the word it is given, as it is.
 #[derive(Debug, Default)]
 struct FingerprintHasher(u64);
 
@@ -40,11 +47,11 @@ impl Hasher for FingerprintHasher {
     fn finish(&self) -> u64 {
         self.0
     }
-    fn write_u128(&mut self, value: u128) {
-        self.0 = value as u64;
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
     }
     fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u128` is used; fold anything else rather than lose it.
+        // Only `write_u64` is used; fold anything else rather than lose it.
         for &b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
@@ -52,11 +59,11 @@ impl Hasher for FingerprintHasher {
 }
 
 /// One sender's recent sends. Slots sit in arrival order; the index finds an id's slot. An
-/// expiring slot leaves its index entry behind, to be swept out when the index reaches twice
-/// the window: removing it at once would touch a cold cache line for every message (the
-/// expiring id was seen a thousand messages ago), and a lookup tells a stale entry by its
-/// sequence number. `check` hands back the new slot's [`Ticket`], so `complete` goes straight to
-/// the slot without a lookup. Both lookups were most of the window's cost in a profile.
+/// expiring slot leaves its index entry behind, swept out once the index holds half a window
+/// more than the window (a table the size a full window needs): removing it at once would touch
+/// a cold cache line for every message (the expiring id was seen a thousand messages ago), and
+/// a lookup tells a stale entry by its sequence number. `check` hands back the new slot's
+/// [`Ticket`], so `complete` goes straight to the slot without a lookup.
 #[derive(Debug, Default)]
 struct Window {
     /// `slots[i]` has sequence number `first + i`.
@@ -142,7 +149,7 @@ impl Window {
             state: State::InFlight,
         });
         self.index.insert(id, seq);
-        if self.index.len() >= 2 * max_ids + 16 {
+        if self.index.len() >= max_ids + max_ids / 2 + 16 {
             let first = self.first;
             self.index.retain(|_, seq| *seq >= first);
         }
@@ -163,7 +170,8 @@ impl Dedup {
     fn fingerprint(&self, id: &str) -> Fingerprint {
         let mut hasher = SipHasher13::new_with_keys(self.key.0, self.key.1);
         hasher.write(id.as_bytes());
-        Fingerprint(hasher.finish128().as_u128())
+        let hash = hasher.finish128();
+        Fingerprint([hash.h1, hash.h2])
     }
 
     /// What is known of `id` from `(team, sender)`. A new id is recorded as in flight, and its
@@ -311,7 +319,7 @@ mod tests {
         let teams = d.senders.lock().unwrap();
         let window = &teams["t"]["a"];
         assert_eq!(window.slots.len(), 4);
-        assert!(window.index.len() < 2 * 4 + 16, "{}", window.index.len());
+        assert!(window.index.len() < 4 + 2 + 16, "{}", window.index.len());
     }
 
     /// What a window should answer, kept the slow way: every send in order, as (id, state).

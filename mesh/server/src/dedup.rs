@@ -88,7 +88,8 @@ enum State {
     Forgotten,
 }
 
-/// What the window knows of an id.
+/// What a dedup record knows of an id: the answer of the replicas' shared record in Redis
+/// (`cluster`), and what a local window's [`Checked`] says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seen {
     /// Not seen: now recorded as in flight.

@@ -55,9 +55,8 @@ fn main() -> std::process::ExitCode {
         }
         command => {
             let runtime = match &command {
-                cli::Command::Mesh(group) if mesh::runs_pinned(&group.verb) => {
-                    Runtime::SingleThread
-                }
+                cli::Command::Mesh(group) => mesh::pinned_runtime(&group.verb)
+                    .map_or(Runtime::MultiThread, Runtime::SingleThread),
                 _ => Runtime::MultiThread,
             };
             block_on(runtime, dispatch(command))
@@ -101,9 +100,9 @@ fn error_chain(err: &anyhow::Error) -> String {
 enum Runtime {
     /// Tokio's work-stealing runtime, a worker per CPU.
     MultiThread,
-    /// One thread: `nsh mesh server`, which starts its own pinned threads
+    /// One thread that parks as told: `nsh mesh server`, which starts its own pinned threads
     /// (`nsh_admin::shards`).
-    SingleThread,
+    SingleThread(nsh_admin::shards::Batching),
 }
 
 fn block_on(
@@ -112,7 +111,11 @@ fn block_on(
 ) -> anyhow::Result<()> {
     let mut builder = match runtime {
         Runtime::MultiThread => tokio::runtime::Builder::new_multi_thread(),
-        Runtime::SingleThread => tokio::runtime::Builder::new_current_thread(),
+        Runtime::SingleThread(batching) => {
+            let mut builder = tokio::runtime::Builder::new_current_thread();
+            builder.on_thread_park(batching.before_park());
+            builder
+        }
     };
     builder
         .enable_all()

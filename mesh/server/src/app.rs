@@ -212,7 +212,8 @@ impl Server {
         let listener = bind_listener(config.listen).await?;
         let shards = match config.pinned_threads {
             0 => nsh_admin::shards::Shards::caller(),
-            threads => nsh_admin::shards::Shards::start(threads).map_err(ServerError::Threads)?,
+            threads => nsh_admin::shards::Shards::start(threads, config.batching)
+                .map_err(ServerError::Threads)?,
         };
         Ok(Self {
             listener,

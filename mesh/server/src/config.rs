@@ -25,6 +25,9 @@ pub struct ServerConfig {
     /// to one of N single-threaded runtimes, the caller's (best a single-threaded one too) and
     /// N - 1 more threads (`nsh mesh server --worker-threads`; `nsh_admin::shards` says why).
     pub pinned_threads: usize,
+    /// How the pinned threads sleep when out of work (`--batch-wait`); the caller's runtime
+    /// should park the same way (`nsh_admin::shards::Batching::before_park`).
+    pub batching: nsh_admin::shards::Batching,
 }
 
 /// What an unauthenticated peer can make the server hold.
@@ -115,6 +118,7 @@ impl ServerConfig {
             http: HttpLimits::default(),
             admin_listen: None,
             pinned_threads: 0,
+            batching: nsh_admin::shards::Batching::OFF,
         }
     }
 }

@@ -345,6 +345,7 @@ async fn on_message<A: Adapter>(
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
 ) {
+    nsh_admin::shards::note_message();
     let (request, correlation) = match args {
         Ok(request) => {
             let correlation = Correlation {

@@ -37,7 +37,15 @@ async fn threads_within(wait: Duration, done: impl Fn(&Vec<String>) -> bool) -> 
 // A single-threaded test runtime, as `nsh mesh server` runs: it is shard 0.
 #[tokio::test]
 async fn agents_on_different_threads_message_each_other_and_the_threads_stop_with_the_server() {
-    let mesh = TestMesh::configured(|config| config.pinned_threads = 3).await;
+    // Batching after every message, so each shard thread also takes the path that waits.
+    let mesh = TestMesh::configured(|config| {
+        config.pinned_threads = 3;
+        config.batching = nsh_admin::shards::Batching {
+            wait: Duration::from_micros(200),
+            min_messages: 1,
+        };
+    })
+    .await;
     // A new thread names itself once it runs.
     assert_eq!(
         threads_within(Duration::from_secs(5), |names| names.len() == 2).await,

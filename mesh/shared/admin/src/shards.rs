@@ -8,9 +8,13 @@
 //! share one FIFO run queue: the writer runs after the handlers of everything read in the
 //! same round and sends their frames in one write. `scripts/bench-mesh.sh` measures both
 //! (docs/mesh-server.md, "CPU per relayed message").
+//!
+//! [`Batching`] is the other half: how a shard's thread goes to sleep when it runs out of work.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -45,13 +49,15 @@ impl Shards {
     }
 
     /// `count` shards: the caller's runtime and `count - 1` new threads, each running a
-    /// single-threaded runtime. Meant for a caller on a single-threaded runtime itself.
-    pub fn start(count: usize) -> std::io::Result<Self> {
+    /// single-threaded runtime that parks as `batching` says. Meant for a caller on a
+    /// single-threaded runtime itself, built with the same [`Batching::before_park`].
+    pub fn start(count: usize, batching: Batching) -> std::io::Result<Self> {
         let mut runtimes = vec![None];
         let mut stops = Vec::new();
         for index in 1..count {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(batching.before_park())
                 .build()?;
             runtimes.push(Some(runtime.handle().clone()));
             let (stop, stopped) = oneshot::channel::<()>();
@@ -92,9 +98,115 @@ impl Shards {
     }
 }
 
+/// How a shard's thread goes to sleep when it runs out of work: at once, or, after a busy
+/// round, once it has waited for more work to arrive.
+///
+/// A thread that runs out of work sleeps in `epoll_wait`, and the next frame wakes it again: a
+/// context switch, and a read and a write for the few frames that came in meanwhile. When the
+/// clients keep the server nearly but not fully busy, that waking costs more than relaying the
+/// messages themselves (docs/mesh-server.md, "CPU per relayed message"): NIC interrupt
+/// moderation's problem. The same answer: after a round that handled at least `min_messages`
+/// messages (as [`note_message`] counted them), the thread first waits `wait` off the CPU,
+/// then takes everything that arrived in one wake-up. After a quieter round it sleeps at once,
+/// so a lone message is never held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// How long to wait after a busy round; zero turns batching off.
+    pub wait: Duration,
+    /// How many messages make a round busy.
+    pub min_messages: u32,
+}
+
+impl Batching {
+    /// Every thread sleeps as soon as it runs out of work.
+    pub const OFF: Self = Self {
+        wait: Duration::ZERO,
+        min_messages: u32::MAX,
+    };
+
+    /// The hook for `tokio::runtime::Builder::on_thread_park`, which runs on the thread just
+    /// before it would sleep on the network.
+    pub fn before_park(self) -> impl Fn() + Send + Sync + 'static {
+        move || {
+            let handled = MESSAGES_THIS_ROUND.with(|count| count.replace(0));
+            if self.is_busy(handled) {
+                // Off the CPU, not spinning: a wait that burned CPU would cost what it saves.
+                std::thread::sleep(self.wait);
+            }
+        }
+    }
+
+    fn is_busy(self, handled: u32) -> bool {
+        !self.wait.is_zero() && handled >= self.min_messages
+    }
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Self::OFF
+    }
+}
+
+thread_local! {
+    /// Messages handled on this thread since it last went to sleep.
+    static MESSAGES_THIS_ROUND: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Counts one message handled on this thread, for [`Batching`]'s idea of a busy round.
+pub fn note_message() {
+    MESSAGES_THIS_ROUND.with(|count| count.set(count.get().saturating_add(1)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn messages_this_round() -> u32 {
+        MESSAGES_THIS_ROUND.with(Cell::get)
+    }
+
+    #[test]
+    fn only_a_busy_round_waits_and_each_park_starts_a_new_round() {
+        let wait = Duration::from_millis(20);
+        let park = Batching {
+            wait,
+            min_messages: 3,
+        }
+        .before_park();
+
+        note_message();
+        note_message();
+        assert_eq!(messages_this_round(), 2);
+        park();
+        assert_eq!(messages_this_round(), 0, "a park ends the round");
+
+        for _ in 0..3 {
+            note_message();
+        }
+        let started = std::time::Instant::now();
+        park();
+        assert!(
+            started.elapsed() >= wait,
+            "three messages make a busy round, which waits {wait:?} before the thread sleeps"
+        );
+        assert_eq!(messages_this_round(), 0);
+    }
+
+    #[test]
+    fn busy_needs_both_a_wait_and_enough_messages() {
+        let batching = Batching {
+            wait: Duration::from_micros(200),
+            min_messages: 4,
+        };
+        assert!(!batching.is_busy(3));
+        assert!(batching.is_busy(4));
+        assert!(!Batching::OFF.is_busy(u32::MAX));
+        let no_wait = Batching {
+            wait: Duration::ZERO,
+            min_messages: 1,
+        };
+        assert!(!no_wait.is_busy(100), "a zero wait turns batching off");
+    }
 
     #[test]
     fn the_caller_alone_places_everything_here() {
@@ -111,7 +223,7 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let shards = Shards::start(3).unwrap();
+            let shards = Shards::start(3, Batching::OFF).unwrap();
             assert_eq!(shards.count(), 3);
             let mut threads = Vec::new();
             for round in 0..6 {

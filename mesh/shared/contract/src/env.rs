@@ -21,6 +21,8 @@ pub mod mesh_server {
     pub const WEBSOCKET_ONLY: &str = "NSH_MESH_WEBSOCKET_ONLY";
     pub const ADMIN_LISTEN: &str = "NSH_MESH_ADMIN_LISTEN";
     pub const WORKER_THREADS: &str = "NSH_MESH_WORKER_THREADS";
+    pub const BATCH_WAIT: &str = "NSH_MESH_BATCH_WAIT";
+    pub const BATCH_AFTER: &str = "NSH_MESH_BATCH_AFTER";
 }
 
 /// `nsh mesh client` and `nsh mesh hook`.

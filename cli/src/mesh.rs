@@ -212,8 +212,6 @@ pub(crate) struct KeygenArgs {
     out: Option<PathBuf>,
 }
 
-/// Whether this verb runs on a single-threaded runtime and pins its connections to threads
-/// of its own (`mesh server`).
 /// `--batch-wait` on a single server: with the Node client as load generator, 40% less CPU per
 /// relayed message than without, and a sixth of the context switches (docs/mesh-server.md).
 const DEFAULT_BATCH_WAIT: Duration = Duration::from_micros(400);
@@ -229,7 +227,7 @@ pub(crate) fn pinned_runtime(verb: &MeshVerb) -> Option<Batching> {
 
 impl ServerArgs {
     fn batching(&self) -> Batching {
-        // Across replicas the thread's idle moments are mostly waits on Redis: waiting longer
+        // Across replicas a thread also idles while it waits on Redis: waiting longer
         // delays the replies on every message's path (-28% throughput in the replicas bench).
         let default_wait = if self.redis.is_some() {
             Duration::ZERO

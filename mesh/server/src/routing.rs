@@ -159,6 +159,11 @@ impl<A: Adapter> Clone for Outgoing<'_, A> {
 
 impl<A: Adapter> Copy for Outgoing<'_, A> {}
 
+/// The error a sender gets when no recipient took the message.
+fn offline(message: String) -> WireError {
+    WireError::new(ErrorCode::RecipientOffline, message)
+}
+
 /// Emits the envelope to its recipients and waits for their clients' acks.
 async fn deliver<A: Adapter>(
     out: Outgoing<'_, A>,
@@ -172,7 +177,6 @@ async fn deliver<A: Adapter>(
         target,
         envelope,
     } = out;
-    let offline = |message: String| WireError::new(ErrorCode::RecipientOffline, message);
     match target {
         Target::Agent(to) => {
             if !mesh.registry.is_online(team, to)
@@ -232,7 +236,6 @@ async fn deliver_to_rooms<A: Adapter>(
         target,
         envelope,
     } = out;
-    let offline = |message: String| WireError::new(ErrorCode::RecipientOffline, message);
     // Unless here only, every replica may hold a recipient: a retry through another replica is
     // caught by the ids recorded in Redis.
     if let (false, CrossReplicaDedup::Pending(recorded)) = (here_only, dedup)

@@ -351,3 +351,66 @@ async fn with_redis_and_persistence_direct_and_group_messages_are_delivered_live
         bob.assert_no_message(Duration::from_millis(500)).await;
     }
 }
+
+/// With persistence the message id's record is written with the message: a retry through
+/// another replica (the client reconnected elsewhere) is a duplicate and is not kept twice,
+/// whether the first send was stored for an offline agent or delivered to a group.
+#[tokio::test]
+async fn with_persistence_a_retry_through_another_replica_is_a_duplicate_kept_once() {
+    let redis = RedisServer::start().unwrap();
+    let mesh = replicas(&redis, 2, &["--persistence"]).await;
+    let alice = agent(&mesh[0], "alice", &["ops"]).await;
+    let mut bob = agent(&mesh[1], "bob", &["ops"]).await;
+    for member in [&alice, &bob] {
+        let joined = member.call("group:join", json!({ "group": "ops" })).await;
+        assert_eq!(joined["ok"], true, "{joined}");
+    }
+    until_seen(&alice, "group:members", json!({ "group": "ops" }), |m| {
+        names(m, "members") == ["alice", "bob"]
+    })
+    .await;
+
+    let direct = new_id();
+    let first = send(
+        &alice,
+        json!({ "id": direct, "to": "dave", "text": "for dave" }),
+    )
+    .await;
+    assert_eq!(first["status"], "stored", "{first}");
+    let group = new_id();
+    let first = send(
+        &alice,
+        json!({ "id": group, "group": "ops", "text": "for ops" }),
+    )
+    .await;
+    assert_eq!(first["status"], "delivered", "{first}");
+    assert_eq!(bob.next_message().await.text, "for ops");
+
+    let alice_again = agent(&mesh[1], "alice", &["ops"]).await;
+    let retry = send(
+        &alice_again,
+        json!({ "id": direct, "to": "dave", "text": "for dave" }),
+    )
+    .await;
+    assert_eq!(retry["status"], "duplicate", "{retry}");
+    let retry = send(
+        &alice_again,
+        json!({ "id": group, "group": "ops", "text": "for ops" }),
+    )
+    .await;
+    assert_eq!(retry["status"], "duplicate", "{retry}");
+    bob.assert_no_message(Duration::from_millis(500)).await;
+
+    // Kept once: dave gets it once, and the group's history holds it once.
+    let mut dave = agent(&mesh[0], "dave", &[]).await;
+    assert_eq!(dave.next_message().await.text, "for dave");
+    dave.assert_no_message(Duration::from_millis(500)).await;
+    let history = bob.call("history", json!({ "group": "ops" })).await;
+    let kept: Vec<&Value> = history["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{history}"))
+        .iter()
+        .filter(|m| m["id"] == group)
+        .collect();
+    assert_eq!(kept.len(), 1, "{history}");
+}

@@ -75,6 +75,16 @@ fn seen_key(team: &str, from: &str, id: &str) -> String {
     format!("nsh:{team}:seen:{from}:{id}")
 }
 
+/// What a message id's record in Redis says of an earlier send of it.
+pub(crate) fn seen(record_value: &str) -> Seen {
+    if record_value == DONE {
+        Seen::Done
+    } else {
+        // In flight, or gone between two commands: the sender retries either way.
+        Seen::InFlight
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("--redis: `{url}` is not a Redis URL ({source}); expected redis://HOST:PORT/DB")]
@@ -432,15 +442,30 @@ impl Cluster {
             .await;
         match set {
             Ok(Some(_)) => Seen::First,
-            // Seen: done, or still in flight (or gone between the two commands: retry then).
             Ok(None) => match conn.get::<_, Option<String>>(&key).await {
-                Ok(Some(state)) if state == DONE => Seen::Done,
+                Ok(Some(state)) => seen(&state),
                 _ => Seen::InFlight,
             },
             Err(err) => {
                 tracing::debug!(%err, "cluster dedup unavailable; trusting this replica's window");
                 Seen::First
             }
+        }
+    }
+
+    /// The record of a message id that the store writes with the message (persistence on): a
+    /// kept message is done, so a resend through any replica is a duplicate.
+    pub(crate) fn kept_record(
+        &self,
+        team: &str,
+        from: &str,
+        id: &str,
+        window: Duration,
+    ) -> crate::store::DedupRecord {
+        crate::store::DedupRecord {
+            key: seen_key(team, from, id),
+            value: DONE,
+            lifetime: window,
         }
     }
 

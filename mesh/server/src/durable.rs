@@ -83,25 +83,52 @@ async fn run<A: Adapter>(
     deliverer: Arc<Deliverer>,
 ) {
     let (team, agent) = (&key.0, &key.1);
+    // The newest entry acked (or expired) and not yet recorded as the cursor: recorded with
+    // the next read, in the same round trip.
+    let mut unrecorded: Option<String> = None;
+    // What this task knows of the recipient's cursor in Redis.
+    let mut cursor: Option<String> = None;
     loop {
-        // Stop once the agent is gone; the check and the removal hold the map's lock, so a
-        // reconnect either sees this task or starts a new one.
-        {
+        if !mesh.registry.has_connection_on(team, agent, &mesh.node) {
+            // Going: record what was acked first, so a reconnect's deliverer starts after it.
+            if let Some(entry) = unrecorded.take()
+                && let Err(err) = store.mark_delivered(team, agent, &entry).await
+            {
+                // Acked but not recorded: it may be delivered again; the client drops repeats.
+                tracing::warn!(%team, %agent, %err, "could not record a delivery");
+            }
+            // Stop once the agent is gone; the check and the removal hold the map's lock, so
+            // a reconnect either sees this task or starts a new one.
             let mut running = mesh.deliverers.running.lock().expect("deliverers lock");
             if !mesh.registry.has_connection_on(team, agent, &mesh.node) {
                 running.remove(&key);
                 return;
             }
         }
-        let pending = match store.pending(team, agent, BATCH).await {
-            Ok(pending) => pending,
+        let inbox = match store
+            .advance_and_read(team, agent, &mut cursor, unrecorded.as_deref(), BATCH)
+            .await
+        {
+            Ok(inbox) => {
+                unrecorded = None;
+                inbox
+            }
             Err(err) => {
                 tracing::debug!(%team, %agent, %err, "cannot read the inbox stream; retrying");
                 tokio::time::sleep(RETRY).await;
                 continue;
             }
         };
+        let pending = inbox.messages;
         if pending.is_empty() {
+            if let Some(expired) = inbox.newest_expired {
+                // Only expired mail read: step past it and read on.
+                unrecorded = Some(expired);
+                continue;
+            }
+            if inbox.skipped_acked {
+                continue;
+            }
             // New mail wakes us; the timeout notices a disconnect even when none comes.
             let _ = tokio::time::timeout(Duration::from_secs(5), deliverer.wake.notified()).await;
             continue;
@@ -122,7 +149,6 @@ async fn run<A: Adapter>(
                 timeout,
             ));
         }
-        let mut last_acked = None;
         let mut gap = false;
         for (stored, acks) in pending.iter().zip(sent) {
             if !crate::emit::acked(acks).await {
@@ -131,16 +157,11 @@ async fn run<A: Adapter>(
             }
             // Senders waiting on this entry learn at once; the cursor follows below.
             deliverer.acked.send_replace(entry_order(&stored.entry));
-            last_acked = Some(&stored.entry);
+            unrecorded = Some(stored.entry.clone());
         }
-        if let Some(entry) = last_acked {
-            if let Err(err) = store.mark_delivered(team, agent, entry).await {
-                // Acked but not recorded: it may be delivered again; the client drops repeats.
-                tracing::warn!(%team, %agent, %err, "could not record a delivery");
-            }
-            if let Some(cluster) = &mesh.cluster {
-                cluster.delivered(team, agent, entry);
-            }
+        // Senders on other replicas learn now too; the cursor is written with the next read.
+        if let (Some(entry), Some(cluster)) = (&unrecorded, &mesh.cluster) {
+            cluster.delivered(team, agent, entry);
         }
         if gap {
             tokio::time::sleep(RETRY).await;

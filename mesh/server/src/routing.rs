@@ -20,6 +20,7 @@ use crate::dedup::{Checked, Seen};
 use crate::emit::broadcast_with_ack;
 use crate::rooms::{agent_room, group_room};
 use crate::session::Session;
+use crate::store::Appended;
 
 /// Sends `request` from `session`'s agent: checks it, records its id against duplicates, and
 /// delivers it live, across replicas, or through the store, as the server is configured.
@@ -136,7 +137,7 @@ enum CrossReplicaDedup<'a> {
     /// Not recorded yet: record it if the message may reach another replica, and say so here
     /// (the caller then completes or forgets the record).
     Pending(&'a AtomicBool),
-    /// Recorded by the caller (the stored-delivery path records every message).
+    /// Recorded already (the stored path writes the record with the message).
     Recorded,
 }
 
@@ -398,13 +399,19 @@ async fn deliver_stored<A: Adapter>(
             ),
         )
     };
-    // Stored mail may be delivered by any replica: a retry through another one is caught by
-    // the ids recorded in Redis.
-    if let Some(duplicate) = record_in_cluster(mesh, team, from, &envelope.id, recorded).await? {
-        return Ok(duplicate);
-    }
-    // Live delivery, after the store kept the message or when it could not.
-    let deliver_live = || {
+    // Stored mail may be delivered by any replica: the message's id is recorded in Redis
+    // with the message, in the same script, so a retry through another replica is answered
+    // from that record instead of being kept twice.
+    let record = mesh
+        .cluster
+        .as_ref()
+        .map(|cluster| cluster.kept_record(team, from, &envelope.id, mesh.limits.dedup_window));
+    let earlier_send = |record_value: &str| match crate::cluster::seen(record_value) {
+        Seen::Done => Ok(SendAck::duplicate(envelope.id.clone())),
+        Seen::First | Seen::InFlight => Err(in_flight()),
+    };
+    // Live delivery, after the store kept the message (and its record) or when it could not.
+    let deliver_live = |dedup| {
         let out = Outgoing {
             io,
             mesh,
@@ -413,11 +420,15 @@ async fn deliver_stored<A: Adapter>(
             target,
             envelope,
         };
-        deliver(out, CrossReplicaDedup::Recorded)
+        deliver(out, dedup)
     };
     match target {
-        Target::Agent(to) => match store.append_direct(team, to, envelope).await {
-            Ok(entry) => {
+        Target::Agent(to) => match store
+            .append_direct(team, to, envelope, record.as_ref())
+            .await
+        {
+            Ok(Appended::AlreadyRecorded(value)) => earlier_send(&value),
+            Ok(Appended::Entry(entry)) => {
                 if !mesh.registry.is_online(team, to) {
                     return Ok(stored(envelope));
                 }
@@ -442,18 +453,22 @@ async fn deliver_stored<A: Adapter>(
                     stored(envelope)
                 })
             }
-            Err(err) => deliver_live()
+            Err(err) => deliver_live(CrossReplicaDedup::Pending(recorded))
                 .await
                 .map_err(|live| unavailable(&err, &live)),
         },
-        Target::Group(group) => {
-            let kept = store.append_group(team, group, envelope).await;
-            match (deliver_live().await, kept) {
-                (Ok(ack), _) => Ok(ack),
-                (Err(_), Ok(_)) => Ok(stored(envelope)),
-                (Err(live), Err(err)) => Err(unavailable(&err, &live)),
-            }
-        }
+        Target::Group(group) => match store
+            .append_group(team, group, envelope, record.as_ref())
+            .await
+        {
+            Ok(Appended::AlreadyRecorded(value)) => earlier_send(&value),
+            Ok(Appended::Entry(_)) => Ok(deliver_live(CrossReplicaDedup::Recorded)
+                .await
+                .unwrap_or_else(|_| stored(envelope))),
+            Err(err) => deliver_live(CrossReplicaDedup::Pending(recorded))
+                .await
+                .map_err(|live| unavailable(&err, &live)),
+        },
     }
 }
 

@@ -69,6 +69,48 @@ redis.call('SET', KEYS[1], ARGV[1])
 return 1
 ";
 
+/// A message id's record in the replicas' shared dedup, written with the message (see
+/// [`Store::append_direct`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupRecord {
+    pub key: String,
+    /// What the record says once the message is kept.
+    pub value: &'static str,
+    pub lifetime: Duration,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Kept; the entry id in the recipient's inbox (direct) or the group's stream.
+    Entry(String),
+    /// Not kept again: the message id's dedup record already existed, with this value.
+    AlreadyRecorded(String),
+}
+
+/// A read of an inbox: the messages to deliver, and the newest expired entry skipped (the
+/// cursor may move past it once nothing before it is waiting).
+#[derive(Debug, Default)]
+pub struct Inbox {
+    pub messages: Vec<Stored>,
+    pub newest_expired: Option<String>,
+    /// Entries were read that another replica's deliverer had already handed over: there may
+    /// be more to read at once.
+    pub skipped_acked: bool,
+}
+
+/// The later of two entry ids.
+fn later<'a>(a: Option<&'a str>, b: Option<&'a str>) -> Option<&'a str> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if entry_order(a) >= entry_order(b) {
+            a
+        } else {
+            b
+        }),
+        (a, b) => a.or(b),
+    }
+}
+
 /// `<ms>-<seq>` as a pair, for ordering entry ids.
 pub fn entry_order(entry: &str) -> (u64, u64) {
     let (ms, seq) = entry.split_once('-').unwrap_or((entry, "0"));
@@ -144,68 +186,109 @@ impl Store {
             .map_or(0, |ttl| now_ms().saturating_add(ttl.saturating_mul(1000)))
     }
 
-    fn xadd(&self, pipe: &mut redis::Pipeline, key: &str, json: &str, exp: u64) {
-        pipe.cmd("XADD")
-            .arg(key)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.config.max_len)
-            .arg("*")
-            .arg("m")
-            .arg(json)
-            .arg("exp")
-            .arg(exp);
+    /// Appends `envelope` to `streams` (and lists them for the sweep), in one transaction with
+    /// its dedup record when there is one.
+    ///
+    /// The record is set only if new (`SET NX`) and read first in the same transaction, so
+    /// one round trip both keeps the message and learns whether its id was kept before (a
+    /// Lua script could skip the append then, but costs Redis more per message than the
+    /// rare repeat's clean-up below).
+    async fn append(
+        &self,
+        streams: &[&str],
+        envelope: &Envelope,
+        record: Option<&DedupRecord>,
+    ) -> Result<Appended, StoreError> {
+        let json = serde_json::to_string(envelope).expect("an envelope serializes");
+        let exp = Self::expiry_ms(envelope);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if let Some(record) = record {
+            let lifetime = u64::try_from(record.lifetime.as_millis()).unwrap_or(u64::MAX);
+            pipe.get(&record.key);
+            pipe.cmd("SET")
+                .arg(&record.key)
+                .arg(record.value)
+                .arg("NX")
+                .arg("PX")
+                .arg(lifetime.max(1))
+                .ignore();
+        }
+        for stream in streams {
+            pipe.cmd("XADD")
+                .arg(*stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.config.max_len)
+                .arg("*")
+                .arg("m")
+                .arg(&json)
+                .arg("exp")
+                .arg(exp);
+        }
+        pipe.cmd("SADD").arg(STREAMS).arg(streams).ignore();
+        let mut replies: Vec<redis::Value> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::Unavailable)?;
+        let corrupt = |e: redis::ParsingError| StoreError::Corrupt(e.to_string());
+        let earlier: Option<String> = match record {
+            Some(_) if !replies.is_empty() => {
+                redis::from_redis_value(replies.remove(0)).map_err(corrupt)?
+            }
+            _ => None,
+        };
+        let entries: Vec<String> =
+            redis::from_redis_value(redis::Value::Array(replies)).map_err(corrupt)?;
+        if let Some(earlier) = earlier {
+            // Kept before: take back the copy just appended. Until then a deliverer may hand
+            // it over again, which the recipient's client drops as a repeat.
+            let mut undo = redis::pipe();
+            for (stream, entry) in streams.iter().zip(&entries) {
+                undo.cmd("XDEL").arg(*stream).arg(entry).ignore();
+            }
+            if let Err(err) = undo.query_async::<()>(&mut self.conn.clone()).await {
+                tracing::warn!(%err, "could not remove a repeated message from its streams");
+            }
+            return Ok(Appended::AlreadyRecorded(earlier));
+        }
+        entries
+            .into_iter()
+            .next()
+            .map(Appended::Entry)
+            .ok_or_else(|| StoreError::Corrupt("XADD answered no entry id".to_owned()))
     }
 
-    /// Appends a direct message to the recipient's inbox and to the conversation, atomically.
-    /// Returns the inbox entry id.
+    /// Appends a direct message to the recipient's inbox and to the conversation, atomically,
+    /// with `record` when given: a message whose record existed is taken out again at once
+    /// and answered [`Appended::AlreadyRecorded`].
     pub async fn append_direct(
         &self,
         team: &str,
         to: &str,
         envelope: &Envelope,
-    ) -> Result<String, StoreError> {
-        let json = serde_json::to_string(envelope).expect("an envelope serializes");
-        let exp = Self::expiry_ms(envelope);
+        record: Option<&DedupRecord>,
+    ) -> Result<Appended, StoreError> {
         let inbox = Self::inbox_key(team, to);
         let conversation = Self::conversation_key(
             team,
             &Conversation::Direct(envelope.from.clone(), to.to_owned()),
         );
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        self.xadd(&mut pipe, &inbox, &json, exp);
-        self.xadd(&mut pipe, &conversation, &json, exp);
-        pipe.cmd("SADD")
-            .arg(STREAMS)
-            .arg(&inbox)
-            .arg(&conversation)
-            .ignore();
-        let (entry, _): (String, String) = pipe
-            .query_async(&mut self.conn.clone())
+        self.append(&[&inbox, &conversation], envelope, record)
             .await
-            .map_err(StoreError::Unavailable)?;
-        Ok(entry)
     }
 
-    /// Appends a group message to the group's conversation.
+    /// Appends a group message to the group's conversation (with `record` as for
+    /// [`append_direct`](Self::append_direct)).
     pub async fn append_group(
         &self,
         team: &str,
         group: &str,
         envelope: &Envelope,
-    ) -> Result<String, StoreError> {
-        let json = serde_json::to_string(envelope).expect("an envelope serializes");
+        record: Option<&DedupRecord>,
+    ) -> Result<Appended, StoreError> {
         let key = Self::conversation_key(team, &Conversation::Group(group.to_owned()));
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        self.xadd(&mut pipe, &key, &json, Self::expiry_ms(envelope));
-        pipe.cmd("SADD").arg(STREAMS).arg(&key).ignore();
-        let (entry,): (String,) = pipe
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(StoreError::Unavailable)?;
-        Ok(entry)
+        self.append(&[&key], envelope, record).await
     }
 
     /// Records that `agent`'s client acked everything up to `entry`.
@@ -225,46 +308,63 @@ impl Store {
         Ok(())
     }
 
-    /// Direct messages `agent` has not acked yet, oldest first, at most `limit`, expired ones
-    /// skipped (and counted as delivered so the cursor moves past them).
-    pub async fn pending(
+    /// The deliverer's round trip: records `acked` (when given) as `agent`'s cursor, then
+    /// reads up to `limit` direct messages after it, oldest first; expired ones are left out
+    /// and the newest of them reported. `cursor` is what the caller knew of the cursor; it
+    /// learns the newest value here (another replica's deliverer may have moved it).
+    ///
+    /// One transaction (read the cursor, write it, read the range) instead of three round
+    /// trips. The cursor only moves forward: a write that turns out to have moved it back
+    /// (the same agent acking through two replicas at once) is undone at once.
+    pub async fn advance_and_read(
         &self,
         team: &str,
         agent: &str,
+        cursor: &mut Option<String>,
+        acked: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<Stored>, StoreError> {
-        let mut conn = self.conn.clone();
-        let cursor: Option<String> = redis::cmd("GET")
-            .arg(Self::cursor_key(team, agent))
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::Unavailable)?;
+    ) -> Result<Inbox, StoreError> {
+        let cursor_key = Self::cursor_key(team, agent);
+        let start = later(cursor.as_deref(), acked);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.get(&cursor_key);
+        if let Some(acked) = acked {
+            pipe.set(&cursor_key, acked).ignore();
+        }
         // `(` makes the start exclusive: everything after the last acked entry.
-        let start = cursor.map_or_else(|| "-".to_owned(), |c| format!("({c}"));
-        let reply: StreamRangeReply = redis::cmd("XRANGE")
+        pipe.cmd("XRANGE")
             .arg(Self::inbox_key(team, agent))
-            .arg(start)
+            .arg(start.map_or_else(|| "-".to_owned(), |c| format!("({c}")))
             .arg("+")
             .arg("COUNT")
-            .arg(limit)
-            .query_async(&mut conn)
+            .arg(limit);
+        let (stored_cursor, reply): (Option<String>, StreamRangeReply) = pipe
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(StoreError::Unavailable)?;
+        if let (Some(acked), Some(stored)) = (acked, &stored_cursor)
+            && entry_order(stored) > entry_order(acked)
+        {
+            self.mark_delivered(team, agent, stored).await?;
+        }
+        let newest = later(start, stored_cursor.as_deref()).map(ToOwned::to_owned);
+        let after = newest.as_deref().map(entry_order);
+        *cursor = newest.clone();
         let now = now_ms();
-        let mut pending = Vec::new();
-        let mut last_expired = None;
+        let mut inbox = Inbox::default();
         for id in reply.ids {
+            // Entries up to the cursor were acked through another replica meanwhile.
+            if after.is_some_and(|after| entry_order(&id.id) <= after) {
+                inbox.skipped_acked = true;
+                continue;
+            }
             match decode(&id, now)? {
-                Some(stored) => pending.push(stored),
-                None => last_expired = Some(id.id),
+                Some(stored) => inbox.messages.push(stored),
+                None => inbox.newest_expired = Some(id.id),
             }
         }
-        if pending.is_empty()
-            && let Some(entry) = last_expired
-        {
-            self.mark_delivered(team, agent, &entry).await?;
-        }
-        Ok(pending)
+        Ok(inbox)
     }
 
     /// The newest `limit` messages of a conversation before entry `before` (exclusive), oldest

@@ -61,6 +61,31 @@ async fn an_offline_agent_gets_everything_once_in_order_when_it_connects() {
     mesh.shutdown().await;
 }
 
+/// More expired mail than the deliverer reads at a time, then a message that is still good:
+/// the expired ones are never delivered, the good one is, and the cursor ends after it.
+#[tokio::test]
+async fn expired_mail_is_stepped_over_and_what_follows_it_is_delivered() {
+    let redis = RedisServer::start().unwrap();
+    let mesh = TestMesh::with_store(&redis.url()).await;
+    let alice = mesh.connect("alpha", "alice", &[]).await;
+    for i in 0..70 {
+        let ack = alice
+            .send(json!({ "id": new_id(), "to": "bob", "text": format!("stale {i}"), "ttl": 1 }))
+            .await;
+        assert_eq!(serde_json::to_value(ack).unwrap()["status"], "stored");
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(send_to(&alice, "bob", "fresh").await["status"], "stored");
+
+    let mut bob = mesh.connect("alpha", "bob", &[]).await;
+    assert_eq!(bob.next_message().await.text, "fresh");
+    bob.assert_no_message(Duration::from_millis(500)).await;
+    bob.client.disconnect().await;
+    let mut bob = mesh.connect("alpha", "bob", &[]).await;
+    bob.assert_no_message(Duration::from_millis(700)).await;
+    mesh.shutdown().await;
+}
+
 #[tokio::test]
 async fn stored_messages_survive_a_server_restart() {
     let redis = RedisServer::start().unwrap();

@@ -1,0 +1,124 @@
+//! The message store against a real redis-server, below the Socket.io layer: what two replicas
+//! writing the same keys at once can do to a recipient's cursor and to a message id's record.
+
+use std::time::Duration;
+
+use nsh_mesh_server::store::{Appended, DedupRecord, Store, StoreConfig};
+use nsh_mesh_transport::wire::{Envelope, MessageKind};
+use nsh_testenv::RedisServer;
+
+fn store(redis: &RedisServer) -> Store {
+    Store::new(StoreConfig {
+        url: redis.url(),
+        retention: Duration::from_secs(3600),
+        max_len: 1000,
+    })
+    .unwrap()
+}
+
+fn envelope(id: &str) -> Envelope {
+    Envelope {
+        id: id.to_owned(),
+        kind: MessageKind::Direct,
+        from: "alice".to_owned(),
+        to: Some("bob".to_owned()),
+        group: None,
+        text: format!("text of {id}"),
+        metadata: None,
+        timestamp: "2026-12-04T00:00:00Z".to_owned(),
+        ttl: None,
+    }
+}
+
+async fn append(store: &Store, id: &str, record: Option<&DedupRecord>) -> Appended {
+    store
+        .append_direct("alpha", "bob", &envelope(id), record)
+        .await
+        .unwrap()
+}
+
+fn entry(appended: Appended) -> String {
+    match appended {
+        Appended::Entry(entry) => entry,
+        other => panic!("expected a new entry, got {other:?}"),
+    }
+}
+
+fn ids(inbox: &nsh_mesh_server::store::Inbox) -> Vec<&str> {
+    inbox
+        .messages
+        .iter()
+        .map(|m| m.envelope.id.as_str())
+        .collect()
+}
+
+/// Replica B's deliverer acked further than replica A's knew: A's late write of an older ack
+/// does not move the cursor back, and A reads on after the newer one.
+#[tokio::test]
+async fn the_cursor_never_moves_back_when_two_deliverers_race() {
+    let redis = RedisServer::start().unwrap();
+    let (a, b) = (store(&redis), store(&redis));
+    let mut entries = vec![];
+    for id in ["m1", "m2", "m3", "m4"] {
+        entries.push(entry(append(&a, id, None).await));
+    }
+
+    let mut a_cursor = None;
+    let read = a
+        .advance_and_read("alpha", "bob", &mut a_cursor, None, 64)
+        .await
+        .unwrap();
+    assert_eq!(ids(&read), ["m1", "m2", "m3", "m4"]);
+
+    b.mark_delivered("alpha", "bob", &entries[2]).await.unwrap();
+    let read = a
+        .advance_and_read("alpha", "bob", &mut a_cursor, Some(&entries[0]), 64)
+        .await
+        .unwrap();
+    assert_eq!(ids(&read), ["m4"], "m2 and m3 were acked through B");
+    assert!(read.skipped_acked);
+    assert_eq!(a_cursor.as_deref(), Some(entries[2].as_str()));
+
+    // A fresh reader (a reconnect anywhere) starts after B's ack, not A's.
+    let read = b
+        .advance_and_read("alpha", "bob", &mut None, None, 64)
+        .await
+        .unwrap();
+    assert_eq!(ids(&read), ["m4"]);
+}
+
+/// A message id kept once through one replica is not kept again through another: the second
+/// append answers with the record and leaves the streams as they were.
+#[tokio::test]
+async fn a_repeated_id_is_answered_from_its_record_and_not_kept_twice() {
+    let redis = RedisServer::start().unwrap();
+    let (a, b) = (store(&redis), store(&redis));
+    let record = |id: &str| DedupRecord {
+        key: format!("nsh:alpha:seen:alice:{id}"),
+        value: "done",
+        lifetime: Duration::from_secs(60),
+    };
+    entry(append(&a, "once", Some(&record("once"))).await);
+    assert_eq!(
+        append(&b, "once", Some(&record("once"))).await,
+        Appended::AlreadyRecorded("done".to_owned())
+    );
+    entry(append(&b, "next", Some(&record("next"))).await);
+
+    let read = b
+        .advance_and_read("alpha", "bob", &mut None, None, 64)
+        .await
+        .unwrap();
+    assert_eq!(ids(&read), ["once", "next"]);
+    let history = a
+        .history(
+            "alpha",
+            &nsh_mesh_server::store::Conversation::Direct("alice".into(), "bob".into()),
+            64,
+            None,
+        )
+        .await
+        .unwrap();
+    let kept: Vec<&str> = history.iter().map(|m| m.envelope.id.as_str()).collect();
+    assert_eq!(kept, ["once", "next"]);
+}

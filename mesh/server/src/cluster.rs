@@ -638,6 +638,7 @@ async fn publish_outbox(cluster: Arc<Cluster>, mut outbox: mpsc::Receiver<Event>
     let mut conn = cluster.commands.clone();
     let mut events = Vec::with_capacity(BATCH);
     while outbox.recv_many(&mut events, BATCH).await > 0 {
+        without_repeated_wakes(&mut events);
         let mut pipe = redis::pipe();
         for event in events.drain(..) {
             match serde_json::to_vec(&event) {
@@ -651,6 +652,16 @@ async fn publish_outbox(cluster: Arc<Cluster>, mut outbox: mpsc::Receiver<Event>
             tracing::debug!(%err, "cluster events not published; the next snapshot repairs them");
         }
     }
+}
+
+/// Drops the wake-ups a batch repeats: the first wake of an agent goes out with the batch, so
+/// after everything its repeats were queued for was stored.
+fn without_repeated_wakes(events: &mut Vec<Event>) {
+    let mut woken = std::collections::HashSet::new();
+    events.retain(|event| match event {
+        Event::Wake { team, agent, .. } => woken.insert((team.clone(), agent.clone())),
+        _ => true,
+    });
 }
 
 fn publish_snapshot(mesh: &Mesh, cluster: &Cluster) {
@@ -792,6 +803,34 @@ pub(crate) async fn leave(cluster: &Cluster) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_wakes_each_agent_once_and_keeps_everything_else_in_order() {
+        let wake = |agent: &str| Event::Wake {
+            node: "n1".into(),
+            team: "t".into(),
+            agent: agent.into(),
+        };
+        let delivered = Event::Delivered {
+            node: "n1".into(),
+            team: "t".into(),
+            agent: "bob".into(),
+            entry: "1-0".into(),
+        };
+        let mut events = vec![
+            wake("bob"),
+            delivered.clone(),
+            wake("carol"),
+            wake("bob"),
+            delivered.clone(),
+            wake("carol"),
+        ];
+        without_repeated_wakes(&mut events);
+        assert_eq!(
+            events,
+            [wake("bob"), delivered.clone(), wake("carol"), delivered]
+        );
+    }
 
     #[test]
     fn events_round_trip_as_tagged_json() {

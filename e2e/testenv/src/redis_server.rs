@@ -72,6 +72,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The running server's process id (for what it uses, from `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(ManagedProcess::pid)
+    }
+
     pub fn is_running(&self) -> bool {
         self.process.is_some()
     }

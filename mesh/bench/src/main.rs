@@ -52,7 +52,8 @@ struct Args {
     /// Messages each sender keeps in flight.
     #[arg(long, default_value_t = 8)]
     window: usize,
-    /// Relay runs per load generator and server.
+    /// Runs per load generator and server (relay), or per contender (`--scenario replicas`);
+    /// each run measures every contender once, in turn.
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// The load generators of the relay phase, comma-separated.
@@ -520,7 +521,20 @@ async fn pairs(
     Ok(out)
 }
 
-async fn throughput(route: Route<'_>, args: &Args, key: &TeamKey) -> anyhow::Result<f64> {
+/// The throughput phase's result: acked messages per second, and the CPU the processes
+/// `serving` (the servers, and Redis where there is one) used per acked message meanwhile.
+struct Throughput {
+    per_second: f64,
+    cpu_us_per_message: f64,
+}
+
+async fn throughput(
+    route: Route<'_>,
+    args: &Args,
+    key: &TeamKey,
+    serving: &[u32],
+) -> anyhow::Result<Throughput> {
+    let cpu = || -> f64 { serving.iter().map(|&pid| proc_stat::cpu_seconds(pid)).sum() };
     let pairs = pairs(route, key, args.pairs).await?;
     // Warm up, then count acked messages for the duration.
     let delivered = Arc::new(AtomicU64::new(0));
@@ -543,14 +557,19 @@ async fn throughput(route: Route<'_>, args: &Args, key: &TeamKey) -> anyhow::Res
     tokio::time::sleep(Duration::from_secs(2)).await;
     counting.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let cpu_before = cpu();
     tokio::time::sleep(args.duration).await;
     let count = delivered.load(Ordering::Relaxed);
+    let cpu_used = cpu() - cpu_before;
     let elapsed = started.elapsed();
     for task in tasks {
         let _ = task.await;
     }
     drop(pairs);
-    Ok(count as f64 / elapsed.as_secs_f64())
+    Ok(Throughput {
+        per_second: count as f64 / elapsed.as_secs_f64(),
+        cpu_us_per_message: cpu_used * 1e6 / (count.max(1) as f64),
+    })
 }
 
 async fn latency(

@@ -172,7 +172,11 @@ impl Event {
 /// What travels on a node's own channel: a direct message for a recipient it holds, and the
 /// answer to one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    try_from = "NodeMessageFields"
+)]
 enum NodeMessage {
     Deliver {
         reply_to: String,
@@ -185,6 +189,48 @@ enum NodeMessage {
         request: u64,
         outcome: Outcome,
     },
+}
+
+/// [`NodeMessage`] as it is read: the same JSON, taken as one flat struct. serde reads an
+/// internally tagged enum by buffering every field (the whole envelope) into a generic value
+/// first and then reading that again; a struct reads straight from the bytes. Every message
+/// crossing replicas is read this way, once on each side.
+#[derive(Deserialize)]
+struct NodeMessageFields {
+    kind: NodeMessageKind,
+    reply_to: Option<String>,
+    request: u64,
+    team: Option<String>,
+    to: Option<String>,
+    envelope: Option<Box<Envelope>>,
+    outcome: Option<Outcome>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum NodeMessageKind {
+    Deliver,
+    Answer,
+}
+
+impl TryFrom<NodeMessageFields> for NodeMessage {
+    type Error = &'static str;
+
+    fn try_from(fields: NodeMessageFields) -> Result<Self, Self::Error> {
+        Ok(match fields.kind {
+            NodeMessageKind::Deliver => Self::Deliver {
+                reply_to: fields.reply_to.ok_or("missing field `reply_to`")?,
+                request: fields.request,
+                team: fields.team.ok_or("missing field `team`")?,
+                to: fields.to.ok_or("missing field `to`")?,
+                envelope: fields.envelope.ok_or("missing field `envelope`")?,
+            },
+            NodeMessageKind::Answer => Self::Answer {
+                request: fields.request,
+                outcome: fields.outcome.ok_or("missing field `outcome`")?,
+            },
+        })
+    }
 }
 
 /// How a direct message handed to another node ended.
@@ -830,6 +876,44 @@ mod tests {
             events,
             [wake("bob"), delivered.clone(), wake("carol"), delivered]
         );
+    }
+
+    #[test]
+    fn node_messages_read_back_as_written_and_missing_fields_are_named() {
+        let deliver = NodeMessage::Deliver {
+            reply_to: "n1".into(),
+            request: 7,
+            team: "t".into(),
+            to: "bob".into(),
+            envelope: Box::new(Envelope {
+                id: "m1".into(),
+                kind: wire::MessageKind::Direct,
+                from: "alice".into(),
+                to: Some("bob".into()),
+                group: None,
+                text: "hi \"bob\"".into(),
+                metadata: Some(serde_json::json!({ "k": [1, 2] })),
+                timestamp: "2026-12-04T00:00:00Z".into(),
+                ttl: Some(60),
+            }),
+        };
+        let answer = NodeMessage::Answer {
+            request: 7,
+            outcome: Outcome::Delivered,
+        };
+        let batch = serde_json::to_vec(&vec![deliver.clone(), answer.clone()]).unwrap();
+        let read: Vec<NodeMessage> = serde_json::from_slice(&batch).unwrap();
+        assert_eq!(read, [deliver, answer]);
+        // The JSON is the tagged form replicas of earlier versions write and read.
+        let json = serde_json::to_value(&read[1]).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({ "kind": "answer", "request": 7, "outcome": "delivered" })
+        );
+        let err = serde_json::from_str::<NodeMessage>(r#"{"kind":"answer","request":7}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing field `outcome`"), "{err}");
     }
 
     #[test]

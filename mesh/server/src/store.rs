@@ -325,6 +325,14 @@ impl Store {
         limit: usize,
     ) -> Result<Inbox, StoreError> {
         let cursor_key = Self::cursor_key(team, agent);
+        if cursor.is_none() && acked.is_none() {
+            // A new deliverer: start at the stored cursor, not at the inbox's oldest entries.
+            *cursor = redis::cmd("GET")
+                .arg(&cursor_key)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(StoreError::Unavailable)?;
+        }
         let start = later(cursor.as_deref(), acked);
         let mut pipe = redis::pipe();
         pipe.atomic();

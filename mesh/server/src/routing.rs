@@ -400,7 +400,7 @@ async fn deliver_stored<A: Adapter>(
         )
     };
     // Stored mail may be delivered by any replica: the message's id is recorded in Redis
-    // with the message, in the same script, so a retry through another replica is answered
+    // with the message, in the same transaction, so a retry through another replica is answered
     // from that record instead of being kept twice.
     let record = mesh
         .cluster

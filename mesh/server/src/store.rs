@@ -326,12 +326,14 @@ impl Store {
     ) -> Result<Inbox, StoreError> {
         let cursor_key = Self::cursor_key(team, agent);
         if cursor.is_none() && acked.is_none() {
-            // A new deliverer: start at the stored cursor, not at the inbox's oldest entries.
-            *cursor = redis::cmd("GET")
+            // A new deliverer: start at the stored cursor, not at the inbox's oldest entries
+            // (`0-0`, before every entry, when nothing was acked yet).
+            let stored: Option<String> = redis::cmd("GET")
                 .arg(&cursor_key)
                 .query_async(&mut self.conn.clone())
                 .await
                 .map_err(StoreError::Unavailable)?;
+            *cursor = Some(stored.unwrap_or_else(|| "0-0".to_owned()));
         }
         let start = later(cursor.as_deref(), acked);
         let mut pipe = redis::pipe();
@@ -358,7 +360,7 @@ impl Store {
         }
         let newest = later(start, stored_cursor.as_deref()).map(ToOwned::to_owned);
         let after = newest.as_deref().map(entry_order);
-        *cursor = newest.clone();
+        *cursor = newest;
         let now = now_ms();
         let mut inbox = Inbox::default();
         for id in reply.ids {

@@ -490,6 +490,7 @@ impl Cluster {
             Ok(Some(_)) => Seen::First,
             Ok(None) => match conn.get::<_, Option<String>>(&key).await {
                 Ok(Some(state)) => seen(&state),
+                // Gone between the two commands, or Redis failed: the sender retries.
                 _ => Seen::InFlight,
             },
             Err(err) => {

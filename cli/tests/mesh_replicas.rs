@@ -47,6 +47,28 @@ async fn until_seen(agent: &Agent, event: &str, payload: Value, want: impl Fn(&V
     .await;
 }
 
+/// Joins every one of `members` to `group` through its own replica, then waits until the
+/// first sees the group's members as `expected` (sorted names).
+async fn join_everyone(members: &[&Agent], group: &str, expected: &[&str]) {
+    for member in members {
+        let joined = member.call("group:join", json!({ "group": group })).await;
+        assert_eq!(joined["ok"], true, "{joined}");
+    }
+    until_seen(
+        members[0],
+        "group:members",
+        json!({ "group": group }),
+        |m| names(m, "members") == expected,
+    )
+    .await;
+}
+
+/// Sends `payload` from `from` and checks it is answered as a duplicate.
+async fn assert_duplicate(from: &Agent, payload: Value) {
+    let ack = send(from, payload).await;
+    assert_eq!(ack["status"], "duplicate", "{ack}");
+}
+
 fn names(list: &Value, key: &str) -> Vec<String> {
     let mut names: Vec<String> = list[key]
         .as_array()
@@ -80,14 +102,7 @@ async fn agents_on_different_replicas_exchange_direct_and_group_messages_with_ac
     assert_eq!((got.text.as_str(), got.from.as_str()), ("hi bob", "alice"));
 
     // Groups: joins through three replicas, one membership list.
-    for member in [&alice, &bob, &carol] {
-        let joined = member.call("group:join", json!({ "group": "ops" })).await;
-        assert_eq!(joined["ok"], true, "{joined}");
-    }
-    until_seen(&alice, "group:members", json!({ "group": "ops" }), |m| {
-        names(m, "members") == ["alice", "bob", "carol"]
-    })
-    .await;
+    join_everyone(&[&alice, &bob, &carol], "ops", &["alice", "bob", "carol"]).await;
     let listed = bob.call("group:list", json!({})).await;
     assert_eq!(listed["groups"], json!([{ "name": "ops", "members": 3 }]));
     let ack = send(
@@ -116,12 +131,11 @@ async fn agents_on_different_replicas_exchange_direct_and_group_messages_with_ac
 
     // A retry through another replica (the client reconnected elsewhere) is still a duplicate.
     let alice_again = agent(&mesh[2], "alice", &["ops"]).await;
-    let again = send(
+    assert_duplicate(
         &alice_again,
         json!({ "id": id, "to": "bob", "text": "hi bob" }),
     )
     .await;
-    assert_eq!(again["status"], "duplicate", "{again}");
     bob.assert_no_message(Duration::from_millis(500)).await;
 }
 
@@ -316,14 +330,7 @@ async fn with_redis_and_persistence_direct_and_group_messages_are_delivered_live
         let mesh = replicas(&redis, count, &["--persistence"]).await;
         let alice = agent(&mesh[0], "alice", &["ops"]).await;
         let mut bob = agent(&mesh[count - 1], "bob", &["ops"]).await;
-        for member in [&alice, &bob] {
-            let joined = member.call("group:join", json!({ "group": "ops" })).await;
-            assert_eq!(joined["ok"], true, "{joined}");
-        }
-        until_seen(&alice, "group:members", json!({ "group": "ops" }), |m| {
-            names(m, "members") == ["alice", "bob"]
-        })
-        .await;
+        join_everyone(&[&alice, &bob], "ops", &["alice", "bob"]).await;
 
         for round in 0..3 {
             let text = format!("group {round} on {count} replica(s)");
@@ -361,14 +368,7 @@ async fn with_persistence_a_retry_through_another_replica_is_a_duplicate_kept_on
     let mesh = replicas(&redis, 2, &["--persistence"]).await;
     let alice = agent(&mesh[0], "alice", &["ops"]).await;
     let mut bob = agent(&mesh[1], "bob", &["ops"]).await;
-    for member in [&alice, &bob] {
-        let joined = member.call("group:join", json!({ "group": "ops" })).await;
-        assert_eq!(joined["ok"], true, "{joined}");
-    }
-    until_seen(&alice, "group:members", json!({ "group": "ops" }), |m| {
-        names(m, "members") == ["alice", "bob"]
-    })
-    .await;
+    join_everyone(&[&alice, &bob], "ops", &["alice", "bob"]).await;
 
     let direct = new_id();
     let first = send(
@@ -387,18 +387,16 @@ async fn with_persistence_a_retry_through_another_replica_is_a_duplicate_kept_on
     assert_eq!(bob.next_message().await.text, "for ops");
 
     let alice_again = agent(&mesh[1], "alice", &["ops"]).await;
-    let retry = send(
+    assert_duplicate(
         &alice_again,
         json!({ "id": direct, "to": "dave", "text": "for dave" }),
     )
     .await;
-    assert_eq!(retry["status"], "duplicate", "{retry}");
-    let retry = send(
+    assert_duplicate(
         &alice_again,
         json!({ "id": group, "group": "ops", "text": "for ops" }),
     )
     .await;
-    assert_eq!(retry["status"], "duplicate", "{retry}");
     bob.assert_no_message(Duration::from_millis(500)).await;
 
     // Kept once: dave gets it once, and the group's history holds it once.

@@ -6,7 +6,9 @@
 //!   right after it (and only moves forward, whichever replica writes it);
 //! - `nsh:{team}:dm:{a}:{b}` (names sorted) and `nsh:{team}:group:{group}`: the conversations,
 //!   for `history`;
-//! - `nsh:streams`: every stream key, for the retention sweep.
+//! - `nsh:streams`: every stream key, for the retention sweep;
+//! - with several replicas, a message id's dedup record (its key and value are the cluster's,
+//!   [`DedupRecord`]), written in the same transaction as the message it stands for.
 //!
 //! Each entry holds the envelope as JSON (`m`) and its expiry in Unix milliseconds (`exp`, 0 for
 //! none). Streams are capped with `MAXLEN ~` on every append and swept with `MINID ~` for the

@@ -338,12 +338,27 @@ fn payload(args: Result<FirstArg<Value>, socketioxide::ParserError>) -> Result<V
     }
 }
 
-async fn on_message<A: Adapter>(
+/// A `message` event. socketioxide spawns a task per event, and tokio moves the task's future
+/// into its cell and out again; the message's whole state in flight (about 1.4 KB) is boxed
+/// once here, so only a pointer and the span move (2-3% of the relay's CPU went to those
+/// copies).
+fn on_message<A: Adapter>(
     io: SocketIo<A>,
     Payload(args): Payload<SendRequest>,
     ack: AckSender<A>,
     State(mesh): State<Arc<Mesh>>,
     Extension(session): Extension<Session>,
+) -> impl Future<Output = ()> + Send {
+    let span = session.span.clone();
+    Box::pin(send_message(io, args, ack, mesh, session)).instrument(span)
+}
+
+async fn send_message<A: Adapter>(
+    io: SocketIo<A>,
+    args: Result<SendRequest, Result<FirstArg<Value>, socketioxide::ParserError>>,
+    ack: AckSender<A>,
+    mesh: Arc<Mesh>,
+    session: Session,
 ) {
     nsh_admin::shards::note_message();
     let (request, correlation) = match args {
@@ -362,32 +377,27 @@ async fn on_message<A: Adapter>(
         }
     };
     session.connected().await;
-    let span = session.span.clone();
-    async move {
-        let started = Instant::now();
-        let result = async {
-            check_rate(&mesh, &session)?;
-            routing::send(&io, &mesh, &session, request?, started).await
-        }
-        .await;
-        let outcome = match &result {
-            Ok(ack) => match ack.status {
-                Some(SendStatus::Duplicate) => "duplicate",
-                _ => "delivered",
-            },
-            Err(error) => error.code.as_str(),
-        };
-        mesh.metrics.message(outcome);
-        mesh.metrics
-            .send_seconds
-            .observe(started.elapsed().as_secs_f64());
-        if let Err(error) = &result {
-            tracing::debug!(team = session.team(), from = session.agent(), code = error.code.as_str(), %error.message, "message refused");
-        }
-        answer(ack, correlation, result);
+    let started = Instant::now();
+    let result = async {
+        check_rate(&mesh, &session)?;
+        routing::send(&io, &mesh, &session, request?, started).await
     }
-    .instrument(span)
     .await;
+    let outcome = match &result {
+        Ok(ack) => match ack.status {
+            Some(SendStatus::Duplicate) => "duplicate",
+            _ => "delivered",
+        },
+        Err(error) => error.code.as_str(),
+    };
+    mesh.metrics.message(outcome);
+    mesh.metrics
+        .send_seconds
+        .observe(started.elapsed().as_secs_f64());
+    if let Err(error) = &result {
+        tracing::debug!(team = session.team(), from = session.agent(), code = error.code.as_str(), %error.message, "message refused");
+    }
+    answer(ack, correlation, result);
 }
 
 async fn on_history<A: Adapter>(

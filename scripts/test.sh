@@ -73,6 +73,9 @@ export NSH_IMAGES_DIR
 say "layers point one way, no module cycles"
 python3 scripts/check-architecture.py
 
+say "vendored crates are their published version plus their patch (mesh/vendor/README.md)"
+scripts/check-vendor.sh
+
 say "releases: one version for crates and charts; the GitHub workflows lint clean"
 scripts/check-release-version.sh >/dev/null
 "$NSH_TESTBIN_DIR/actionlint" -color=false

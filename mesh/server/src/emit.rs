@@ -4,8 +4,10 @@
 use crate::args::AnyAck;
 use futures_util::StreamExt as _;
 use nsh_mesh_transport::wire::{Envelope, event};
+use smallvec::SmallVec;
 use socketioxide::adapter::Adapter;
 use socketioxide::operators::BroadcastOperators;
+use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, EmitWithAckError, SocketIo};
 
 use crate::Mesh;
@@ -68,8 +70,8 @@ pub(crate) async fn deliver_here<A: Adapter>(
 }
 
 /// The acks of one emit to this replica's connections of an agent, one per connection it
-/// reached (none: nothing to wait for).
-pub(crate) type PendingAcks = Vec<socketioxide::ack::AckStream<AnyAck>>;
+/// reached (none: nothing to wait for). An agent usually has one connection: no allocation.
+pub(crate) type PendingAcks = SmallVec<[socketioxide::ack::AckStream<AnyAck>; 1]>;
 
 /// The first half of [`deliver_here`]: emits, and returns what to wait on. Emitting several
 /// messages before waiting on any keeps their order on each connection while their acks
@@ -86,10 +88,12 @@ pub(crate) fn emit_here<A: Adapter>(
     envelope: &Envelope,
     timeout: std::time::Duration,
 ) -> PendingAcks {
-    mesh.registry
-        .sockets_on(team, agent, &mesh.node)
-        .iter()
-        .filter_map(|sid| io.get_socket(sid.parse().ok()?))
+    let mut sids: SmallVec<[Sid; 2]> = SmallVec::new();
+    mesh.registry.sockets_on(team, agent, &mesh.node, |sid| {
+        sids.extend(sid.parse().ok());
+    });
+    sids.into_iter()
+        .filter_map(|sid| io.get_socket(sid))
         .filter_map(|socket| {
             socket
                 .timeout(timeout)

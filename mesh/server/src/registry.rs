@@ -201,18 +201,20 @@ impl Registry {
         })
     }
 
-    /// The ids of `agent`'s connections held by `node`: a direct message to them is emitted to
-    /// each connection itself, with no room lookup.
-    pub fn sockets_on(&self, team: &str, agent: &str, node: &str) -> Vec<String> {
+    /// Calls `each` with the id of every connection of `agent` held by `node`: a direct message
+    /// to them is emitted to each connection itself, with no room lookup, and nothing is
+    /// allocated to list them. `each` runs under the registry's lock: it must not call back in.
+    pub fn sockets_on(&self, team: &str, agent: &str, node: &str, mut each: impl FnMut(&str)) {
         self.read_team(team, |t| {
-            t.agents.get(agent).map_or_else(Vec::new, |a| {
-                a.sockets
-                    .iter()
-                    .filter(|sid| t.sockets.get(*sid).is_some_and(|h| h.node == node))
-                    .cloned()
-                    .collect()
-            })
-        })
+            let Some(a) = t.agents.get(agent) else {
+                return;
+            };
+            for sid in &a.sockets {
+                if t.sockets.get(sid).is_some_and(|h| h.node == node) {
+                    each(sid);
+                }
+            }
+        });
     }
 
     /// Forgets connection `sid`; `true` when it was the agent's last (announce it offline).
@@ -498,10 +500,15 @@ mod tests {
         assert_eq!(r.holders("t", "a"), [N1, N2]);
         assert_eq!(r.holders("t", "b"), [N2]);
         assert!(r.holders("t", "nobody").is_empty());
-        assert_eq!(r.sockets_on("t", "a", N1), ["s1"]);
-        assert_eq!(r.sockets_on("t", "a", N2), ["s2"]);
-        assert!(r.sockets_on("t", "b", N1).is_empty());
-        assert!(r.sockets_on("other", "a", N1).is_empty());
+        let sockets_on = |team, agent, node| {
+            let mut sids = Vec::new();
+            r.sockets_on(team, agent, node, |sid| sids.push(sid.to_owned()));
+            sids
+        };
+        assert_eq!(sockets_on("t", "a", N1), ["s1"]);
+        assert_eq!(sockets_on("t", "a", N2), ["s2"]);
+        assert!(sockets_on("t", "b", N1).is_empty());
+        assert!(sockets_on("other", "a", N1).is_empty());
         assert_eq!(r.connection_count(N2), 2);
         // `a` still has a connection on node-1; `b` had only node-2.
         assert_eq!(r.drop_node(N2), [("t".to_owned(), "b".to_owned())]);

@@ -62,9 +62,8 @@ pub(crate) async fn send<A: Adapter>(
         Checked::Done => return Ok(SendAck::duplicate(request.id)),
         Checked::InFlight => return Err(in_flight()),
     };
-    let envelope_id = request.id.clone();
     let envelope = Envelope {
-        id: request.id.clone(),
+        id: request.id,
         kind: if matches!(target, Target::Group(_)) {
             MessageKind::Group
         } else {
@@ -107,14 +106,14 @@ pub(crate) async fn send<A: Adapter>(
             // duplicate.
             mesh.dedup.forget(team, from, ticket);
             if let (Some(cluster), true) = (&mesh.cluster, recorded) {
-                Box::pin(cluster.forget(team, from, &envelope_id)).await;
+                Box::pin(cluster.forget(team, from, &envelope.id)).await;
             }
         }
         Ok(_) => {
             // Stored or delivered: only now is a resend a duplicate.
             mesh.dedup.complete(team, from, ticket);
             if let (Some(cluster), true) = (&mesh.cluster, recorded) {
-                Box::pin(cluster.complete(team, from, &envelope_id)).await;
+                Box::pin(cluster.complete(team, from, &envelope.id)).await;
             }
         }
     }

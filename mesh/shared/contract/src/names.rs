@@ -20,9 +20,10 @@ pub fn check(name: &str) -> Option<&'static str> {
     if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         return Some("must start with a letter or digit");
     }
+    // Bytes, not chars (every allowed character is ASCII): this runs for every message.
     if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
         return Some("may only contain letters, digits, '.', '_' and '-'");
     }

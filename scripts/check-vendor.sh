@@ -22,5 +22,14 @@ for sums in *.sha256; do
     fail "$name: files added or removed against the published crate (listed above)"
   (cd "$scratch/$name" && sha256sum --check --quiet "$OLDPWD/$sums") ||
     fail "$name: with its patch undone, it is not the published crate"
+  # Cargo ignores a [patch] whose version no dependency asks for any more (after an upgrade),
+  # with only a warning: the lock file must show the vendored copy (a package with no source).
+  awk -v name="$name" '
+    $0 == "[[package]]" { if (found && !registry) used = 1; found = 0; registry = 0 }
+    $0 == "name = \"" name "\"" { found = 1 }
+    found && /^source = / { registry = 1 }
+    END { if (found && !registry) used = 1; exit used ? 0 : 1 }
+  ' ../../Cargo.lock ||
+    fail "$name: Cargo.lock does not use the vendored copy (the [patch.crates-io] entry is unused: drop it, or vendor the version now in use)"
 done
 echo "check-vendor: every vendored crate is its published version plus its patch"

@@ -27,6 +27,9 @@ pub const UNAUTHORIZED_PREFIX: &str = "unauthorized:";
 /// Longest message id accepted (a UUID is 36 characters, a ULID 26).
 pub const MAX_ID_LEN: usize = 128;
 
+/// Which bytes a message id may contain.
+const ID_BYTES: [bool; 256] = nsh_contract::names::ascii_alphanumeric_and(b"-_.:");
+
 /// The largest message a mesh accepts unless started with another `--max-message-bytes`:
 /// bytes of `text` plus the JSON of `metadata`.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -379,11 +382,7 @@ impl SendRequest {
         }
         // Bytes, not chars: every allowed character is ASCII, and a non-ASCII character's
         // bytes are all refused as well.
-        if !self
-            .id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-        {
+        if !self.id.bytes().all(|b| ID_BYTES[usize::from(b)]) {
             return Err(invalid(
                 "id: may only contain letters, digits, '-', '_', '.', ':' (use a UUID or ULID)"
                     .into(),
@@ -542,6 +541,22 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// An id is accepted exactly when it is 1 to 128 of `[A-Za-z0-9._:-]`, near-misses
+        /// (other punctuation, spaces, non-ASCII letters) included.
+        #[test]
+        fn ids_are_accepted_by_their_alphabet_and_length(
+            id in proptest::prop_oneof![
+                "[A-Za-z0-9._:-]{0,130}",
+                "[A-Za-z0-9._:-]{0,40}[/ äé@+][A-Za-z0-9._:-]{0,40}",
+            ]
+        ) {
+            let allowed = !id.is_empty()
+                && id.len() <= MAX_ID_LEN
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
+            let checked = SendRequest { id: id.clone(), to: Some("bob".into()), group: None, text: String::new(), metadata: None, ttl: None }.validate();
+            proptest::prop_assert_eq!(checked.is_ok(), allowed, "{:?}: {:?}", id, checked);
+        }
+
         #[test]
         fn now_is_written_as_rfc3339_writes_it(nanos in 0u64..4_102_444_800_000_000_000, later in 0u64..2_000_000) {
             let at = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(nanos);

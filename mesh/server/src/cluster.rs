@@ -625,17 +625,18 @@ async fn deliver_here<A: Adapter>(
     to: String,
     envelope: Box<Envelope>,
 ) {
-    let from = envelope.from.as_str();
-    let outcome = match mesh.dedup.check(&team, from, &envelope.id, Instant::now()) {
+    // The sender's window by name: its connection is on another replica.
+    let window = mesh.dedup.sender(&team, &envelope.from);
+    let outcome = match mesh.dedup.check(&window, &envelope.id, Instant::now()) {
         Checked::First(ticket) => {
             if crate::emit::deliver_here(&io, &mesh, &team, &to, &envelope, mesh.limits.ack_timeout)
                 .await
             {
-                mesh.dedup.complete(&team, from, ticket);
+                mesh.dedup.complete(&window, ticket);
                 Outcome::Delivered
             } else {
                 // Not delivered: a retry must be tried again, not called a duplicate.
-                mesh.dedup.forget(&team, from, ticket);
+                mesh.dedup.forget(&window, ticket);
                 Outcome::NotDelivered
             }
         }

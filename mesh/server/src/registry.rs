@@ -34,7 +34,9 @@ struct Holder {
 
 #[derive(Debug)]
 struct Agent {
-    sockets: BTreeSet<String>,
+    /// Socket id -> the node holding it (also in [`Team::sockets`]): kept here too so a direct
+    /// message finds its recipient's connections on this node with one lookup.
+    sockets: BTreeMap<String, String>,
     since: String,
     groups: BTreeSet<String>,
 }
@@ -178,12 +180,10 @@ impl Registry {
     /// The nodes holding `agent`'s connections, sorted.
     pub fn holders(&self, team: &str, agent: &str) -> Vec<String> {
         self.read_team(team, |t| {
-            let mut nodes: Vec<String> = t.agents.get(agent).map_or_else(Vec::new, |a| {
-                a.sockets
-                    .iter()
-                    .filter_map(|sid| t.sockets.get(sid).map(|h| h.node.clone()))
-                    .collect()
-            });
+            let mut nodes: Vec<String> = t
+                .agents
+                .get(agent)
+                .map_or_else(Vec::new, |a| a.sockets.values().cloned().collect());
             nodes.sort();
             nodes.dedup();
             nodes
@@ -193,11 +193,9 @@ impl Registry {
     /// Whether `agent` has a connection on `node`.
     pub fn has_connection_on(&self, team: &str, agent: &str, node: &str) -> bool {
         self.read_team(team, |t| {
-            t.agents.get(agent).is_some_and(|a| {
-                a.sockets
-                    .iter()
-                    .any(|sid| t.sockets.get(sid).is_some_and(|h| h.node == node))
-            })
+            t.agents
+                .get(agent)
+                .is_some_and(|a| a.sockets.values().any(|holder| holder == node))
         })
     }
 
@@ -209,8 +207,8 @@ impl Registry {
             let Some(a) = t.agents.get(agent) else {
                 return;
             };
-            for sid in &a.sockets {
-                if t.sockets.get(sid).is_some_and(|h| h.node == node) {
+            for (sid, holder) in &a.sockets {
+                if holder == node {
                     each(sid);
                 }
             }
@@ -224,7 +222,7 @@ impl Registry {
             let Some(entry) = t.agents.get_mut(agent) else {
                 return false;
             };
-            if !entry.sockets.remove(sid) || !entry.sockets.is_empty() {
+            if entry.sockets.remove(sid).is_none() || !entry.sockets.is_empty() {
                 return false;
             }
             t.remove_agent(agent);
@@ -346,12 +344,12 @@ impl Team {
             .agents
             .entry(agent.to_owned())
             .or_insert_with(|| Agent {
-                sockets: BTreeSet::new(),
+                sockets: BTreeMap::new(),
                 since: since.to_owned(),
                 groups: BTreeSet::new(),
             });
         let first = entry.sockets.is_empty();
-        entry.sockets.insert(sid.to_owned());
+        entry.sockets.insert(sid.to_owned(), node.to_owned());
         self.sockets.insert(
             sid.to_owned(),
             Holder {
@@ -516,6 +514,11 @@ mod tests {
         assert!(!r.is_online("t", "b"));
         assert!(r.members("t", "ops").is_empty());
         assert_eq!(r.connection_count(N2), 0);
+        // The agent's own list of its connections lost node-2's too.
+        assert!(!r.has_connection_on("t", "a", N2));
+        assert_eq!(r.holders("t", "a"), [N1]);
+        assert!(sockets_on("t", "a", N2).is_empty());
+        assert_eq!(sockets_on("t", "a", N1), ["s1"]);
     }
 
     #[test]

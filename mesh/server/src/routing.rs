@@ -57,7 +57,8 @@ pub(crate) async fn send<A: Adapter>(
             format!("join group `{group}` before sending to it"),
         ));
     }
-    let ticket = match mesh.dedup.check(team, from, &request.id, now) {
+    let window = session.dedup_window(&mesh.dedup);
+    let ticket = match mesh.dedup.check(window, &request.id, now) {
         Checked::First(ticket) => ticket,
         Checked::Done => return Ok(SendAck::duplicate(request.id)),
         Checked::InFlight => return Err(in_flight()),
@@ -104,14 +105,14 @@ pub(crate) async fn send<A: Adapter>(
         Err(_) => {
             // Not delivered: a retry with the same id must be tried again, not called a
             // duplicate.
-            mesh.dedup.forget(team, from, ticket);
+            mesh.dedup.forget(window, ticket);
             if let (Some(cluster), true) = (&mesh.cluster, recorded) {
                 Box::pin(cluster.forget(team, from, &envelope.id)).await;
             }
         }
         Ok(_) => {
             // Stored or delivered: only now is a resend a duplicate.
-            mesh.dedup.complete(team, from, ticket);
+            mesh.dedup.complete(window, ticket);
             if let (Some(cluster), true) = (&mesh.cluster, recorded) {
                 Box::pin(cluster.complete(team, from, &envelope.id)).await;
             }
@@ -177,6 +178,11 @@ async fn deliver<A: Adapter>(
         target,
         envelope,
     } = out;
+    // One replica: a direct message goes to its recipient's connections themselves, and finding
+    // none there is what says it is offline (one lookup in the directory rather than two).
+    if let (None, Target::Agent(to)) = (&mesh.cluster, target) {
+        return deliver_to_connections(io, mesh, team, to, envelope).await;
+    }
     match target {
         Target::Agent(to) => {
             if !mesh.registry.is_online(team, to)
@@ -207,18 +213,33 @@ async fn deliver<A: Adapter>(
     }
     // A direct message whose recipient is connected here goes to its connections themselves.
     if let (true, Target::Agent(to)) = (here_only, target) {
-        let timeout = mesh.limits.ack_timeout;
-        if crate::emit::deliver_here(io, mesh, team, to, envelope, timeout).await {
-            return Ok(SendAck::delivered(envelope.id.clone(), None));
-        }
-        return Err(offline(format!(
-            "agent `{to}` did not acknowledge within {timeout:?}"
-        )));
+        return deliver_to_connections(io, mesh, team, to, envelope).await;
     }
     // The rest (groups, several replicas) in its own future, boxed, as are the other rare
     // paths: every message in flight is a task whose size is that of its largest path (the send
     // future was 2.6 KB, now 1.4 KB). No CPU difference measured.
     Box::pin(deliver_to_rooms(out, dedup, here_only)).await
+}
+
+/// Emits a direct message to this replica's connections of `to` and waits for one's ack.
+async fn deliver_to_connections<A: Adapter>(
+    io: &SocketIo<A>,
+    mesh: &Mesh,
+    team: &str,
+    to: &str,
+    envelope: &Envelope,
+) -> Result<SendAck, WireError> {
+    let timeout = mesh.limits.ack_timeout;
+    let acks = crate::emit::emit_here(io, mesh, team, to, envelope, timeout);
+    if acks.is_empty() {
+        return Err(offline(format!("agent `{to}` is not connected")));
+    }
+    if crate::emit::acked(acks).await {
+        return Ok(SendAck::delivered(envelope.id.clone(), None));
+    }
+    Err(offline(format!(
+        "agent `{to}` did not acknowledge within {timeout:?}"
+    )))
 }
 
 /// Emits the envelope to the recipients' rooms (every replica's, unless `here_only`) and waits

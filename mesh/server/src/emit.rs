@@ -92,12 +92,17 @@ pub(crate) fn emit_here<A: Adapter>(
     mesh.registry.sockets_on(team, agent, &mesh.node, |sid| {
         sids.extend(sid.parse().ok());
     });
+    if sids.is_empty() {
+        return PendingAcks::new();
+    }
+    // Written once, for every connection, and copied as it is (`encoded`).
+    let json = envelope.to_json();
     sids.into_iter()
         .filter_map(|sid| io.get_socket(sid))
         .filter_map(|socket| {
             socket
                 .timeout(timeout)
-                .emit_with_ack::<_, AnyAck>(event::MESSAGE, envelope)
+                .emit_with_ack::<_, AnyAck>(event::MESSAGE, &json)
                 .inspect_err(|err| tracing::debug!(sid = %socket.id, %err, "could not emit"))
                 .ok()
         })

@@ -397,7 +397,8 @@ async fn send_message<A: Adapter>(
     if let Err(error) = &result {
         tracing::debug!(team = session.team(), from = session.agent(), code = error.code.as_str(), %error.message, "message refused");
     }
-    answer(ack, correlation, result);
+    // The ack of every message: written directly, as the envelope is (`encoded`).
+    answer(ack, correlation, result.map(|ack| ack.to_json()));
 }
 
 async fn on_history<A: Adapter>(

@@ -282,7 +282,7 @@ async fn deliver_to_rooms<A: Adapter>(
         select,
         mesh.limits.ack_timeout,
         event::MESSAGE,
-        envelope,
+        &envelope.to_json(),
     )
     .await
     .map_err(|e| offline(format!("could not emit: {e}")))?;

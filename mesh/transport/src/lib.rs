@@ -2,6 +2,7 @@
 //!
 //! - [`wire`]: the events agents exchange with the mesh and their acknowledgements
 //!   (documented for other implementations in `docs/mesh-protocol.md`);
+//! - [`encoded`]: a relayed message's envelope and ack written as JSON directly, once;
 //! - [`token`]: team-scoped HS256 JWTs, minted by the operator and `nsh mesh token`, verified
 //!   by the server;
 //! - [`keys`]: the folder of team keys that verifiers (the mesh, the MCP gateway) re-read;
@@ -12,6 +13,7 @@
 
 pub mod client;
 pub mod display;
+pub mod encoded;
 pub mod keys;
 pub mod socketio;
 pub mod token;

@@ -146,6 +146,12 @@ impl Window {
         }
     }
 
+    /// Frees an empty window's storage.
+    fn release_memory(&mut self) {
+        self.slots = VecDeque::new();
+        self.index = HashMap::default();
+    }
+
     /// The live slot `id` has, if any.
     fn find(&self, id: Fingerprint) -> Option<&Slot> {
         let seq = *self.index.get(&id)?;
@@ -252,6 +258,11 @@ impl Dedup {
                 let unheld = window.unheld();
                 let mut slots = window.lock();
                 slots.expire(now, self.max_ids, self.max_age);
+                if slots.slots.is_empty() {
+                    // An idle connection keeps its window: without the room a busy one grew
+                    // (some 90 KB at 1,024 ids), whose sequence numbers go on where they were.
+                    slots.release_memory();
+                }
                 !(unheld && slots.slots.is_empty())
             });
             !senders.is_empty()
@@ -371,11 +382,20 @@ mod tests {
         assert_eq!(windows(&d).len(), 2);
         d.prune(now + Duration::from_secs(200));
         assert_eq!(windows(&d), ["held"]);
+        // An idle connection's window keeps no room for the ids it no longer holds.
+        let busy = d.sender("t", "busy");
+        for id in 0..8 {
+            let sent = first(d.check(&busy, &id.to_string(), now));
+            d.complete(&busy, sent);
+        }
+        d.prune(now + Duration::from_secs(300));
+        assert_eq!(busy.lock().slots.capacity(), 0);
+        assert_eq!(busy.lock().index.capacity(), 0);
         // The held window is still the one its connection uses.
         let sent = first(d.check(&held, "2", now));
         d.complete(&held, sent);
         assert_eq!(d.check(&d.sender("t", "held"), "2", now), Checked::Done);
-        drop(held);
+        drop((held, busy));
         d.prune(now + Duration::from_secs(400));
         assert!(windows(&d).is_empty());
     }

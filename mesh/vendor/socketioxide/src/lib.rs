@@ -356,7 +356,7 @@ pub use io::{ParserConfig, SocketIo, SocketIoBuilder, SocketIoConfig};
 
 /// The internal maps' hash: foldhash, seeded at random per map. They are looked up for every
 /// packet (a namespace, then a socket, then an event handler; an ack id per ack), and std's
-/// SipHash-1-3 was about 3% of a relay server's CPU.
+/// SipHash-1-3 was 2-3% of a relay server's CPU.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 mod client;

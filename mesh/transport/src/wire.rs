@@ -42,7 +42,7 @@ pub enum MessageKind {
 }
 
 /// A message as the mesh delivers it. `from` and `timestamp` are set by the server. The relay
-/// writes it with [`crate::encoded`] rather than serde: a field added here goes there too, and
+/// writes it with the `encoded` module rather than serde: a field added here goes there too, and
 /// into the generator of `same_json_as_serde`, which compares the two.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -152,7 +152,7 @@ impl SendStatus {
 }
 
 /// The ack of a `message` event: `{ ok: true, id, status }` or `{ ok: false, id, error }`.
-/// Written by [`crate::encoded`] too, as [`Envelope`] is.
+/// Written by the `encoded` module too, as [`Envelope`] is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SendAck {
     pub ok: bool,

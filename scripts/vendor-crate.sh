@@ -20,9 +20,11 @@ crate_file() {
 
 # Extracts NAME VERSION's published files into directory DEST.
 extract() {
-  local scratch
+  local file scratch
+  # Assigned on its own line so that a missing crate stops the script (set -e).
+  file=$(crate_file "$1" "$2")
   scratch=$(mktemp -d)
-  tar xzf "$(crate_file "$1" "$2")" -C "$scratch"
+  tar xzf "$file" -C "$scratch"
   rm -f "$scratch/$1-$2/.cargo_vcs_info.json" "$scratch/$1-$2/Cargo.lock"
   mv "$scratch/$1-$2" "$3"
   rmdir "$scratch"

@@ -189,3 +189,60 @@ async fn malformed_input_of_every_event_answers_invalid_naming_the_field() {
     let presence = alice.call(event::PRESENCE, json!({})).await;
     assert_eq!(presence["agents"][0]["id"], "alice");
 }
+
+/// A frame whose JSON breaks after the event's name: the name routes it and the handler, which
+/// reads the rest, answers `invalid`; the connection stays. (Raw frames: our client only writes
+/// valid JSON.)
+#[tokio::test]
+async fn json_broken_after_the_event_name_answers_invalid() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mesh = TestMesh::start().await;
+    let url = format!("{}/socket.io/?EIO=4&transport=websocket", mesh.url);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // The text frame (an Engine.IO message `4` and a Socket.io packet) that starts with `prefix`.
+    async fn frame_starting<S>(ws: &mut S, prefix: &str) -> String
+    where
+        S: futures_util::Stream<Item = tokio_tungstenite::tungstenite::Result<Message>> + Unpin,
+    {
+        loop {
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no frame starting with `{prefix}` in 10 s"))
+                .unwrap_or_else(|| panic!("closed before a frame starting with `{prefix}`"))
+                .unwrap();
+            if let Message::Text(text) = frame
+                && let Some(rest) = text.as_str().strip_prefix(prefix)
+            {
+                break rest.to_owned();
+            }
+        }
+    }
+    frame_starting(&mut ws, "0").await;
+    let token = token_for("alpha", "alice", &[]);
+    let connect = format!("40{}", json!({ "token": token }));
+    ws.send(Message::text(connect)).await.unwrap();
+    frame_starting(&mut ws, "40").await;
+
+    for (ack, broken) in [
+        (1, r#"["message",{"id":"m1","to":"#),
+        (2, r#"["message",{"id":"m1","to":"bob","text":"x"]"#),
+        (3, r#"["group:join",{"group":}]"#),
+    ] {
+        ws.send(Message::text(format!("42{ack}{broken}")))
+            .await
+            .unwrap();
+        let answer: Value =
+            serde_json::from_str(&frame_starting(&mut ws, &format!("43{ack}")).await).unwrap();
+        assert_eq!(answer[0]["error"]["code"], "invalid", "{broken}: {answer}");
+        let message = answer[0]["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("payload: "), "{broken}: {message}");
+    }
+    // Still connected: a valid request is answered.
+    ws.send(Message::text(r#"424["presence",{}]"#))
+        .await
+        .unwrap();
+    let presence: Value = serde_json::from_str(&frame_starting(&mut ws, "434").await).unwrap();
+    assert_eq!(presence[0]["agents"][0]["id"], "alice", "{presence}");
+}

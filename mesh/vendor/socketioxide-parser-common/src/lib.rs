@@ -680,6 +680,29 @@ mod test {
     }
 
     #[test]
+    fn read_event_reads_only_the_name() {
+        let event = |data: &str| {
+            let value = Value::Str(data.to_owned().into(), None);
+            CommonParser.read_event(&value).map(str::to_owned)
+        };
+        assert_eq!(event(" \n[ \t\"event\" ,{\"data\":1}]").unwrap(), "event");
+        // What follows the name is the handler's to read (and to report).
+        assert_eq!(event(r#"["event",{"data":]"#).unwrap(), "event");
+        assert_eq!(event(r#"["event""#).unwrap(), "event");
+        for no_name in [
+            r#"[]"#,
+            r#"[1,"event"]"#,
+            r#"{"event":1}"#,
+            r#""event""#,
+            "",
+            "[",
+            r#"["ev\u0065nt"]"#,
+        ] {
+            assert!(event(no_name).is_err(), "{no_name}");
+        }
+    }
+
+    #[test]
     fn unexpected_bin_packet() {
         let err = CommonParser.decode_bin(
             &ParseConfig::default(),

@@ -33,10 +33,21 @@ pub fn from_str_seed<'de, T: de::DeserializeSeed<'de>>(
     seed.deserialize(de)
 }
 
+/// Reads only the event's name, the array's leading string. The arguments after it are read
+/// once, by the handler's extractors, which report what does not read: reading them here too,
+/// to skip them, scanned every event's payload twice.
 pub fn read_event(data: &str) -> serde_json::Result<&str> {
-    let mut de = serde_json::Deserializer::from_str(data);
-    FirstElement::<&str>::default().deserialize(&mut de)
+    let Some(rest) = data.trim_start_matches(JSON_WHITESPACE).strip_prefix('[') else {
+        // Not an array: let serde_json say what it is.
+        let mut de = serde_json::Deserializer::from_str(data);
+        return FirstElement::<&str>::default().deserialize(&mut de);
+    };
+    let mut after_bracket = serde_json::Deserializer::from_str(rest);
+    de::Deserialize::deserialize(&mut after_bracket)
 }
+
+/// JSON's insignificant whitespace (RFC 8259, section 2).
+const JSON_WHITESPACE: &[char] = &[' ', '\t', '\n', '\r'];
 
 struct Deserializer<'a, D> {
     inner: D,

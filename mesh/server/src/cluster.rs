@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Mesh;
 use crate::dedup::{Checked, Seen};
+use crate::maps::FastMap;
 use crate::pubsub::ManagedDriver;
 use crate::registry::SocketEntry;
 use crate::rooms::team_room;
@@ -72,7 +73,8 @@ const IN_FLIGHT: &str = "in-flight";
 const DONE: &str = "done";
 
 fn seen_key(team: &str, from: &str, id: &str) -> String {
-    format!("nsh:{team}:seen:{from}:{id}")
+    // Joined, not `format!`ted: this is on every stored message's path (see `store`'s keys).
+    ["nsh", team, "seen", from, id].join(":")
 }
 
 /// What a message id's record in Redis says of an earlier send of it.
@@ -253,7 +255,7 @@ pub(crate) enum Outcome {
 const LINK_BATCH: usize = 256;
 
 /// Newest acked stored entry per recipient, as `(ms, seq)`, for senders waiting on it.
-type DeliveredWatches = HashMap<(String, String), watch::Sender<(u64, u64)>>;
+type DeliveredWatches = FastMap<(String, String), watch::Sender<(u64, u64)>>;
 
 pub(crate) struct Cluster {
     node: String,
@@ -264,7 +266,7 @@ pub(crate) struct Cluster {
     delivered: Mutex<DeliveredWatches>,
     next_request: AtomicU64,
     /// Direct messages handed to other nodes, waiting for their answer.
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+    waiting: Mutex<FastMap<u64, oneshot::Sender<Outcome>>>,
     /// One batching publisher per node this one talks to directly.
     links: Mutex<HashMap<String, mpsc::UnboundedSender<NodeMessage>>>,
 }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use siphasher::sip128::{Hasher128 as _, SipHasher13};
 
+use crate::maps::FastMap;
+
 #[derive(Debug)]
 pub struct Dedup {
     max_ids: usize,
@@ -22,7 +24,7 @@ pub struct Dedup {
     /// Team -> sender -> window: two levels, so a lookup borrows the names rather than
     /// building an owned key. A connection keeps its sender's window ([`Dedup::sender`]), so
     /// the messages it sends skip this lookup.
-    senders: Mutex<HashMap<String, HashMap<String, SenderWindow>>>,
+    senders: Mutex<FastMap<String, FastMap<String, SenderWindow>>>,
 }
 
 /// One sender's window, as a connection of that sender keeps it: its sends lock only this
@@ -203,7 +205,7 @@ impl Dedup {
     pub fn sender(&self, team: &str, sender: &str) -> SenderWindow {
         let mut teams = self.senders.lock().expect("dedup lock");
         if !teams.contains_key(team) {
-            teams.insert(team.to_owned(), HashMap::new());
+            teams.insert(team.to_owned(), FastMap::default());
         }
         let senders = teams.get_mut(team).expect("inserted above");
         if !senders.contains_key(sender) {

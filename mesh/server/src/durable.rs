@@ -2,8 +2,6 @@
 //! recipient hands it its inbox stream in order, a batch at a time (sent together, acks taken
 //! in order), and moves the recipient's cursor past what was acked. Live sends go through the
 //! same task, so a reconnecting agent never sees a new message before an older stored one.
-
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +10,7 @@ use socketioxide::adapter::Adapter;
 use tokio::sync::{Notify, watch};
 
 use crate::Mesh;
+use crate::maps::FastMap;
 use crate::store::{Store, entry_order};
 
 /// Messages read from the stream per round.
@@ -29,7 +28,7 @@ struct Deliverer {
 /// The running deliverers, by (team, agent).
 #[derive(Debug, Default)]
 pub(crate) struct Deliverers {
-    running: Mutex<HashMap<(String, String), Arc<Deliverer>>>,
+    running: Mutex<FastMap<(String, String), Arc<Deliverer>>>,
 }
 
 impl Deliverers {

@@ -19,6 +19,7 @@ mod durable;
 mod emit;
 mod gate;
 mod handlers;
+mod maps;
 pub use nsh_mesh_transport::keys;
 mod metrics;
 mod presence;

@@ -8,14 +8,16 @@
 //! the others' as the cluster directory reports them. Each connection records the replica
 //! (node) holding it, so a replica that dies can be dropped at once.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use nsh_mesh_transport::wire::{AgentPresence, GroupSummary};
 
+use crate::maps::FastMap;
+
 #[derive(Debug, Default)]
 pub struct Registry {
-    teams: Mutex<HashMap<String, Team>>,
+    teams: Mutex<FastMap<String, Team>>,
 }
 
 #[derive(Debug, Default)]
@@ -23,7 +25,7 @@ struct Team {
     agents: BTreeMap<String, Agent>,
     groups: BTreeMap<String, BTreeSet<String>>,
     /// Socket id -> its agent and the node holding it.
-    sockets: HashMap<String, Holder>,
+    sockets: FastMap<String, Holder>,
 }
 
 #[derive(Debug, Clone)]

@@ -123,3 +123,38 @@ async fn a_repeated_id_is_answered_from_its_record_and_not_kept_twice() {
     let kept: Vec<&str> = history.iter().map(|m| m.envelope.id.as_str()).collect();
     assert_eq!(kept, ["once", "next"]);
 }
+
+/// An append lists its streams for the retention sweep once, not with every message, and
+/// lists them again after a sweep: a list Redis lost is written again within a sweep's period.
+#[tokio::test]
+async fn streams_are_listed_for_the_sweep_once_and_again_after_each_sweep() {
+    let redis = RedisServer::start().unwrap();
+    let store = store(&redis);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let listed = async |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut keys: Vec<String> = redis::cmd("SMEMBERS")
+            .arg("nsh:streams")
+            .query_async(conn)
+            .await
+            .unwrap();
+        keys.sort();
+        keys
+    };
+    let both = ["nsh:alpha:dm:alice:bob", "nsh:alpha:inbox:bob"];
+
+    entry(append(&store, "first", None).await);
+    assert_eq!(listed(&mut conn).await, both);
+    // Redis loses the list (a restart without persistence, a flush): not written again at once.
+    let _: () = redis::cmd("DEL")
+        .arg("nsh:streams")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    entry(append(&store, "second", None).await);
+    assert!(listed(&mut conn).await.is_empty());
+    // After a sweep, the next append lists its streams again.
+    store.sweep().await.unwrap();
+    entry(append(&store, "third", None).await);
+    assert_eq!(listed(&mut conn).await, both);
+}

@@ -68,10 +68,11 @@ pub(crate) struct ServerArgs {
     worker_threads: Option<u16>,
     /// After a busy round (at least --batch-after messages), how long a serving thread waits,
     /// off the CPU, before it sleeps on the network: it then wakes once for everything that
-    /// came in meanwhile, not once for every few frames. Adds at most this much latency under
-    /// load, none to a lone message. `0s` turns it off [default: 400us; 0s with --redis, where
-    /// a thread runs out of work waiting on Redis and the wait would hold back Redis' replies]
-    /// (docs/mesh-server.md, "CPU per relayed message").
+    /// came in meanwhile, not once for every few frames. Twice this after a full round (twice
+    /// --batch-after messages), as under heavy load. Adds at most twice this much latency
+    /// under load, none to a lone message. `0s` turns it off [default: 400us; 0s with
+    /// --redis, where a thread runs out of work waiting on Redis and the wait would hold back
+    /// Redis' replies] (docs/mesh-server.md, "CPU per relayed message").
     #[arg(long, value_name = "DURATION", env = env::mesh_server::BATCH_WAIT, value_parser = humantime::parse_duration)]
     batch_wait: Option<Duration>,
     /// Messages a thread must have handled since it last slept for --batch-wait to apply.

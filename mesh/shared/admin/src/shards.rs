@@ -109,6 +109,11 @@ impl Shards {
 /// messages (as [`note_message`] counted them), the thread first waits `wait` off the CPU,
 /// then takes everything that arrived in one wake-up. After a quieter round it sleeps at once,
 /// so a lone message is never held back.
+///
+/// After a full round ([`FULL_ROUND`] times `min_messages`) it waits twice as long. Rounds
+/// that full come only when the clients keep the thread nearly saturated, and then how long a
+/// round lasts sets how many wake-ups each message costs; under a steady moderate load (a
+/// round of a handful of messages) the shorter wait keeps the latency it adds small.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Batching {
     /// How long to wait after a busy round; zero turns batching off.
@@ -129,9 +134,10 @@ impl Batching {
     pub fn before_park(self) -> impl Fn() + Send + Sync + 'static {
         move || {
             let handled = MESSAGES_THIS_ROUND.with(|count| count.replace(0));
-            if self.is_busy(handled) {
+            let wait = self.wait_after(handled);
+            if !wait.is_zero() {
                 // Off the CPU, not spinning: a wait that burned CPU would cost what it saves.
-                std::thread::sleep(self.wait);
+                std::thread::sleep(wait);
             }
         }
     }
@@ -139,7 +145,26 @@ impl Batching {
     fn is_busy(self, handled: u32) -> bool {
         !self.wait.is_zero() && handled >= self.min_messages
     }
+
+    /// How long to wait after a round that handled `handled` messages (zero: sleep at once).
+    fn wait_after(self, handled: u32) -> Duration {
+        if !self.is_busy(handled) {
+            Duration::ZERO
+        } else if handled >= self.min_messages.saturating_mul(FULL_ROUND) {
+            self.wait.saturating_mul(2)
+        } else {
+            self.wait
+        }
+    }
 }
+
+/// A round of this many times [`Batching::min_messages`] is full: the next wait is doubled.
+/// With the defaults (4 messages, 400 µs), a full round is 8 messages. The Node load generator
+/// of `scripts/bench-mesh.sh` keeps the thread nearly saturated, and with 16 or 12 some runs
+/// stayed at 400 µs (twice the context switches per message); 5,000 messages a second in ticks
+/// of a millisecond make rounds of about 5, and mostly keep the short wait
+/// (docs/mesh-server.md, "Eighth round").
+pub const FULL_ROUND: u32 = 2;
 
 impl Default for Batching {
     fn default() -> Self {
@@ -206,6 +231,25 @@ mod tests {
             min_messages: 1,
         };
         assert!(!no_wait.is_busy(100), "a zero wait turns batching off");
+    }
+
+    #[test]
+    fn a_full_round_waits_twice_as_long() {
+        let batching = Batching {
+            wait: Duration::from_micros(400),
+            min_messages: 4,
+        };
+        assert_eq!(batching.wait_after(3), Duration::ZERO);
+        assert_eq!(batching.wait_after(4), Duration::from_micros(400));
+        assert_eq!(batching.wait_after(7), Duration::from_micros(400));
+        assert_eq!(batching.wait_after(8), Duration::from_micros(800));
+        assert_eq!(batching.wait_after(u32::MAX), Duration::from_micros(800));
+        assert_eq!(Batching::OFF.wait_after(u32::MAX), Duration::ZERO);
+        let no_wait = Batching {
+            wait: Duration::ZERO,
+            min_messages: 1,
+        };
+        assert_eq!(no_wait.wait_after(100), Duration::ZERO);
     }
 
     #[test]

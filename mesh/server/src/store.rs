@@ -491,8 +491,7 @@ impl Store {
 
 /// The entries of an `XRANGE` or `XREVRANGE` reply, read straight from Redis's answer.
 /// redis-rs's `StreamRangeReply` builds two hash maps per entry and copies a field's value to
-/// read it; with persistence on, that was a receiving replica's largest entry after the
-/// reply parser itself.
+/// read it: about 4% of a receiving replica's instructions with persistence on (callgrind).
 struct Entries(Vec<Entry>);
 
 /// One stream entry: its id and the two fields every append writes.

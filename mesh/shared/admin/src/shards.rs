@@ -111,9 +111,10 @@ impl Shards {
 /// so a lone message is never held back.
 ///
 /// After a full round ([`FULL_ROUND`] times `min_messages`) it waits twice as long. Rounds
-/// that full come only when the clients keep the thread nearly saturated, and then how long a
-/// round lasts sets how many wake-ups each message costs; under a steady moderate load (a
-/// round of a handful of messages) the shorter wait keeps the latency it adds small.
+/// that full come when the clients keep the thread busy (near saturation, or tens of thousands
+/// of messages a second), and then how long a round lasts sets how many wake-ups each message
+/// costs; under a moderate load (a round of a handful of messages) the shorter wait keeps the
+/// latency it adds small.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Batching {
     /// How long to wait after a busy round; zero turns batching off.

@@ -2,6 +2,7 @@
 //! recipient hands it its inbox stream in order, a batch at a time (sent together, acks taken
 //! in order), and moves the recipient's cursor past what was acked. Live sends go through the
 //! same task, so a reconnecting agent never sees a new message before an older stored one.
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -495,7 +495,7 @@ impl Store {
 struct Entries(Vec<Entry>);
 
 /// One stream entry: its id and the two fields every append writes.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct Entry {
     id: String,
     /// `m`, the envelope's JSON (`None`: the entry has no `m`, which no append writes).

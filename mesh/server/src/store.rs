@@ -104,6 +104,14 @@ pub struct Inbox {
     pub skipped_acked: bool,
 }
 
+/// A command named `name` with room for `args` arguments (the name included) of `bytes` in
+/// all.
+fn command(name: &str, args: usize, bytes: usize) -> redis::Cmd {
+    let mut cmd = redis::Cmd::with_capacity(args, bytes + name.len());
+    cmd.arg(name);
+    cmd
+}
+
 /// The later of two entry ids.
 fn later<'a>(a: Option<&'a str>, b: Option<&'a str>) -> Option<&'a str> {
     match (a, b) {
@@ -219,22 +227,26 @@ impl Store {
         let json = envelope.to_json();
         let json = json.as_str();
         let exp = Self::expiry_ms(envelope);
-        let mut pipe = redis::pipe();
+        // Each command sized up front: grown an argument at a time, their buffers were
+        // reallocated about ten times per message (4.3% of a sending replica's instructions).
+        let mut pipe = redis::Pipeline::with_capacity(streams.len() + 3);
         pipe.atomic();
         if let Some(record) = record {
             let lifetime = u64::try_from(record.lifetime.as_millis()).unwrap_or(u64::MAX);
-            pipe.get(&record.key);
-            pipe.cmd("SET")
-                .arg(&record.key)
+            let mut get = command("GET", 2, record.key.len());
+            get.arg(&record.key);
+            pipe.add_command(get);
+            let mut set = command("SET", 6, record.key.len() + record.value.len() + 32);
+            set.arg(&record.key)
                 .arg(record.value)
                 .arg("NX")
                 .arg("PX")
-                .arg(lifetime.max(1))
-                .ignore();
+                .arg(lifetime.max(1));
+            pipe.add_command(set).ignore();
         }
         for stream in streams {
-            pipe.cmd("XADD")
-                .arg(*stream)
+            let mut xadd = command("XADD", 10, stream.len() + json.len() + 64);
+            xadd.arg(*stream)
                 .arg("MAXLEN")
                 .arg("~")
                 .arg(self.config.max_len)
@@ -243,6 +255,7 @@ impl Store {
                 .arg(json)
                 .arg("exp")
                 .arg(exp);
+            pipe.add_command(xadd);
         }
         let unlisted = self.unlisted(streams);
         if !unlisted.is_empty() {

@@ -345,8 +345,8 @@ macro_rules! to_redis_err {
 }
 
 /// Reads one whole reply straight from a byte slice, without `combine`, for the types that
-/// make up nearly all replies: simple strings, errors, integers, bulk strings, nulls and arrays
-/// of these. Any other RESP3 type, or a reply that does not parse, is [`Stop::Other`], and
+/// make up nearly all replies: simple strings, errors, integers, bulk strings, nulls, and
+/// arrays and pushes (RESP3's pub/sub messages) of these. Any other RESP3 type, or a reply that does not parse, is [`Stop::Other`], and
 /// `combine` reads it as before: it stays the one definition of every type and of every error.
 /// What this returns is what `combine` would (`tests::complete_replies_read_as_combine_reads_them`).
 #[cfg(feature = "aio")]
@@ -411,19 +411,48 @@ mod complete {
                 let Ok(length) = usize::try_from(length) else {
                     return Ok(Value::Nil);
                 };
-                // The shortest element takes three bytes (`_\r\n`): a longer array is not all
-                // here yet, and its length must not size an allocation.
-                if length > (bytes.len() - *at) / 3 {
-                    return Err(Stop::Incomplete);
-                }
-                let mut items = Vec::with_capacity(length);
-                for _ in 0..length {
-                    items.push(parse_value(bytes, at, depth + 1)?);
-                }
-                Ok(Value::Array(items))
+                parse_items(bytes, at, depth, length).map(Value::Array)
+            }
+            b'>' => {
+                let length = parse_int(bytes, at)?;
+                let Ok(length @ 1..) = usize::try_from(length) else {
+                    return Ok(Value::Push {
+                        kind: PushKind::Other(String::new()),
+                        data: vec![],
+                    });
+                };
+                let mut data = parse_items(bytes, at, depth, length)?;
+                let kind = match data.remove(0) {
+                    Value::BulkString(kind) => String::from_utf8(kind).map_err(|_| Stop::Other)?,
+                    Value::SimpleString(kind) => kind,
+                    _ => return Err(Stop::Other),
+                };
+                Ok(Value::Push {
+                    kind: get_push_kind(kind),
+                    data,
+                })
             }
             _ => Err(Stop::Other),
         }
+    }
+
+    /// The `length` elements of an array or a push.
+    fn parse_items(
+        bytes: &[u8],
+        at: &mut usize,
+        depth: usize,
+        length: usize,
+    ) -> Result<Vec<Value>, Stop> {
+        // The shortest element takes three bytes (`_\r\n`): a longer array is not all here
+        // yet, and its length must not size an allocation.
+        if length > (bytes.len() - *at) / 3 {
+            return Err(Stop::Incomplete);
+        }
+        let mut items = Vec::with_capacity(length);
+        for _ in 0..length {
+            items.push(parse_value(bytes, at, depth + 1)?);
+        }
+        Ok(items)
     }
 
     /// The bytes up to the first CRLF, as `combine`'s line.
@@ -889,6 +918,10 @@ mod tests {
         b"*1\r\n*2\r\n$15\r\n1712345678901-0\r\n*4\r\n$1\r\nm\r\n$2\r\n{}\r\n$3\r\nexp\r\n$1\r\n0\r\n",
         b"*3\r\n+OK\r\n-LOADING server is loading\r\n+OK\r\n",
         b"*3\r\n$7\r\nmessage\r\n$4\r\nchan\r\n$7\r\npayload\r\n",
+        b">3\r\n$7\r\nmessage\r\n$4\r\nchan\r\n$7\r\npayload\r\n",
+        b">3\r\n+subscribe\r\n$4\r\nchan\r\n:1\r\n",
+        b">2\r\n$4\r\nelse\r\n*1\r\n:1\r\n",
+        b">0\r\n",
     ];
 
     #[cfg(feature = "aio")]
@@ -929,7 +962,8 @@ mod tests {
             b"#t\r\n",
             b"%1\r\n+a\r\n:1\r\n",
             b"*1\r\n,1.5\r\n",
-            b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\np\r\n",
+            b">2\r\n:1\r\n$1\r\nc\r\n",
+            b">1\r\n$1\r\n\xff\r\n",
             b":x\r\n",
             b":99999999999999999999\r\n",
             b"$2\r\nabc\r\n",

@@ -346,9 +346,10 @@ macro_rules! to_redis_err {
 
 /// Reads one whole reply straight from a byte slice, without `combine`, for the types that
 /// make up nearly all replies: simple strings, errors, integers, bulk strings, nulls, and
-/// arrays and pushes (RESP3's pub/sub messages) of these. Any other RESP3 type, or a reply that does not parse, is [`Stop::Other`], and
-/// `combine` reads it as before: it stays the one definition of every type and of every error.
-/// What this returns is what `combine` would (`tests::complete_replies_read_as_combine_reads_them`).
+/// arrays and pushes (RESP3's pub/sub messages) of these. Any other RESP3 type, or a reply
+/// that does not parse, is [`Stop::Other`], and `combine` reads it as before: it stays the one
+/// definition of every type and of every error. What this returns is what `combine` would
+/// (`tests::complete_replies_read_as_combine_reads_them`).
 #[cfg(feature = "aio")]
 mod complete {
     use super::*;
@@ -397,7 +398,7 @@ mod complete {
                 match bytes.get(end..end + 2) {
                     Some(b"\r\n") => {}
                     Some(_) => return Err(Stop::Other),
-                    // Only a lone `\r` is here: incomplete, unless that is already wrong.
+                    // Nothing or a lone `\r` after the data: the rest is still to come.
                     None if bytes.get(end).is_none_or(|&b| b == b'\r') => {
                         return Err(Stop::Incomplete);
                     }
@@ -529,8 +530,9 @@ mod aio_support {
                         return Ok(Some(value));
                     }
                     // Wait for the rest: read again from the start once it is here. A reply
-                    // this size takes a few reads at most; a larger one `combine` reads as it
-                    // arrives, without starting over each time.
+                    // this size comes in a few reads (a read takes what the socket holds); a
+                    // larger one `combine` reads as it arrives, without starting over each
+                    // time.
                     Err(super::complete::Stop::Incomplete)
                         if !eof && bytes.len() < WAIT_FOR_WHOLE_REPLIES_UP_TO =>
                     {

@@ -2,7 +2,9 @@
 //! which acks at once; counted for the duration after a warm-up. Driven by this crate's Rust
 //! client or by the official Node `socket.io-client` (`mesh/interop/node-load.mjs`), since the
 //! load generator shares the machine's cores with the server. Reports the server's own CPU and
-//! context switches per relayed message, from /proc, over exactly the counted window.
+//! context switches per relayed message, from /proc, over exactly the counted window, and how
+//! much of a core the load generator itself used then: a generator near one whole core (both run
+//! a single thread) is the bottleneck, and the latency it measures is mostly its own queue.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,20 +42,31 @@ pub(crate) struct Relay {
     pub(crate) p50_ms: f64,
     pub(crate) p99_ms: f64,
     pub(crate) failed: u64,
+    /// CPU the load generator's process used over the counted window, in cores.
+    pub(crate) generator_cores: f64,
+}
+
+/// What the server's and the generator's processes had used at either end of the counted window.
+struct Window {
+    server: (Sample, Sample),
+    generator: (Sample, Sample),
 }
 
 impl Relay {
     fn from(
         delivered: u64,
         seconds: f64,
-        before: Sample,
-        after: Sample,
+        window: Window,
         p50_ms: f64,
         p99_ms: f64,
         failed: u64,
     ) -> Self {
         let n = delivered.max(1) as f64;
+        let (before, after) = window.server;
+        let (generator_before, generator_after) = window.generator;
         Self {
+            generator_cores: (generator_after.cpu_seconds - generator_before.cpu_seconds)
+                / seconds.max(f64::EPSILON),
             per_second: delivered as f64 / seconds,
             cpu_us_per_message: (after.cpu_seconds - before.cpu_seconds) * 1e6 / n,
             switches_per_message: after
@@ -118,13 +131,15 @@ async fn rust(url: &str, pid: u32, args: &Args, key: &TeamKey) -> anyhow::Result
         }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = Sample::of(pid);
+    // This process is the generator: its runtime drives the pairs.
+    let me = std::process::id();
+    let (before, generator_before) = (Sample::of(pid), Sample::of(me));
     counting.store(true, Ordering::Relaxed);
     let started = Instant::now();
     tokio::time::sleep(args.duration).await;
     counting.store(false, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
-    let after = Sample::of(pid);
+    let (after, generator_after) = (Sample::of(pid), Sample::of(me));
     let count = delivered.load(Ordering::Relaxed);
     for task in tasks {
         let _ = task.await;
@@ -135,8 +150,10 @@ async fn rust(url: &str, pid: u32, args: &Args, key: &TeamKey) -> anyhow::Result
     Ok(Relay::from(
         count,
         seconds,
-        before,
-        after,
+        Window {
+            server: (before, after),
+            generator: (generator_before, generator_after),
+        },
         ms(0.5),
         ms(0.99),
         failed.load(Ordering::Relaxed),
@@ -163,6 +180,7 @@ async fn node(url: &str, pid: u32, args: &Args, key: &TeamKey) -> anyhow::Result
         .kill_on_drop(true)
         .spawn()
         .context("start node node-load.mjs")?;
+    let generator = child.id().context("node-load.mjs exited at once")?;
     let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
     let (mut before, mut after) = (None, None);
     let limit = args.duration + Duration::from_secs(120);
@@ -170,8 +188,8 @@ async fn node(url: &str, pid: u32, args: &Args, key: &TeamKey) -> anyhow::Result
         let value: serde_json::Value =
             serde_json::from_str(&line).with_context(|| format!("node-load: {line}"))?;
         match value["phase"].as_str() {
-            Some("counting") => before = Some(Sample::of(pid)),
-            Some("stopped") => after = Some(Sample::of(pid)),
+            Some("counting") => before = Some((Sample::of(pid), Sample::of(generator))),
+            Some("stopped") => after = Some((Sample::of(pid), Sample::of(generator))),
             _ => {
                 let (Some(before), Some(after)) = (before, after) else {
                     anyhow::bail!("node-load ended without its counting window: {line}");
@@ -181,8 +199,10 @@ async fn node(url: &str, pid: u32, args: &Args, key: &TeamKey) -> anyhow::Result
                 return Ok(Relay::from(
                     number("delivered") as u64,
                     number("seconds"),
-                    before,
-                    after,
+                    Window {
+                        server: (before.0, after.0),
+                        generator: (before.1, after.1),
+                    },
                     number("p50_ms"),
                     number("p99_ms"),
                     number("failed") as u64,
@@ -191,4 +211,82 @@ async fn node(url: &str, pid: u32, args: &Args, key: &TeamKey) -> anyhow::Result
         }
     }
     anyhow::bail!("node-load.mjs printed no result")
+}
+
+/// One of the relay's targets (issue #15): nsh's value over Node's, in the same run with the
+/// same load generator, at most `at_most`.
+pub(crate) struct Target {
+    pub(crate) name: &'static str,
+    pub(crate) at_most: f64,
+    pub(crate) ratio: fn(&Relay, &Relay) -> f64,
+}
+
+pub(crate) const TARGETS: [Target; 3] = [
+    Target {
+        name: "CPU/msg nsh/node",
+        at_most: 0.33,
+        ratio: |nsh, node| nsh.cpu_us_per_message / node.cpu_us_per_message,
+    },
+    Target {
+        name: "ctx switches/msg nsh/node",
+        at_most: 1.0,
+        // Node's count is never zero under load; the floor keeps a broken sample finite.
+        ratio: |nsh, node| nsh.switches_per_message / node.switches_per_message.max(1e-9),
+    },
+    Target {
+        name: "p99 nsh/node",
+        at_most: 0.5,
+        ratio: |nsh, node| nsh.p99_ms / node.p99_ms,
+    },
+];
+
+impl Target {
+    /// How many of `runs` (nsh's and Node's results, each pair from one run) met the target;
+    /// a ratio is compared as printed, to two decimals, so the table and the count agree.
+    pub(crate) fn met(&self, runs: &[(Relay, Relay)]) -> usize {
+        runs.iter()
+            .filter(|(nsh, node)| {
+                let printed = ((self.ratio)(nsh, node) * 100.0).round() / 100.0;
+                printed <= self.at_most
+            })
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay(cpu: f64, switches: f64, p99: f64) -> Relay {
+        Relay {
+            per_second: 1000.0,
+            cpu_us_per_message: cpu,
+            switches_per_message: switches,
+            p50_ms: p99 / 2.0,
+            p99_ms: p99,
+            failed: 0,
+            generator_cores: 1.0,
+        }
+    }
+
+    #[test]
+    fn each_target_counts_the_runs_whose_ratio_is_within_it() {
+        let node = relay(30.0, 0.030, 10.0);
+        let runs = [
+            (relay(9.0, 0.020, 4.0), node),  // 0.30, 0.67, 0.40
+            (relay(12.0, 0.045, 6.0), node), // 0.40, 1.50, 0.60
+            (relay(9.9, 0.030, 5.0), node),  // 0.33, 1.00, 0.50: at the limit counts as met
+        ];
+        let met: Vec<usize> = TARGETS.iter().map(|t| t.met(&runs)).collect();
+        assert_eq!(met, [2, 2, 2]);
+    }
+
+    #[test]
+    fn a_ratio_that_prints_at_the_limit_is_met() {
+        // 0.504 prints as 0.50: the count must not contradict the table above it.
+        let runs = [(relay(10.0, 0.01, 5.04), relay(30.0, 0.03, 10.0))];
+        assert_eq!(TARGETS[2].met(&runs), 1);
+        let runs = [(relay(10.0, 0.01, 5.06), relay(30.0, 0.03, 10.0))];
+        assert_eq!(TARGETS[2].met(&runs), 0);
+    }
 }

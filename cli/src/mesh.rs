@@ -66,16 +66,17 @@ pub(crate) struct ServerArgs {
     /// threads (docs/mesh-server.md, "CPU per relayed message").
     #[arg(long, value_name = "N", env = env::mesh_server::WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
-    /// After a busy round (at least --batch-after messages), how long a serving thread waits,
-    /// off the CPU, before it sleeps on the network: it then wakes once for everything that
-    /// came in meanwhile, not once for every few frames. Twice this after a full round (twice
-    /// --batch-after messages), as under heavy load. Adds at most twice this much latency
-    /// under load, none to a lone message. `0s` turns it off [default: 400us; 0s with
-    /// --redis, where a thread runs out of work waiting on Redis and the wait would hold back
-    /// Redis' replies] (docs/mesh-server.md, "CPU per relayed message").
+    /// While messages arrive fast (--batch-after of them per this long, over a serving
+    /// thread's last two rounds), how long the thread waits, off the CPU, before it sleeps on
+    /// the network: it then wakes once for everything that came in meanwhile, not once for
+    /// every few frames. Twice this at twice that rate, as under heavy load. Adds at most twice
+    /// this much latency under load, none to a lone message. `0s` turns it off [default:
+    /// 400us; 0s with --redis, where a thread runs out of work waiting on Redis and the wait
+    /// would hold back Redis' replies] (docs/mesh-server.md, "CPU per relayed message").
     #[arg(long, value_name = "DURATION", env = env::mesh_server::BATCH_WAIT, value_parser = humantime::parse_duration)]
     batch_wait: Option<Duration>,
-    /// Messages a thread must have handled since it last slept for --batch-wait to apply.
+    /// The rate at which --batch-wait applies: this many messages per --batch-wait (4 per
+    /// 400us is 10,000 a second), and at least this many in the thread's last two rounds.
     #[arg(long, default_value_t = 4, value_name = "N", env = env::mesh_server::BATCH_AFTER, value_parser = clap::value_parser!(u32).range(1..))]
     batch_after: u32,
     /// Address to listen on (Socket.io, /healthz, /readyz, /metrics).

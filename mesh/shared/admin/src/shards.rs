@@ -14,7 +14,7 @@
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -98,28 +98,32 @@ impl Shards {
     }
 }
 
-/// How a shard's thread goes to sleep when it runs out of work: at once, or, after a busy
-/// round, once it has waited for more work to arrive.
+/// How a shard's thread goes to sleep when it runs out of work: at once, or, when messages are
+/// arriving fast, once it has waited for more of them.
 ///
 /// A thread that runs out of work sleeps in `epoll_wait`, and the next frame wakes it again: a
 /// context switch, and a read and a write for the few frames that came in meanwhile. When the
 /// clients keep the server nearly but not fully busy, that waking costs more than relaying the
 /// messages themselves (docs/mesh-server.md, "CPU per relayed message"): NIC interrupt
-/// moderation's problem. The same answer: after a round that handled at least `min_messages`
-/// messages (as [`note_message`] counted them), the thread first waits `wait` off the CPU,
-/// then takes everything that arrived in one wake-up. After a quieter round it sleeps at once,
-/// so a lone message is never held back.
+/// moderation's problem, with its adaptive answer. The thread counts the messages it handles
+/// ([`note_message`]) and, each time it is about to sleep, takes the rate of its last two
+/// rounds (messages over the time since the sleep before them). At a rate that would bring
+/// `min_messages` during `wait`, it first waits `wait` off the CPU, then takes everything that
+/// arrived in one wake-up; at a lower rate it sleeps at once, so a lone message, or a burst
+/// now and then, is never held back. At twice that rate ([`FULL_ROUND`]) it waits twice as
+/// long: the clients keep the thread busy, and how long a round lasts sets how many wake-ups
+/// each message costs.
 ///
-/// After a full round ([`FULL_ROUND`] times `min_messages`) it waits twice as long. Rounds
-/// that full come when the clients keep the thread busy (near saturation, or tens of thousands
-/// of messages a second), and then how long a round lasts sets how many wake-ups each message
-/// costs; under a moderate load (a round of a handful of messages) the shorter wait keeps the
-/// latency it adds small.
+/// A rate, not a count of the last round's messages: once a thread had slept at once after a
+/// small round, each wake-up found only what arrived while it woke (two or three messages, under
+/// a load that brings thirty in a waited-for round), and it could stay in that state for much
+/// of a run: about twice the context switches per message in 4 of some 55 runs under the
+/// bench's Node generator (docs/mesh-server.md, "Tenth round").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Batching {
-    /// How long to wait after a busy round; zero turns batching off.
+    /// How long to wait when messages are arriving fast; zero turns batching off.
     pub wait: Duration,
-    /// How many messages make a round busy.
+    /// The rate that is fast: this many messages per `wait`.
     pub min_messages: u32,
 }
 
@@ -134,8 +138,23 @@ impl Batching {
     /// before it would sleep on the network.
     pub fn before_park(self) -> impl Fn() + Send + Sync + 'static {
         move || {
+            let now = Instant::now();
             let handled = MESSAGES_THIS_ROUND.with(|count| count.replace(0));
-            let wait = self.wait_after(handled);
+            let wait = LAST_PARK.with(|last| match last.get() {
+                Some((parked, before)) => {
+                    let this = Round {
+                        messages: handled,
+                        lasted: now.saturating_duration_since(parked),
+                    };
+                    last.set(Some((now, this)));
+                    self.wait_after(this.and(before))
+                }
+                None => {
+                    // The thread's first sleep: no rate yet.
+                    last.set(Some((now, Round::NOTHING)));
+                    Duration::ZERO
+                }
+            });
             if !wait.is_zero() {
                 // Off the CPU, not spinning: a wait that burned CPU would cost what it saves.
                 std::thread::sleep(wait);
@@ -143,15 +162,22 @@ impl Batching {
         }
     }
 
-    fn is_busy(self, handled: u32) -> bool {
-        !self.wait.is_zero() && handled >= self.min_messages
+    /// Whether `recent` holds at least `times` times `min_messages`, and came at a rate that
+    /// brings that many per `wait`. The count keeps a few messages that happen to come close
+    /// together (two rounds of a few microseconds make any rate) from holding back the next.
+    fn at_rate(self, recent: Round, times: u32) -> bool {
+        let needed = self.min_messages.saturating_mul(times);
+        !self.wait.is_zero()
+            && recent.messages >= needed
+            && u128::from(recent.messages) * self.wait.as_nanos()
+                >= u128::from(needed) * recent.lasted.as_nanos()
     }
 
-    /// How long to wait after a round that handled `handled` messages (zero: sleep at once).
-    fn wait_after(self, handled: u32) -> Duration {
-        if !self.is_busy(handled) {
+    /// How long to wait after the rounds summed in `recent` (zero: sleep at once).
+    fn wait_after(self, recent: Round) -> Duration {
+        if !self.at_rate(recent, 1) {
             Duration::ZERO
-        } else if handled >= self.min_messages.saturating_mul(FULL_ROUND) {
+        } else if self.at_rate(recent, FULL_ROUND) {
             self.wait.saturating_mul(2)
         } else {
             self.wait
@@ -159,12 +185,34 @@ impl Batching {
     }
 }
 
-/// A round of this many times [`Batching::min_messages`] is full: the next wait is doubled.
-/// With the defaults (4 messages, 400 µs), a full round is 8 messages. The Node load generator
-/// of `scripts/bench-mesh.sh` keeps the thread nearly saturated, and with 16 or 12 some runs
-/// stayed at 400 µs (twice the context switches per message); 5,000 messages a second in ticks
-/// of a millisecond make rounds of about 5, and mostly keep the short wait
-/// (docs/mesh-server.md, "Eighth round").
+/// What a thread handled between two sleeps, and how long that took (the first sleep included:
+/// messages arrive during it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Round {
+    messages: u32,
+    lasted: Duration,
+}
+
+impl Round {
+    /// Before a thread's first sleep.
+    const NOTHING: Self = Self {
+        messages: 0,
+        lasted: Duration::ZERO,
+    };
+
+    fn and(self, other: Self) -> Self {
+        Self {
+            messages: self.messages.saturating_add(other.messages),
+            lasted: self.lasted.saturating_add(other.lasted),
+        }
+    }
+}
+
+/// At this many times the rate [`Batching`] calls fast, the wait is doubled. With the defaults
+/// (4 messages per 400 µs, 10,000 a second), from 20,000 messages a second: the Node load
+/// generator of `scripts/bench-mesh.sh` keeps the thread nearly saturated (some 38,000), and
+/// 5,000 a second in ticks of a millisecond keeps the short wait or none (docs/mesh-server.md,
+/// "Eighth round" and "Tenth round").
 pub const FULL_ROUND: u32 = 2;
 
 impl Default for Batching {
@@ -176,6 +224,8 @@ impl Default for Batching {
 thread_local! {
     /// Messages handled on this thread since it last went to sleep.
     static MESSAGES_THIS_ROUND: Cell<u32> = const { Cell::new(0) };
+    /// When this thread last went to sleep, and the round that ended then.
+    static LAST_PARK: Cell<Option<(Instant, Round)>> = const { Cell::new(None) };
 }
 
 /// Counts one message handled on this thread, for [`Batching`]'s idea of a busy round.
@@ -192,7 +242,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_busy_round_waits_and_each_park_starts_a_new_round() {
+    fn a_thread_waits_once_messages_come_fast_and_not_after_a_quiet_spell() {
         let wait = Duration::from_millis(20);
         let park = Batching {
             wait,
@@ -203,54 +253,95 @@ mod tests {
         note_message();
         note_message();
         assert_eq!(messages_this_round(), 2);
+        let started = Instant::now();
         park();
+        assert!(
+            started.elapsed() < wait,
+            "a thread's first sleep has no rate to go by"
+        );
         assert_eq!(messages_this_round(), 0, "a park ends the round");
 
         for _ in 0..3 {
             note_message();
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         park();
         assert!(
             started.elapsed() >= wait,
-            "three messages make a busy round, which waits {wait:?} before the thread sleeps"
+            "three messages at once are far above three per {wait:?}, so the thread waits"
         );
-        assert_eq!(messages_this_round(), 0);
+
+        std::thread::sleep(wait * 5);
+        note_message();
+        let started = Instant::now();
+        park();
+        assert!(
+            started.elapsed() < wait,
+            "one message after a quiet spell, four in two rounds of well over 4 x {wait:?}: no wait"
+        );
+    }
+
+    fn round(messages: u32, micros: u64) -> Round {
+        Round {
+            messages,
+            lasted: Duration::from_micros(micros),
+        }
+    }
+
+    const DEFAULTS: Batching = Batching {
+        wait: Duration::from_micros(400),
+        min_messages: 4,
+    };
+
+    #[test]
+    fn the_wait_follows_the_rate_and_doubles_at_twice_it() {
+        let us = Duration::from_micros;
+        // 4 per 400 µs is 10,000 a second; twice that doubles the wait.
+        assert_eq!(DEFAULTS.wait_after(round(3, 400)), Duration::ZERO);
+        assert_eq!(DEFAULTS.wait_after(round(4, 400)), us(400));
+        assert_eq!(DEFAULTS.wait_after(round(7, 400)), us(400));
+        assert_eq!(DEFAULTS.wait_after(round(8, 400)), us(800));
+        // Saturated (the bench's Node generator: some forty messages a round of 1.1 ms).
+        assert_eq!(DEFAULTS.wait_after(round(40, 1100)), us(800));
+        // 5,000 a second in ticks of a millisecond: a burst of five, then its acks.
+        assert_eq!(
+            DEFAULTS.wait_after(round(0, 150).and(round(5, 850))),
+            Duration::ZERO
+        );
+        assert_eq!(DEFAULTS.wait_after(round(0, 10)), Duration::ZERO);
     }
 
     #[test]
-    fn busy_needs_both_a_wait_and_enough_messages() {
-        let batching = Batching {
-            wait: Duration::from_micros(200),
-            min_messages: 4,
-        };
-        assert!(!batching.is_busy(3));
-        assert!(batching.is_busy(4));
-        assert!(!Batching::OFF.is_busy(u32::MAX));
+    fn small_rounds_in_quick_succession_still_wait() {
+        // A thread that slept at once wakes for the first frame and finds two or three
+        // messages: few, but at 25,000 a second. It waits, and the next rounds are full.
+        let recent = round(3, 100).and(round(2, 100));
+        assert_eq!(DEFAULTS.wait_after(recent), Duration::from_micros(400));
+        let recent = round(15, 450).and(round(3, 100));
+        assert_eq!(DEFAULTS.wait_after(recent), Duration::from_micros(800));
+    }
+
+    #[test]
+    fn a_lone_message_is_not_held_back() {
+        // Woken from a long sleep by one message, or by a second one just after it.
+        assert_eq!(DEFAULTS.wait_after(round(1, 5_000)), Duration::ZERO);
+        let recent = round(1, 30).and(round(1, 5_000));
+        assert_eq!(DEFAULTS.wait_after(recent), Duration::ZERO);
+        // Three messages a few microseconds apart make a high rate, but too few to wait for.
+        let recent = round(1, 10).and(round(1, 10));
+        assert_eq!(DEFAULTS.wait_after(recent), Duration::ZERO);
+    }
+
+    #[test]
+    fn no_wait_turns_batching_off() {
+        assert_eq!(Batching::OFF.wait_after(round(u32::MAX, 1)), Duration::ZERO);
         let no_wait = Batching {
             wait: Duration::ZERO,
             min_messages: 1,
         };
-        assert!(!no_wait.is_busy(100), "a zero wait turns batching off");
-    }
-
-    #[test]
-    fn a_full_round_waits_twice_as_long() {
-        let batching = Batching {
-            wait: Duration::from_micros(400),
-            min_messages: 4,
-        };
-        assert_eq!(batching.wait_after(3), Duration::ZERO);
-        assert_eq!(batching.wait_after(4), Duration::from_micros(400));
-        assert_eq!(batching.wait_after(7), Duration::from_micros(400));
-        assert_eq!(batching.wait_after(8), Duration::from_micros(800));
-        assert_eq!(batching.wait_after(u32::MAX), Duration::from_micros(800));
-        assert_eq!(Batching::OFF.wait_after(u32::MAX), Duration::ZERO);
-        let no_wait = Batching {
-            wait: Duration::ZERO,
-            min_messages: 1,
-        };
-        assert_eq!(no_wait.wait_after(100), Duration::ZERO);
+        assert_eq!(no_wait.wait_after(round(100, 1)), Duration::ZERO);
+        // Rounds too short to time do not divide by zero: they are simply fast.
+        assert_eq!(DEFAULTS.wait_after(round(8, 0)), Duration::from_micros(800));
     }
 
     #[test]

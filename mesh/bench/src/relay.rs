@@ -3,8 +3,9 @@
 //! client or by the official Node `socket.io-client` (`mesh/interop/node-load.mjs`), since the
 //! load generator shares the machine's cores with the server. Reports the server's own CPU and
 //! context switches per relayed message, from /proc, over exactly the counted window, and how
-//! much of a core the load generator itself used then: a generator near one whole core (both run
-//! a single thread) is the bottleneck, and the latency it measures is mostly its own queue.
+//! much of a core the load generator itself used then: a generator near one whole core (each
+//! drives its connections from one thread) is the bottleneck, and the latency it measures is
+//! mostly its own queue.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -109,8 +109,9 @@ impl Shards {
 /// ([`note_message`]) and, each time it is about to sleep, takes the rate of its last two
 /// rounds (messages over the time since the sleep before them). At a rate that would bring
 /// `min_messages` during `wait`, it first waits `wait` off the CPU, then takes everything that
-/// arrived in one wake-up; at a lower rate it sleeps at once, so a lone message, or a burst
-/// now and then, is never held back. At twice that rate ([`FULL_ROUND`]) it waits twice as
+/// arrived in one wake-up; at a lower rate, or with fewer than `min_messages` in those two
+/// rounds, it sleeps at once, so a lone message is never held back, nor, mostly, a burst now
+/// and then. At twice that rate ([`FULL_ROUND`]) it waits twice as
 /// long: the clients keep the thread busy, and how long a round lasts sets how many wake-ups
 /// each message costs.
 ///
@@ -123,7 +124,8 @@ impl Shards {
 pub struct Batching {
     /// How long to wait when messages are arriving fast; zero turns batching off.
     pub wait: Duration,
-    /// The rate that is fast: this many messages per `wait`.
+    /// The rate that is fast: this many messages per `wait`, and at least this many in the
+    /// thread's last two rounds.
     pub min_messages: u32,
 }
 
@@ -228,7 +230,7 @@ thread_local! {
     static LAST_PARK: Cell<Option<(Instant, Round)>> = const { Cell::new(None) };
 }
 
-/// Counts one message handled on this thread, for [`Batching`]'s idea of a busy round.
+/// Counts one message handled on this thread, for the rate [`Batching`] goes by.
 pub fn note_message() {
     MESSAGES_THIS_ROUND.with(|count| count.set(count.get().saturating_add(1)));
 }
@@ -277,7 +279,7 @@ mod tests {
         park();
         assert!(
             started.elapsed() < wait,
-            "one message after a quiet spell, four in two rounds of well over 4 x {wait:?}: no wait"
+            "one message after a quiet spell: four in two rounds that lasted some six times {wait:?}, no wait"
         );
     }
 

@@ -506,6 +506,13 @@ async fn connect(url: &str, key: &TeamKey, agent: &str) -> anyhow::Result<Client
 }
 
 /// An hour's token for `agent` of `team`, no groups.
+/// `value` rounded as the tables print it with `decimals` digits, so a target counted met
+/// agrees with the number printed beside it.
+fn as_printed(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
+}
+
 fn bench_token(key: &TeamKey, team: &str, agent: &str) -> anyhow::Result<String> {
     Ok(token::mint(
         &TokenRequest {

@@ -246,10 +246,7 @@ impl Target {
     /// a ratio is compared as printed, to two decimals, so the table and the count agree.
     pub(crate) fn met(&self, runs: &[(Relay, Relay)]) -> usize {
         runs.iter()
-            .filter(|(nsh, node)| {
-                let printed = ((self.ratio)(nsh, node) * 100.0).round() / 100.0;
-                printed <= self.at_most
-            })
+            .filter(|(nsh, node)| crate::as_printed((self.ratio)(nsh, node), 2) <= self.at_most)
             .count()
     }
 }

@@ -144,7 +144,7 @@ fn report(args: &Args, results: &[Measured]) {
     // Each counted as printed, so the count and the list agree.
     let ratios: Vec<f64> = (1..=args.runs)
         .filter_map(|run| Some(in_run(run, NSH)? / in_run(run, NODE)?))
-        .map(|ratio| (ratio * 100.0).round() / 100.0)
+        .map(|ratio| crate::as_printed(ratio, 2))
         .collect();
     if !ratios.is_empty() {
         let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}x")).collect();
@@ -157,7 +157,7 @@ fn report(args: &Args, results: &[Measured]) {
     }
     let kept: Vec<f64> = (1..=args.runs)
         .filter_map(|run| Some(100.0 * in_run(run, NSH_PERSISTENCE)? / in_run(run, NSH)?))
-        .map(f64::round)
+        .map(|percent| crate::as_printed(percent, 0))
         .collect();
     if !kept.is_empty() {
         let listed: Vec<String> = kept.iter().map(|k| format!("{k:.0}%")).collect();

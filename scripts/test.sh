@@ -73,6 +73,9 @@ export NSH_IMAGES_DIR
 say "layers point one way, no module cycles"
 python3 scripts/check-architecture.py
 
+say "the benchmark's tail analysis groups and names stalls (scripts/tail-episodes.py)"
+python3 scripts/tail-episodes.py --self-test
+
 say "vendored crates are their published version plus their patch (mesh/vendor/README.md)"
 scripts/check-vendor.sh
 

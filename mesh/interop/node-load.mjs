@@ -4,9 +4,13 @@
 // counts acked messages for DURATION_MS; prints {"phase":"counting"} and {"phase":"stopped"}
 // around that window, then one line {"delivered":N,"seconds":S,"p50_ms":X,"p99_ms":Y,"failed":F}.
 // Env: MESH_URL, TOKENS (JSON: {"tx-0": jwt, "rx-0": jwt, ...}), PAIRS, WINDOW, DURATION_MS,
-// WARMUP_MS.
+// WARMUP_MS; LATENCY_TRACE=DIR also writes DIR/trace-<ms>.json with every counted message's
+// latency, when its ack arrived (CLOCK_MONOTONIC ms, the clock of `perf sched record -k
+// CLOCK_MONOTONIC`) and this process's GC pauses, for mesh/bench/tail_episodes.py.
 import { io } from "socket.io-client";
 import { randomUUID } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import { PerformanceObserver, performance } from "node:perf_hooks";
 
 const url = process.env.MESH_URL;
 const tokens = JSON.parse(process.env.TOKENS);
@@ -34,6 +38,15 @@ let stopping = false;
 let delivered = 0;
 let failed = 0;
 const latencies = [];
+const traceDir = process.env.LATENCY_TRACE;
+const ackedAt = [];
+const pauses = [];
+if (traceDir) {
+  const observer = new PerformanceObserver((list) => {
+    for (const gc of list.getEntries()) pauses.push([gc.startTime, gc.duration, gc.detail?.kind]);
+  });
+  observer.observe({ entryTypes: ["gc"] });
+}
 const text = "benchmark payload of a typical short agent message";
 
 async function loop(socket, to) {
@@ -44,7 +57,9 @@ async function loop(socket, to) {
       if (counting) {
         if (ack && ack.ok) {
           delivered += 1;
-          latencies.push(Number(process.hrtime.bigint() - started) / 1e6);
+          const now = process.hrtime.bigint();
+          latencies.push(Number(now - started) / 1e6);
+          if (traceDir) ackedAt.push(performance.now());
         } else failed += 1;
       }
     } catch {
@@ -67,6 +82,18 @@ console.log(JSON.stringify({ phase: "stopped" }));
 const count = delivered;
 stopping = true;
 await Promise.all(loops);
+if (traceDir) {
+  // performance.now() counts from this process's start; the offset puts it on CLOCK_MONOTONIC.
+  const monotonic = Number(process.hrtime.bigint()) / 1e6 - performance.now();
+  const trace = {
+    url,
+    pid: process.pid,
+    latency_ms: latencies,
+    acked_at_ms: ackedAt.map((t) => t + monotonic),
+    gc_pauses: pauses.map(([start, ms, kind]) => ({ at_ms: start + monotonic, ms, kind })),
+  };
+  writeFileSync(`${traceDir}/trace-${Date.now()}.json`, JSON.stringify(trace));
+}
 latencies.sort((a, b) => a - b);
 const at = (q) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] : 0);
 console.log(JSON.stringify({ delivered: count, seconds, p50_ms: at(0.5), p99_ms: at(0.99), failed }));

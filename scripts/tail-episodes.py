@@ -12,8 +12,11 @@ message in flight waits at once; the question is what stalled. Inputs:
   `perf sched record -k CLOCK_MONOTONIC -a` taken during the run, for who ran and who waited.
 
 Example (docs/mesh-server.md, "Eleventh round"):
-    LATENCY_TRACE=/tmp/tr scripts/bench-mesh.sh --load node --runs 1 --only-nsh &
+    mkdir -p /tmp/tr
+    LATENCY_TRACE=/tmp/tr scripts/bench-mesh.sh --load node --runs 1 --only-nsh
+    # meanwhile, as root, once the generator (pgrep -f node-load.mjs) is 2 s past its start:
     perf sched record -k CLOCK_MONOTONIC -a -o /tmp/sched.data -- sleep 6
+    # afterwards:
     perf sched timehist -i /tmp/sched.data > /tmp/timehist.txt
     scripts/tail-episodes.py /tmp/tr/trace-*.json --sched /tmp/timehist.txt
 
@@ -21,6 +24,7 @@ Example (docs/mesh-server.md, "Eleventh round"):
 """
 
 import argparse
+import io
 import json
 import re
 import sys
@@ -211,9 +215,10 @@ def self_test():
     runs = parse_timehist(timehist.splitlines())
     assert len(runs) == 6, runs
     assert runs[4].pid == 42 and runs[4].tid == 43, runs[4]
-    out = open("/dev/null", "w")
+    out = io.StringIO()
     found = report(trace, runs, out)
     assert [(e.messages, e.max_latency_ms) for e in found] == [(4, 20.0)], found
+    assert "kdamond.0 ran 1.4 ms on cpu 0" in out.getvalue(), out.getvalue()
     why = causes(found[0], trace, runs)
     kinds = sorted(kind for kind, _ in why)
     assert kinds == ["generator GC", "other task", "server waited for a CPU"], why

@@ -1,12 +1,13 @@
 // The mesh benchmark's second load generator: the official socket.io-client (websocket only),
 // driving any mesh server the way mesh-bench's Rust generator does. PAIRS sender/receiver pairs;
-// each sender keeps WINDOW direct messages in flight; receivers ack at once. After a warm-up,
+// each sender keeps WINDOW direct messages in flight (or, with RATE=N, the senders send N a
+// second in all, however many are in flight); receivers ack at once. After a warm-up,
 // counts acked messages for DURATION_MS; prints {"phase":"counting"} and {"phase":"stopped"}
 // around that window, then one line {"delivered":N,"seconds":S,"p50_ms":X,"p99_ms":Y,"failed":F}.
-// Env: MESH_URL, TOKENS (JSON: {"tx-0": jwt, "rx-0": jwt, ...}), PAIRS, WINDOW, DURATION_MS,
-// WARMUP_MS; LATENCY_TRACE=DIR also writes DIR/trace-<ms>.json with every counted message's
+// Env: MESH_URL, TOKENS (JSON: {"tx-0": jwt, "rx-0": jwt, ...}), PAIRS, WINDOW, RATE,
+// DURATION_MS, WARMUP_MS; LATENCY_TRACE=DIR also writes DIR/trace-<ms>.json with every counted message's
 // latency, when its ack arrived (CLOCK_MONOTONIC ms, the clock of `perf sched record -k
-// CLOCK_MONOTONIC`) and this process's GC pauses, for mesh/bench/tail_episodes.py.
+// CLOCK_MONOTONIC`) and this process's GC pauses, for scripts/tail-episodes.py.
 import { io } from "socket.io-client";
 import { randomUUID } from "node:crypto";
 import { writeFileSync } from "node:fs";
@@ -18,6 +19,7 @@ const pairs = Number(process.env.PAIRS ?? 20);
 const window = Number(process.env.WINDOW ?? 8);
 const duration = Number(process.env.DURATION_MS ?? 10000);
 const warmup = Number(process.env.WARMUP_MS ?? 2000);
+const rate = Number(process.env.RATE ?? 0);
 
 const connect = (agent) =>
   new Promise((resolve, reject) => {
@@ -49,27 +51,49 @@ if (traceDir) {
 }
 const text = "benchmark payload of a typical short agent message";
 
-async function loop(socket, to) {
-  while (!stopping) {
-    const started = process.hrtime.bigint();
-    try {
-      const ack = await socket.timeout(30000).emitWithAck("message", { id: randomUUID(), to, text });
-      if (counting) {
-        if (ack && ack.ok) {
-          delivered += 1;
-          const now = process.hrtime.bigint();
-          latencies.push(Number(now - started) / 1e6);
-          if (traceDir) ackedAt.push(performance.now());
-        } else failed += 1;
-      }
-    } catch {
-      if (counting) failed += 1;
+// One message; counted when its ack arrives inside the counting window.
+async function once(socket, to) {
+  const started = process.hrtime.bigint();
+  try {
+    const ack = await socket.timeout(30000).emitWithAck("message", { id: randomUUID(), to, text });
+    if (counting) {
+      if (ack && ack.ok) {
+        delivered += 1;
+        latencies.push(Number(process.hrtime.bigint() - started) / 1e6);
+        if (traceDir) ackedAt.push(performance.now());
+      } else failed += 1;
     }
+  } catch {
+    if (counting) failed += 1;
   }
 }
 
+async function loop(socket, to) {
+  while (!stopping) await once(socket, to);
+}
+
+// RATE messages a second in all, whatever is in flight, over the senders in turn: checked
+// every millisecond, and a late timer sends what fell due meanwhile at once (as mesh-bench's
+// own latency phase does).
+async function openLoop() {
+  const begun = process.hrtime.bigint();
+  const inFlight = new Set();
+  let sent = 0;
+  while (!stopping) {
+    const due = Math.floor((Number(process.hrtime.bigint() - begun) / 1e9) * rate);
+    for (; sent < due; sent++) {
+      const [socket, to] = senders[sent % senders.length];
+      const message = once(socket, to).finally(() => inFlight.delete(message));
+      inFlight.add(message);
+    }
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  await Promise.all(inFlight);
+}
+
 const loops = [];
-for (const [socket, to] of senders) for (let w = 0; w < window; w++) loops.push(loop(socket, to));
+if (rate > 0) loops.push(openLoop());
+else for (const [socket, to] of senders) for (let w = 0; w < window; w++) loops.push(loop(socket, to));
 await new Promise((r) => setTimeout(r, warmup));
 counting = true;
 // The benchmark samples the server's CPU between these two lines.

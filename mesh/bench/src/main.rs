@@ -6,7 +6,9 @@
 //!   client and the official Node `socket.io-client`): direct messages relayed with acks per
 //!   second, the server's own CPU time and context switches per relayed message (from
 //!   `/proc/<pid>`), p50/p99 send -> ack under that load;
-//! - latency: p50/p99 send -> ack at a fixed moderate rate;
+//! - latency: p50/p99 send -> ack at a fixed moderate rate (`--rate`), from the Rust client and,
+//!   when `--load` names it, from the Node client too (an open loop: the rate whatever is in
+//!   flight, so neither generator is saturated and the latency is the server's);
 //! - memory: server RSS growth per idle connection with N connections.
 //!
 //! `--scenario replicas` measures two replicas on one Redis instead, senders on one and
@@ -100,6 +102,8 @@ struct Results {
     p99_ms: f64,
     latency_sent: u64,
     latency_failed: u64,
+    /// The same rate from the official Node client (with `--load` naming it).
+    node_client_latency: Option<relay::Relay>,
     kib_per_connection: f64,
     rss_idle_mib: f64,
     /// The same idle connections all in one team (presence to every member on each connect).
@@ -253,6 +257,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         " of node",
         "< 0.5 ms at 1,000 msg/s",
     );
+    if let Some(ours_node_client) = ours.node_client_latency {
+        let theirs = node.as_ref().and_then(|n| n.node_client_latency);
+        row(
+            "p50 send->ack at --rate, node socket.io-client (ms)",
+            ours_node_client.p50_ms,
+            theirs.map(|n| n.p50_ms),
+            3,
+            " of node",
+            "",
+        );
+        row(
+            "p99 send->ack at --rate, node socket.io-client (ms)",
+            ours_node_client.p99_ms,
+            theirs.map(|n| n.p99_ms),
+            3,
+            " of node",
+            // The target is read from the Rust client's row: this one adds the Node client's
+            // own event loop to every message (about 0.17 ms at p50 against nsh).
+            "",
+        );
+    }
     row(
         &format!("KiB per idle connection ({IDLE_TEAMS} teams)"),
         ours.kib_per_connection,
@@ -277,7 +302,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         " of node",
         "",
     );
-    let failures = |r: &Results| format!("{} sent, {} failed", r.latency_sent, r.latency_failed);
+    let failures = |r: &Results| {
+        let node_client = r.node_client_latency.map_or_else(String::new, |n| {
+            format!(
+                "; node socket.io-client {:.0} msg/s acked, {} failed",
+                n.per_second, n.failed
+            )
+        });
+        format!(
+            "{} sent, {} failed{node_client}",
+            r.latency_sent, r.latency_failed
+        )
+    };
     println!(
         "| latency phase | {} | {} | | |",
         failures(&ours),
@@ -401,11 +437,24 @@ async fn measure(
         latency(Route::one(&url), args, key).await?;
     eprintln!("   latency: p50 {p50_ms:.3} ms, p99 {p99_ms:.3} ms");
     server.kill().await?;
+    let node_client_latency = if args.load.contains(&relay::Generator::Node) {
+        let (mut server, pid, url) = start(name, command()).await?;
+        let measured = relay::node(&url, pid, args, key, Some(args.rate)).await?;
+        eprintln!(
+            "   latency, node socket.io-client: p50 {:.3} ms, p99 {:.3} ms",
+            measured.p50_ms, measured.p99_ms
+        );
+        server.kill().await?;
+        Some(measured)
+    } else {
+        None
+    };
     Ok(Results {
         p50_ms,
         p99_ms,
         latency_sent,
         latency_failed,
+        node_client_latency,
         kib_per_connection,
         rss_idle_mib,
         kib_per_connection_one_team,

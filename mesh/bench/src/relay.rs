@@ -90,7 +90,7 @@ pub(crate) async fn run(
 ) -> anyhow::Result<Relay> {
     match generator {
         Generator::Rust => rust(url, pid, args, key).await,
-        Generator::Node => node(url, pid, args, key).await,
+        Generator::Node => node(url, pid, args, key, None).await,
     }
 }
 
@@ -161,7 +161,16 @@ async fn rust(url: &str, pid: u32, args: &Args, key: &TeamKey) -> anyhow::Result
     ))
 }
 
-async fn node(url: &str, pid: u32, args: &Args, key: &TeamKey) -> anyhow::Result<Relay> {
+/// The Node generator: `window` in flight per sender, or with `rate`, that many messages a
+/// second in all (an open loop, for latency at a rate both servers and the generator keep up
+/// with).
+pub(crate) async fn node(
+    url: &str,
+    pid: u32,
+    args: &Args,
+    key: &TeamKey,
+    rate: Option<u64>,
+) -> anyhow::Result<Relay> {
     let mut tokens = serde_json::Map::new();
     for i in 0..args.pairs {
         for agent in [format!("tx-{i}"), format!("rx-{i}")] {
@@ -177,6 +186,7 @@ async fn node(url: &str, pid: u32, args: &Args, key: &TeamKey) -> anyhow::Result
         .env("WINDOW", args.window.to_string())
         .env("DURATION_MS", args.duration.as_millis().to_string())
         .env("WARMUP_MS", "2000")
+        .env("RATE", rate.unwrap_or(0).to_string())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()

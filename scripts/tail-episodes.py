@@ -145,7 +145,8 @@ def causes(episode, trace, runs):
             found.append(("server waited for a CPU", f"{run.delay_ms:.1f} ms on cpu {run.cpu}"))
         elif kind == "server" and run.run_ms >= LONG_SERVER_RUN_MS:
             found.append(("long server round", f"{run.run_ms:.1f} ms on cpu {run.cpu}"))
-        elif kind == "generator" and run.delay_ms >= NOTABLE_DELAY_MS and run.tid == generator_pid:
+        elif kind == "generator" and run.tid == generator_pid and run.delay_ms >= NOTABLE_DELAY_MS:
+            # Its main thread: the event loop that sends, reads and acks.
             found.append(("generator waited for a CPU", f"{run.delay_ms:.1f} ms on cpu {run.cpu}"))
         elif kind == "other" and run.run_ms >= NOTABLE_RUN_MS:
             found.append(("other task", f"{run.comm} ran {run.run_ms:.1f} ms on cpu {run.cpu}"))
@@ -165,20 +166,21 @@ def report(trace, runs, out):
         return []
     ordered = sorted(lat for _, lat in messages)
     p99 = percentile(ordered, 0.99)
-    print(
-        f"{len(ordered)} messages: p10 {percentile(ordered, 0.10):.2f} p50 {percentile(ordered, 0.5):.2f} "
-        f"p90 {percentile(ordered, 0.9):.2f} p99 {p99:.2f} p99.9 {percentile(ordered, 0.999):.2f} "
-        f"max {ordered[-1]:.2f} ms",
-        file=out,
+    quantiles = " ".join(
+        f"{name} {percentile(ordered, q):.2f}"
+        for name, q in [("p10", 0.1), ("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)]
     )
-    origin = messages[0][0] if not runs else min(r.start_ms for r in runs)
+    print(f"{len(ordered)} messages: {quantiles} max {ordered[-1]:.2f} ms", file=out)
+    # Times print from the scheduler trace's start, or else from the first message sent.
+    origin = min(r.start_ms for r in runs) if runs else min(s for s, _ in messages)
     found = episodes(messages, p99)
     tally = {}
     for episode in found:
         why = causes(episode, trace, runs)
+        first, last = episode.first_sent_ms - origin, episode.last_sent_ms - origin
         print(
-            f"episode: sent {episode.first_sent_ms - origin:.1f}..{episode.last_sent_ms - origin:.1f} ms, "
-            f"{episode.messages} messages at or above p99, up to {episode.max_latency_ms:.1f} ms",
+            f"episode: sent {first:.1f}..{last:.1f} ms, {episode.messages} messages at or above "
+            f"p99, up to {episode.max_latency_ms:.1f} ms",
             file=out,
         )
         for kind, detail in why:
@@ -200,7 +202,10 @@ def self_test():
         "pid": 42,
         "latency_ms": latency,
         "acked_at_ms": [s + lat for s, lat in zip(sent, latency)],
-        "gc_pauses": [{"at_ms": 1210.0, "ms": 1.5, "kind": 1}, {"at_ms": 1300.0, "ms": 1.0, "kind": 1}],
+        "gc_pauses": [
+            {"at_ms": 1210.0, "ms": 1.5, "kind": 1},
+            {"at_ms": 1300.0, "ms": 1.0, "kind": 1},
+        ],
     }
     timehist = """           time    cpu  task name                       wait time  sch delay   run time
                         [tid/pid]                          (msec)     (msec)     (msec)
@@ -227,7 +232,9 @@ def self_test():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("trace", nargs="*", help="trace-*.json files from LATENCY_TRACE")
     parser.add_argument("--sched", help="`perf sched timehist` output covering the run")
     parser.add_argument("--self-test", action="store_true")

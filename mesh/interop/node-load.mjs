@@ -5,9 +5,10 @@
 // counts acked messages for DURATION_MS; prints {"phase":"counting"} and {"phase":"stopped"}
 // around that window, then one line {"delivered":N,"seconds":S,"p50_ms":X,"p99_ms":Y,"failed":F}.
 // Env: MESH_URL, TOKENS (JSON: {"tx-0": jwt, "rx-0": jwt, ...}), PAIRS, WINDOW, RATE,
-// DURATION_MS, WARMUP_MS; LATENCY_TRACE=DIR also writes DIR/trace-<ms>.json with every counted message's
-// latency, when its ack arrived (CLOCK_MONOTONIC ms, the clock of `perf sched record -k
-// CLOCK_MONOTONIC`) and this process's GC pauses, for scripts/tail-episodes.py.
+// DURATION_MS, WARMUP_MS. LATENCY_TRACE=DIR also writes DIR/trace-<ms>.json (trace-rateN-<ms>.json
+// with RATE): every counted message's latency, when its ack arrived (CLOCK_MONOTONIC ms, the
+// clock of `perf sched record -k CLOCK_MONOTONIC`) and this process's GC pauses, for
+// scripts/tail-episodes.py.
 import { io } from "socket.io-client";
 import { randomUUID } from "node:crypto";
 import { writeFileSync } from "node:fs";
@@ -116,7 +117,8 @@ if (traceDir) {
     acked_at_ms: ackedAt.map((t) => t + monotonic),
     gc_pauses: pauses.map(([start, ms, kind]) => ({ at_ms: start + monotonic, ms, kind })),
   };
-  writeFileSync(`${traceDir}/trace-${Date.now()}.json`, JSON.stringify(trace));
+  const mode = rate > 0 ? `rate${rate}-` : "";
+  writeFileSync(`${traceDir}/trace-${mode}${Date.now()}.json`, JSON.stringify(trace));
 }
 latencies.sort((a, b) => a - b);
 const at = (q) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] : 0);

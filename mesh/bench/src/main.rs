@@ -274,7 +274,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             3,
             " of node",
             // The target is read from the Rust client's row: this one adds the Node client's
-            // own event loop to every message (about 0.17 ms at p50 against nsh).
+            // own event loop to every message (0.1-0.2 ms at p50 against nsh).
             "",
         );
     }
@@ -322,8 +322,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `nsh mesh server` on a free port with the bench's keys. Node's relay has no rate limit; ours
-/// is lifted so both are measured alike.
 /// The relay's targets as table columns: "CPU/msg nsh/node <= 0.33 | ...".
 fn target_columns() -> String {
     let columns: Vec<String> = relay::TARGETS
@@ -375,6 +373,8 @@ fn print_targets_met(relays: &[(usize, relay::Generator, relay::Relay, Option<re
     }
 }
 
+/// `nsh mesh server` on a free port with the bench's keys. Node's relay has no rate limit; ours
+/// is lifted so both are measured alike.
 fn nsh_server(args: &Args, keys_dir: &std::path::Path) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(&args.nsh);
     command
@@ -554,7 +554,6 @@ async fn connect(url: &str, key: &TeamKey, agent: &str) -> anyhow::Result<Client
     connect_to_team(url, key, TEAM, agent).await
 }
 
-/// An hour's token for `agent` of `team`, no groups.
 /// `value` rounded as the tables print it with `decimals` digits, so a target counted met
 /// agrees with the number printed beside it.
 fn as_printed(value: f64, decimals: i32) -> f64 {
@@ -562,6 +561,7 @@ fn as_printed(value: f64, decimals: i32) -> f64 {
     (value * scale).round() / scale
 }
 
+/// An hour's token for `agent` of `team`, no groups.
 fn bench_token(key: &TeamKey, team: &str, agent: &str) -> anyhow::Result<String> {
     Ok(token::mint(
         &TokenRequest {

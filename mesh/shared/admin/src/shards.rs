@@ -111,9 +111,8 @@ impl Shards {
 /// `min_messages` during `wait`, it first waits `wait` off the CPU, then takes everything that
 /// arrived in one wake-up; at a lower rate, or with fewer than `min_messages` in those two
 /// rounds, it sleeps at once, so a lone message is never held back, nor, mostly, a burst now
-/// and then. At twice that rate ([`FULL_ROUND`]) it waits twice as
-/// long: the clients keep the thread busy, and how long a round lasts sets how many wake-ups
-/// each message costs.
+/// and then. At twice that rate ([`FULL_ROUND`]) it waits twice as long: the clients keep the
+/// thread busy, and how long a round lasts sets how many wake-ups each message costs.
 ///
 /// A rate, not a count of the last round's messages: once a thread had slept at once after a
 /// small round, each wake-up found only what arrived while it woke (two or three messages, under

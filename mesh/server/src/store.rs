@@ -366,9 +366,10 @@ impl Store {
     }
 
     /// The deliverer's round trip: records `acked` (when given) as `agent`'s cursor, then
-    /// reads up to `limit` direct messages after it, oldest first; expired ones are left out
-    /// and the newest of them reported. `cursor` is what the caller knew of the cursor; it
-    /// learns the newest value here (another replica's deliverer may have moved it).
+    /// reads up to `limit` direct messages after it, or after `sent` (handed over, not yet
+    /// acked) when that is later, oldest first; expired ones are left out and the newest of
+    /// them reported. `cursor` is what the caller knew of the cursor; it learns the newest
+    /// value here (another replica's deliverer may have moved it).
     ///
     /// One transaction (read the cursor, write it, read the range) instead of three round
     /// trips. The cursor only moves forward: a write that turns out to have moved it back
@@ -379,6 +380,7 @@ impl Store {
         agent: &str,
         cursor: &mut Option<String>,
         acked: Option<&str>,
+        sent: Option<&str>,
         limit: usize,
     ) -> Result<Inbox, StoreError> {
         let cursor_key = Self::cursor_key(team, agent);
@@ -392,7 +394,8 @@ impl Store {
                 .map_err(StoreError::Unavailable)?;
             *cursor = Some(stored.unwrap_or_else(|| "0-0".to_owned()));
         }
-        let start = later(cursor.as_deref(), acked);
+        let known = later(cursor.as_deref(), acked);
+        let start = later(known, sent);
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.get(&cursor_key);
@@ -415,7 +418,7 @@ impl Store {
         {
             self.mark_delivered(team, agent, stored).await?;
         }
-        let newest = later(start, stored_cursor.as_deref()).map(ToOwned::to_owned);
+        let newest = later(known, stored_cursor.as_deref()).map(ToOwned::to_owned);
         let after = newest.as_deref().map(entry_order);
         *cursor = newest;
         let now = now_ms();

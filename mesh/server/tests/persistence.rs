@@ -1,5 +1,6 @@
 //! Persistence (Redis Streams, real redis-server): offline delivery in order and once,
-//! messages that survive a server restart, Redis going away and coming back, and history with
+//! hand-over while earlier acks are out and again after a missed ack, messages that survive a
+//! server restart, Redis going away and coming back, and history with
 //! paging, permissions and TTL.
 
 mod common;
@@ -7,6 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::{Agent, TestMesh, new_id, token_for};
+use nsh_mesh_transport::client::{Client, ClientConfig, Incoming};
+use nsh_mesh_transport::wire;
 use nsh_testenv::RedisServer;
 use serde_json::{Value, json};
 
@@ -81,6 +84,108 @@ async fn expired_mail_is_stepped_over_and_what_follows_it_is_delivered() {
     assert_eq!(bob.next_message().await.text, "fresh");
     bob.assert_no_message(Duration::from_millis(500)).await;
     bob.client.disconnect().await;
+    let mut bob = mesh.connect("alpha", "bob", &[]).await;
+    bob.assert_no_message(Duration::from_millis(700)).await;
+    mesh.shutdown().await;
+}
+
+/// Bob's own client, acking only what the test says: the next message event received.
+async fn next_message_event(
+    incoming: &mut tokio::sync::mpsc::UnboundedReceiver<Incoming>,
+) -> (Incoming, String) {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), incoming.recv())
+            .await
+            .expect("a message within 5 s")
+            .expect("connection open");
+        if event.event == wire::event::MESSAGE {
+            let text = event.parse::<wire::Envelope>().unwrap().text;
+            return (event, text);
+        }
+    }
+}
+
+async fn connect_acking_by_hand(
+    mesh: &TestMesh,
+    agent: &str,
+) -> (Client, tokio::sync::mpsc::UnboundedReceiver<Incoming>) {
+    Client::connect(ClientConfig::new(&mesh.url).with_token(token_for("alpha", agent, &[])))
+        .await
+        .unwrap()
+}
+
+/// While the recipient has not yet acked one message, the next is handed over anyway (in
+/// order behind it), and each sender hears `delivered` once its own was acked.
+#[tokio::test]
+async fn a_message_is_handed_over_while_an_earlier_ack_is_still_out() {
+    let redis = RedisServer::start().unwrap();
+    let mesh = TestMesh::with_store(&redis.url()).await;
+    let alice = std::sync::Arc::new(mesh.connect("alpha", "alice", &[]).await);
+    let (_bob, mut incoming) = connect_acking_by_hand(&mesh, "bob").await;
+
+    let first = tokio::spawn({
+        let alice = alice.clone();
+        async move { send_to(&alice, "bob", "first").await }
+    });
+    let (mut first_event, text) = next_message_event(&mut incoming).await;
+    assert_eq!(text, "first");
+    let second = tokio::spawn({
+        let alice = alice.clone();
+        async move { send_to(&alice, "bob", "second").await }
+    });
+    let (mut second_event, text) = next_message_event(&mut incoming).await;
+    assert_eq!(text, "second", "handed over before the first was acked");
+    assert!(
+        !first.is_finished(),
+        "the first is not delivered until acked"
+    );
+
+    first_event.ack(vec![json!({ "ok": true })]);
+    assert_eq!(first.await.unwrap()["status"], "delivered");
+    second_event.ack(vec![json!({ "ok": true })]);
+    assert_eq!(second.await.unwrap()["status"], "delivered");
+    mesh.shutdown().await;
+}
+
+/// A message the recipient never acks is handed over again after the ack timeout, with
+/// everything that was sent after it, in order; what it acked before is not.
+#[tokio::test]
+async fn an_unacked_message_is_handed_over_again_with_what_followed_it() {
+    let redis = RedisServer::start().unwrap();
+    let mesh = TestMesh::configured(|config| {
+        config.limits.ack_timeout = Duration::from_millis(300);
+        config.store = Some(common::store_config(&redis.url()));
+    })
+    .await;
+    let alice = mesh.connect("alpha", "alice", &[]).await;
+    for i in 0..4 {
+        assert_eq!(
+            send_to(&alice, "bob", &format!("m{i}")).await["status"],
+            "stored"
+        );
+    }
+    let (bob, mut incoming) = connect_acking_by_hand(&mesh, "bob").await;
+    let mut seen = vec![];
+    let mut dropped_once = false;
+    while seen.len() < 7 {
+        let (mut event, text) = next_message_event(&mut incoming).await;
+        if text == "m1" && !dropped_once {
+            dropped_once = true;
+        } else {
+            event.ack(vec![json!({ "ok": true })]);
+        }
+        seen.push(text);
+    }
+    assert_eq!(seen, ["m0", "m1", "m2", "m3", "m1", "m2", "m3"]);
+    let quiet = tokio::time::timeout(
+        Duration::from_millis(1500),
+        next_message_event(&mut incoming),
+    )
+    .await;
+    assert!(quiet.is_err(), "nothing more: {quiet:?}");
+
+    // Everything was acked by now: a reconnect gets nothing.
+    bob.disconnect().await;
     let mut bob = mesh.connect("alpha", "bob", &[]).await;
     bob.assert_no_message(Duration::from_millis(700)).await;
     mesh.shutdown().await;

@@ -65,14 +65,14 @@ async fn the_cursor_never_moves_back_when_two_deliverers_race() {
 
     let mut a_cursor = None;
     let read = a
-        .advance_and_read("alpha", "bob", &mut a_cursor, None, 64)
+        .advance_and_read("alpha", "bob", &mut a_cursor, None, None, 64)
         .await
         .unwrap();
     assert_eq!(ids(&read), ["m1", "m2", "m3", "m4"]);
 
     b.mark_delivered("alpha", "bob", &entries[2]).await.unwrap();
     let read = a
-        .advance_and_read("alpha", "bob", &mut a_cursor, Some(&entries[0]), 64)
+        .advance_and_read("alpha", "bob", &mut a_cursor, Some(&entries[0]), None, 64)
         .await
         .unwrap();
     assert_eq!(ids(&read), ["m4"], "m2 and m3 were acked through B");
@@ -81,11 +81,56 @@ async fn the_cursor_never_moves_back_when_two_deliverers_race() {
 
     // A fresh reader (a reconnect anywhere) starts after B's ack, not A's.
     let read = b
-        .advance_and_read("alpha", "bob", &mut None, None, 64)
+        .advance_and_read("alpha", "bob", &mut None, None, None, 64)
         .await
         .unwrap();
     assert_eq!(ids(&read), ["m4"]);
     assert!(!read.skipped_acked, "it starts at the stored cursor");
+}
+
+/// A deliverer reads on after what it handed over while their acks are out; the cursor it
+/// records is still only what was acked, so a reconnect gets the rest again.
+#[tokio::test]
+async fn reads_go_on_after_what_was_sent_and_the_cursor_stays_at_what_was_acked() {
+    let redis = RedisServer::start().unwrap();
+    let a = store(&redis);
+    let mut entries = vec![];
+    for id in ["m1", "m2", "m3", "m4"] {
+        entries.push(entry(append(&a, id, None).await));
+    }
+
+    let mut cursor = None;
+    let read = a
+        .advance_and_read("alpha", "bob", &mut cursor, None, Some(&entries[1]), 64)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&read),
+        ["m3", "m4"],
+        "m1 and m2 were handed over already"
+    );
+    assert!(!read.skipped_acked);
+    assert_eq!(cursor.as_deref(), Some("0-0"), "nothing acked yet");
+
+    let read = a
+        .advance_and_read(
+            "alpha",
+            "bob",
+            &mut cursor,
+            Some(&entries[0]),
+            Some(&entries[3]),
+            64,
+        )
+        .await
+        .unwrap();
+    assert!(ids(&read).is_empty(), "everything was handed over");
+    assert_eq!(cursor.as_deref(), Some(entries[0].as_str()));
+
+    let read = a
+        .advance_and_read("alpha", "bob", &mut None, None, None, 64)
+        .await
+        .unwrap();
+    assert_eq!(ids(&read), ["m2", "m3", "m4"], "only m1 was acked");
 }
 
 /// A message id kept once through one replica is not kept again through another: the second
@@ -107,7 +152,7 @@ async fn a_repeated_id_is_answered_from_its_record_and_not_kept_twice() {
     entry(append(&b, "next", Some(&record("next"))).await);
 
     let read = b
-        .advance_and_read("alpha", "bob", &mut None, None, 64)
+        .advance_and_read("alpha", "bob", &mut None, None, None, 64)
         .await
         .unwrap();
     assert_eq!(ids(&read), ["once", "next"]);

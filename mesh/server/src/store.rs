@@ -147,13 +147,14 @@ pub struct Store {
     /// only the streams missing here, not its streams every time (a command per message).
     /// Cleared by every sweep, so a list Redis lost is written again within a sweep's period.
     listed: Arc<Mutex<FastSet<String>>>,
-    /// Whether Redis takes `SET … NX GET`: [`UNKNOWN`], [`YES`] or [`NO`].
+    /// Whether Redis takes `SET … NX GET`: [`UNKNOWN`], [`ASKING`], [`YES`] or [`NO`].
     set_nx_get: Arc<AtomicU8>,
 }
 
 const UNKNOWN: u8 = 0;
-const YES: u8 = 1;
-const NO: u8 = 2;
+const ASKING: u8 = 1;
+const YES: u8 = 2;
+const NO: u8 = 3;
 
 /// Whether the Redis that wrote `info` (`INFO server`) takes `SET key value NX GET`: 7.0 and
 /// later (6.2 has `GET` but not with `NX`). Valkey reports a `redis_version` of 7.2.
@@ -227,35 +228,42 @@ impl Store {
             .map_or(0, |ttl| now_ms().saturating_add(ttl.saturating_mul(1000)))
     }
 
-    /// Whether this Redis takes `SET … NX GET`, asked once (`INFO server`) and again after an
-    /// append that used it failed. Until Redis answers, no.
-    async fn takes_set_nx_get(&self) -> bool {
-        match self.set_nx_get.load(Ordering::Relaxed) {
-            YES => true,
-            NO => false,
-            _ => {
-                let info: redis::RedisResult<String> = redis::cmd("INFO")
-                    .arg("server")
-                    .query_async(&mut self.conn.clone())
-                    .await;
-                let Ok(info) = info else { return false };
-                let takes = takes_set_nx_get(&info);
-                self.set_nx_get
-                    .store(if takes { YES } else { NO }, Ordering::Relaxed);
-                takes
-            }
+    /// After an append went through (so Redis answers), learns in the background whether this
+    /// Redis takes `SET … NX GET`: once, and again after an append that used it failed. Until
+    /// then appends use `GET` and `SET NX`; asking first would add a round trip to an append,
+    /// and, while Redis is away, a second timeout.
+    fn learn_set_nx_get(&self) {
+        if self
+            .set_nx_get
+            .compare_exchange(UNKNOWN, ASKING, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
         }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let info: redis::RedisResult<String> = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut store.conn.clone())
+                .await;
+            let learned = match info {
+                Ok(info) if takes_set_nx_get(&info) => YES,
+                Ok(_) => NO,
+                Err(_) => UNKNOWN,
+            };
+            store.set_nx_get.store(learned, Ordering::Relaxed);
+        });
     }
 
     /// Appends `envelope` to `streams` (and lists them for the sweep), in one transaction with
     /// its dedup record when there is one.
     ///
     /// The record is set only if new (`SET NX`) and the one before it read in the same
-    /// transaction (`GET` option, Redis 7; before that a `GET` first), so one round trip both
-    /// keeps the message and learns whether its id was kept before (a Lua script could skip
-    /// the append then, but costs Redis more per message than the rare repeat's clean-up
-    /// below). The one command instead of two took about a microsecond less of Redis's CPU
-    /// per stored message (of some 14.5) in the replicas bench.
+    /// transaction (its `GET` option on Redis 7, see [`Self::learn_set_nx_get`]; else a `GET`
+    /// first), so one round trip both keeps the message and learns whether its id was kept
+    /// before (a Lua script could skip the append then, but costs Redis more per message than
+    /// the rare repeat's clean-up below). The one command instead of two took about a
+    /// microsecond less of Redis's CPU per stored message (of some 14.5) in the replicas bench.
     async fn append(
         &self,
         streams: &[&str],
@@ -266,9 +274,9 @@ impl Store {
         let json = envelope.to_json();
         let json = json.as_str();
         let exp = Self::expiry_ms(envelope);
+        let set_nx_get = record.is_some() && self.set_nx_get.load(Ordering::Relaxed) == YES;
         // Each command sized up front: grown an argument at a time, their buffers were
         // reallocated about ten times per message (4.3% of a sending replica's instructions).
-        let set_nx_get = record.is_some() && self.takes_set_nx_get().await;
         let mut pipe = redis::Pipeline::with_capacity(streams.len() + 3);
         pipe.atomic();
         if let Some(record) = record {
@@ -324,6 +332,9 @@ impl Store {
             }
         };
         self.note_listed(&unlisted);
+        if record.is_some() {
+            self.learn_set_nx_get();
+        }
         let corrupt = |e: ParsingError| StoreError::Corrupt(e.to_string());
         let earlier: Option<String> = match record {
             Some(_) if !replies.is_empty() => {
@@ -723,6 +734,49 @@ mod tests {
                 .unwrap();
             assert_eq!(kept, 1, "the repeat was taken out again (form {form})");
         }
+    }
+
+    #[tokio::test]
+    async fn a_store_learns_after_its_first_append_that_redis_7_takes_set_nx_get() {
+        let redis = nsh_testenv::RedisServer::start().unwrap();
+        let store = Store::new(StoreConfig {
+            url: redis.url(),
+            retention: Duration::from_secs(3600),
+            max_len: 100,
+        })
+        .unwrap();
+        assert_eq!(store.set_nx_get.load(Ordering::Relaxed), UNKNOWN);
+        let envelope = Envelope {
+            id: "m1".to_owned(),
+            kind: nsh_mesh_transport::wire::MessageKind::Direct,
+            from: "alice".to_owned(),
+            to: Some("bob".to_owned()),
+            group: None,
+            text: "hello".to_owned(),
+            metadata: None,
+            timestamp: "2026-12-05T00:00:00Z".to_owned(),
+            ttl: None,
+        };
+        let record = DedupRecord {
+            key: "nsh:alpha:seen:alice:m1".to_owned(),
+            value: "done",
+            lifetime: Duration::from_secs(60),
+        };
+        store
+            .append_direct("alpha", "bob", &envelope, Some(&record))
+            .await
+            .unwrap();
+        // Debian's redis-server here is 7.0: the answer comes from `INFO server`.
+        for _ in 0..200 {
+            if store.set_nx_get.load(Ordering::Relaxed) == YES {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "still {} after 2 s",
+            store.set_nx_get.load(Ordering::Relaxed)
+        );
     }
 
     #[test]

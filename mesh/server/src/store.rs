@@ -687,36 +687,46 @@ mod tests {
         assert!(!takes_set_nx_get(""));
     }
 
+    fn test_store(redis: &nsh_testenv::RedisServer) -> Store {
+        Store::new(StoreConfig {
+            url: redis.url(),
+            retention: Duration::from_secs(3600),
+            max_len: 100,
+        })
+        .unwrap()
+    }
+
+    /// Message `m1` from alice to `to`, and its dedup record.
+    fn message_and_record(to: &str) -> (Envelope, DedupRecord) {
+        let envelope = Envelope {
+            id: "m1".to_owned(),
+            kind: nsh_mesh_transport::wire::MessageKind::Direct,
+            from: "alice".to_owned(),
+            to: Some(to.to_owned()),
+            group: None,
+            text: "hello".to_owned(),
+            metadata: None,
+            timestamp: "2026-12-05T00:00:00Z".to_owned(),
+            ttl: None,
+        };
+        let record = DedupRecord {
+            key: format!("nsh:alpha:seen:alice:m1:{to}"),
+            value: "done",
+            lifetime: Duration::from_secs(60),
+        };
+        (envelope, record)
+    }
+
     /// Both forms of the dedup record, against a real Redis: the first append keeps the
     /// message, the repeat is answered from the record and leaves one entry.
     #[tokio::test]
     async fn a_repeat_is_answered_from_its_record_with_either_form_of_the_set() {
         let redis = nsh_testenv::RedisServer::start().unwrap();
         for form in [YES, NO] {
-            let store = Store::new(StoreConfig {
-                url: redis.url(),
-                retention: Duration::from_secs(3600),
-                max_len: 100,
-            })
-            .unwrap();
+            let store = test_store(&redis);
             store.set_nx_get.store(form, Ordering::Relaxed);
             let to = format!("bob{form}");
-            let envelope = Envelope {
-                id: "m1".to_owned(),
-                kind: nsh_mesh_transport::wire::MessageKind::Direct,
-                from: "alice".to_owned(),
-                to: Some(to.clone()),
-                group: None,
-                text: "hello".to_owned(),
-                metadata: None,
-                timestamp: "2026-12-05T00:00:00Z".to_owned(),
-                ttl: None,
-            };
-            let record = DedupRecord {
-                key: format!("nsh:alpha:seen:alice:m1:{form}"),
-                value: "done",
-                lifetime: Duration::from_secs(60),
-            };
+            let (envelope, record) = message_and_record(&to);
             let first = store
                 .append_direct("alpha", &to, &envelope, Some(&record))
                 .await
@@ -739,29 +749,9 @@ mod tests {
     #[tokio::test]
     async fn a_store_learns_after_its_first_append_that_redis_7_takes_set_nx_get() {
         let redis = nsh_testenv::RedisServer::start().unwrap();
-        let store = Store::new(StoreConfig {
-            url: redis.url(),
-            retention: Duration::from_secs(3600),
-            max_len: 100,
-        })
-        .unwrap();
+        let store = test_store(&redis);
         assert_eq!(store.set_nx_get.load(Ordering::Relaxed), UNKNOWN);
-        let envelope = Envelope {
-            id: "m1".to_owned(),
-            kind: nsh_mesh_transport::wire::MessageKind::Direct,
-            from: "alice".to_owned(),
-            to: Some("bob".to_owned()),
-            group: None,
-            text: "hello".to_owned(),
-            metadata: None,
-            timestamp: "2026-12-05T00:00:00Z".to_owned(),
-            ttl: None,
-        };
-        let record = DedupRecord {
-            key: "nsh:alpha:seen:alice:m1".to_owned(),
-            value: "done",
-            lifetime: Duration::from_secs(60),
-        };
+        let (envelope, record) = message_and_record("bob");
         store
             .append_direct("alpha", "bob", &envelope, Some(&record))
             .await

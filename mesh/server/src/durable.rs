@@ -193,9 +193,16 @@ async fn run<A: Adapter>(
             }
             continue;
         }
+        if out.is_empty() {
+            // Nothing out, nothing to read: wait for new mail, and look again every 5 s
+            // whether the agent is still here.
+            let _ = tokio::time::timeout(IDLE_CHECK, deliverer.wake.notified()).await;
+            read = true;
+            continue;
+        }
         tokio::select! {
             biased;
-            Some(first) = out.next(), if !out.is_empty() => {
+            Some(first) = out.next() => {
                 // This ack and any others already in, then one report for all of them.
                 let mut next = Some(first);
                 let mut delivered = None;
@@ -231,8 +238,6 @@ async fn run<A: Adapter>(
                 }
             }
             () = deliverer.wake.notified(), if out.len() < IN_FLIGHT => read = true,
-            // Nothing out: look again every 5 s whether the agent is still here.
-            () = tokio::time::sleep(IDLE_CHECK), if out.is_empty() => read = true,
         }
     }
 }

@@ -233,10 +233,12 @@ impl Store {
     /// then appends use `GET` and `SET NX`; asking first would add a round trip to an append,
     /// and, while Redis is away, a second timeout.
     fn learn_set_nx_get(&self) {
-        if self
-            .set_nx_get
-            .compare_exchange(UNKNOWN, ASKING, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
+        // A plain load first: on every append with a record, known after the first.
+        if self.set_nx_get.load(Ordering::Relaxed) != UNKNOWN
+            || self
+                .set_nx_get
+                .compare_exchange(UNKNOWN, ASKING, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
         {
             return;
         }

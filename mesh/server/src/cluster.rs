@@ -46,6 +46,7 @@ use crate::maps::FastMap;
 use crate::pubsub::ManagedDriver;
 use crate::registry::SocketEntry;
 use crate::rooms::team_room;
+use crate::store::Publish;
 
 /// The pub/sub channel of directory events (the adapter's channels are `nsh-mesh-request#…`).
 const CHANNEL: &str = "nsh-mesh#directory";
@@ -191,6 +192,12 @@ enum NodeMessage {
         request: u64,
         outcome: Outcome,
     },
+    /// New stored mail for `to`, whose connection this node holds: published in the
+    /// transaction that stored it (see [`Cluster::wake_with_append`]).
+    Wake {
+        team: String,
+        to: String,
+    },
 }
 
 /// [`NodeMessage`] as it is read: the same JSON, taken as one flat struct. serde reads an
@@ -201,7 +208,7 @@ enum NodeMessage {
 struct NodeMessageFields {
     kind: NodeMessageKind,
     reply_to: Option<String>,
-    request: u64,
+    request: Option<u64>,
     team: Option<String>,
     to: Option<String>,
     envelope: Option<Box<Envelope>>,
@@ -213,23 +220,29 @@ struct NodeMessageFields {
 enum NodeMessageKind {
     Deliver,
     Answer,
+    Wake,
 }
 
 impl TryFrom<NodeMessageFields> for NodeMessage {
     type Error = &'static str;
 
     fn try_from(fields: NodeMessageFields) -> Result<Self, Self::Error> {
+        let request = || fields.request.ok_or("missing field `request`");
         Ok(match fields.kind {
             NodeMessageKind::Deliver => Self::Deliver {
                 reply_to: fields.reply_to.ok_or("missing field `reply_to`")?,
-                request: fields.request,
+                request: request()?,
                 team: fields.team.ok_or("missing field `team`")?,
                 to: fields.to.ok_or("missing field `to`")?,
                 envelope: fields.envelope.ok_or("missing field `envelope`")?,
             },
             NodeMessageKind::Answer => Self::Answer {
-                request: fields.request,
+                request: request()?,
                 outcome: fields.outcome.ok_or("missing field `outcome`")?,
+            },
+            NodeMessageKind::Wake => Self::Wake {
+                team: fields.team.ok_or("missing field `team`")?,
+                to: fields.to.ok_or("missing field `to`")?,
             },
         })
     }
@@ -249,6 +262,32 @@ pub(crate) enum Outcome {
     NotDelivered,
     /// Redis could not carry it (never sent over the wire).
     Unreachable,
+}
+
+/// A sender's watch on the reports of an agent's acks (from [`Cluster::watch_delivered`]).
+pub(crate) struct DeliveredWatch<'a> {
+    cluster: &'a Cluster,
+    team: &'a str,
+    agent: &'a str,
+    /// `None` only while dropping.
+    receiver: Option<watch::Receiver<(u64, u64)>>,
+}
+
+impl DeliveredWatch<'_> {
+    /// The newest entry reported acked, as `(ms, seq)`.
+    pub(crate) fn receiver(&self) -> watch::Receiver<(u64, u64)> {
+        self.receiver
+            .clone()
+            .expect("a watch has its receiver until dropped")
+    }
+}
+
+impl Drop for DeliveredWatch<'_> {
+    fn drop(&mut self) {
+        // This receiver first: the watch goes once no sender waits on it.
+        self.receiver = None;
+        self.cluster.unwatch_delivered(self.team, self.agent);
+    }
 }
 
 /// Most node messages published as one batch.
@@ -356,6 +395,20 @@ impl Cluster {
         });
     }
 
+    /// The wake-up for `agent`'s deliverer that goes out in the transaction storing its new
+    /// mail, when one other node holds its connection (`holders`, from the directory): on that
+    /// node's own channel, so the node hears of the message as this one hears it was stored,
+    /// instead of after this node's next publish. It cannot be lost to a full outbox either.
+    /// `None` when the agent is offline, here, or on several nodes (then [`Self::wake`]).
+    pub(crate) fn wake_with_append(
+        &self,
+        holders: &[String],
+        team: &str,
+        agent: &str,
+    ) -> Option<Publish> {
+        wake_on_holder(&self.node, holders, team, agent)
+    }
+
     pub(crate) fn delivered(&self, team: &str, agent: &str, entry: &str) {
         self.publish(Event::Delivered {
             node: self.node.clone(),
@@ -365,17 +418,28 @@ impl Cluster {
         });
     }
 
-    /// Watches acks of `agent`'s stored mail reported by other nodes.
-    pub(crate) fn watch_delivered(&self, team: &str, agent: &str) -> watch::Receiver<(u64, u64)> {
+    /// Watches acks of `agent`'s stored mail reported by other nodes, until the watch is
+    /// dropped.
+    pub(crate) fn watch_delivered<'a>(
+        &'a self,
+        team: &'a str,
+        agent: &'a str,
+    ) -> DeliveredWatch<'a> {
         let mut watches = self.delivered.lock().expect("delivered lock");
-        watches
+        let receiver = watches
             .entry((team.to_owned(), agent.to_owned()))
             .or_insert_with(|| watch::channel((0, 0)).0)
-            .subscribe()
+            .subscribe();
+        DeliveredWatch {
+            cluster: self,
+            team,
+            agent,
+            receiver: Some(receiver),
+        }
     }
 
     /// Drops the watch once its last waiter is done.
-    pub(crate) fn unwatch_delivered(&self, team: &str, agent: &str) {
+    fn unwatch_delivered(&self, team: &str, agent: &str) {
         let mut watches = self.delivered.lock().expect("delivered lock");
         let key = (team.to_owned(), agent.to_owned());
         if watches.get(&key).is_some_and(|w| w.receiver_count() == 0) {
@@ -599,6 +663,7 @@ pub(crate) async fn run<A: Adapter>(io: SocketIo<A>, mesh: Arc<Mesh>, cluster: A
                                 NodeMessage::Deliver { reply_to, request, team, to, envelope } => {
                                     tokio::spawn(deliver_here(io.clone(), mesh.clone(), cluster.clone(), reply_to, request, team, to, envelope));
                                 }
+                                NodeMessage::Wake { team, to } => wake_here(&io, &mesh, &cluster, &team, &to),
                             }
                         }
                     }
@@ -818,16 +883,47 @@ async fn apply<A: Adapter>(io: &SocketIo<A>, mesh: &Arc<Mesh>, cluster: &Cluster
                 registry.drop_node(&node);
             }
         }
-        Event::Wake { team, agent, .. } => {
-            if let Some(store) = &mesh.store
-                && registry.has_connection_on(&team, &agent, &cluster.node)
-            {
-                mesh.deliverers.wake(io, mesh, store, &team, &agent);
-            }
-        }
+        Event::Wake { team, agent, .. } => wake_here(io, mesh, cluster, &team, &agent),
         Event::Delivered {
             team, agent, entry, ..
         } => cluster.note_delivered(team, agent, &entry),
+    }
+}
+
+/// [`Cluster::wake_with_append`] for node `here`.
+fn wake_on_holder(here: &str, holders: &[String], team: &str, agent: &str) -> Option<Publish> {
+    let [holder] = holders else { return None };
+    if holder == here {
+        return None;
+    }
+    let wake = NodeMessage::Wake {
+        team: team.to_owned(),
+        to: agent.to_owned(),
+    };
+    match serde_json::to_vec(&[wake]) {
+        Ok(payload) => Some(Publish {
+            channel: node_channel(holder),
+            payload,
+        }),
+        Err(err) => {
+            tracing::error!(%err, "node message not serializable");
+            None
+        }
+    }
+}
+
+/// Wakes `agent`'s deliverer if its connection is here (stored mail arrived on another node).
+fn wake_here<A: Adapter>(
+    io: &SocketIo<A>,
+    mesh: &Arc<Mesh>,
+    cluster: &Cluster,
+    team: &str,
+    agent: &str,
+) {
+    if let Some(store) = &mesh.store
+        && mesh.registry.has_connection_on(team, agent, &cluster.node)
+    {
+        mesh.deliverers.wake(io, mesh, store, team, agent);
     }
 }
 
@@ -918,6 +1014,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing field `outcome`"), "{err}");
+    }
+
+    #[test]
+    fn stored_mail_wakes_the_one_other_node_holding_the_recipient_on_its_channel() {
+        let nodes = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let wake = wake_on_holder("n1", &nodes(&["n2"]), "t", "bob").expect("bob is on n2");
+        assert_eq!(wake.channel, node_channel("n2"));
+        let read: Vec<NodeMessage> = serde_json::from_slice(&wake.payload).unwrap();
+        assert_eq!(
+            read,
+            [NodeMessage::Wake {
+                team: "t".into(),
+                to: "bob".into()
+            }]
+        );
+        assert_eq!(
+            serde_json::to_value(&read[0]).unwrap(),
+            serde_json::json!({ "kind": "wake", "team": "t", "to": "bob" })
+        );
+        // Here, offline, or on several nodes: woken the other ways.
+        assert_eq!(wake_on_holder("n1", &nodes(&["n1"]), "t", "bob"), None);
+        assert_eq!(wake_on_holder("n1", &[], "t", "bob"), None);
+        assert_eq!(
+            wake_on_holder("n1", &nodes(&["n2", "n3"]), "t", "bob"),
+            None
+        );
+        // A deliver or an answer still needs its request number.
+        let err = serde_json::from_str::<NodeMessage>(r#"{"kind":"answer","outcome":"delivered"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing field `request`"), "{err}");
     }
 
     #[test]

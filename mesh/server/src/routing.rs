@@ -443,40 +443,68 @@ async fn deliver_stored<A: Adapter>(
         deliver(out, dedup)
     };
     match target {
-        Target::Agent(to) => match store
-            .append_direct(team, to, envelope, record.as_ref())
-            .await
-        {
-            Ok(Appended::AlreadyRecorded(value)) => earlier_send(&value),
-            Ok(Appended::Entry(entry)) => {
-                if !mesh.registry.is_online(team, to) {
-                    return Ok(stored(envelope));
+        Target::Agent(to) => {
+            // On one other replica, the recipient's deliverer is woken by the transaction
+            // that stores the message, and the report of its ack is watched from before then:
+            // it can come back before this task runs again.
+            let elsewhere = mesh.cluster.as_ref().and_then(|cluster| {
+                let mut holders = mesh.registry.holders(team, to);
+                let wake = cluster.wake_with_append(&holders, team, to)?;
+                Some((wake, holders.pop()?, cluster.watch_delivered(team, to)))
+            });
+            let appended = store
+                .append_direct(
+                    team,
+                    to,
+                    envelope,
+                    record.as_ref(),
+                    elsewhere.as_ref().map(|(wake, _, _)| wake),
+                )
+                .await;
+            let entry = match appended {
+                Ok(Appended::Entry(entry)) => entry,
+                Ok(Appended::AlreadyRecorded(value)) => return earlier_send(&value),
+                Err(err) => {
+                    return deliver_live(CrossReplicaDedup::Pending(recorded))
+                        .await
+                        .map_err(|live| unavailable(&err, &live));
                 }
-                let timeout = mesh.limits.ack_timeout;
-                // The recipient's deliverer runs where its connection is: here, or on another
-                // replica, which is woken and reports the ack back.
-                let delivered = if mesh.registry.has_connection_on(team, to, &mesh.node) {
-                    let acked = mesh.deliverers.wake(io, mesh, store, team, to);
-                    crate::durable::Deliverers::acked(acked, &entry, timeout).await
-                } else if let Some(cluster) = &mesh.cluster {
-                    let acked = cluster.watch_delivered(team, to);
-                    cluster.wake(team, to);
-                    let delivered = crate::durable::Deliverers::acked(acked, &entry, timeout).await;
-                    cluster.unwatch_delivered(team, to);
-                    delivered
-                } else {
-                    false
-                };
-                Ok(if delivered {
-                    SendAck::delivered(envelope.id.clone(), None)
-                } else {
-                    stored(envelope)
-                })
+            };
+            if !mesh.registry.is_online(team, to) {
+                return Ok(stored(envelope));
             }
-            Err(err) => deliver_live(CrossReplicaDedup::Pending(recorded))
-                .await
-                .map_err(|live| unavailable(&err, &live)),
-        },
+            let timeout = mesh.limits.ack_timeout;
+            // The recipient's deliverer runs where its connection is: here, or on another
+            // replica, which reports the ack back.
+            let delivered = if mesh.registry.has_connection_on(team, to, &mesh.node) {
+                let acked = mesh.deliverers.wake(io, mesh, store, team, to);
+                crate::durable::Deliverers::acked(acked, &entry, timeout).await
+            } else if let Some(cluster) = &mesh.cluster {
+                let watch = match elsewhere {
+                    // Woken with the append, unless the connection moved meanwhile.
+                    Some((_, woken, watch)) => {
+                        if !mesh.registry.has_connection_on(team, to, &woken) {
+                            cluster.wake(team, to);
+                        }
+                        watch
+                    }
+                    // On several replicas: every node is told.
+                    None => {
+                        let watch = cluster.watch_delivered(team, to);
+                        cluster.wake(team, to);
+                        watch
+                    }
+                };
+                crate::durable::Deliverers::acked(watch.receiver(), &entry, timeout).await
+            } else {
+                false
+            };
+            Ok(if delivered {
+                SendAck::delivered(envelope.id.clone(), None)
+            } else {
+                stored(envelope)
+            })
+        }
         Target::Group(group) => match store
             .append_group(team, group, envelope, record.as_ref())
             .await

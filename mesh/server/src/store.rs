@@ -85,6 +85,14 @@ pub struct DedupRecord {
     pub lifetime: Duration,
 }
 
+/// A pub/sub message published in an append's transaction: Redis sends it out once the message
+/// is stored, and only then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub channel: String,
+    pub payload: Vec<u8>,
+}
+
 /// What an append did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Appended {
@@ -258,7 +266,7 @@ impl Store {
     }
 
     /// Appends `envelope` to `streams` (and lists them for the sweep), in one transaction with
-    /// its dedup record when there is one.
+    /// its dedup record when there is one, and `publish` when given.
     ///
     /// The record is set only if new (`SET NX`) and the one before it read in the same
     /// transaction (its `GET` option on Redis 7, see [`Self::learn_set_nx_get`]; else a `GET`
@@ -271,6 +279,7 @@ impl Store {
         streams: &[&str],
         envelope: &Envelope,
         record: Option<&DedupRecord>,
+        publish: Option<&Publish>,
     ) -> Result<Appended, StoreError> {
         // serde's text, written without its byte-by-byte escaping (`encoded`).
         let json = envelope.to_json();
@@ -318,6 +327,14 @@ impl Store {
                 .arg("exp")
                 .arg(exp);
             pipe.add_command(xadd);
+        }
+        if let Some(publish) = publish {
+            // A repeat (record already there) is published too: a wake-up for mail that was
+            // there already only makes a deliverer look again.
+            pipe.cmd("PUBLISH")
+                .arg(&publish.channel)
+                .arg(&publish.payload)
+                .ignore();
         }
         let unlisted = self.unlisted(streams);
         if !unlisted.is_empty() {
@@ -389,20 +406,22 @@ impl Store {
 
     /// Appends a direct message to the recipient's inbox and to the conversation, atomically,
     /// with `record` when given: a message whose record existed is taken out again at once
-    /// and answered [`Appended::AlreadyRecorded`].
+    /// and answered [`Appended::AlreadyRecorded`]. `wake` (the recipient's deliverer's
+    /// wake-up, on another replica) is published in the same transaction.
     pub async fn append_direct(
         &self,
         team: &str,
         to: &str,
         envelope: &Envelope,
         record: Option<&DedupRecord>,
+        wake: Option<&Publish>,
     ) -> Result<Appended, StoreError> {
         let inbox = Self::inbox_key(team, to);
         let conversation = Self::conversation_key(
             team,
             &Conversation::Direct(envelope.from.clone(), to.to_owned()),
         );
-        self.append(&[&inbox, &conversation], envelope, record)
+        self.append(&[&inbox, &conversation], envelope, record, wake)
             .await
     }
 
@@ -416,7 +435,7 @@ impl Store {
         record: Option<&DedupRecord>,
     ) -> Result<Appended, StoreError> {
         let key = Self::conversation_key(team, &Conversation::Group(group.to_owned()));
-        self.append(&[&key], envelope, record).await
+        self.append(&[&key], envelope, record, None).await
     }
 
     /// Records that `agent`'s client acked everything up to `entry`.
@@ -730,12 +749,12 @@ mod tests {
             let to = format!("bob{form}");
             let (envelope, record) = message_and_record(&to);
             let first = store
-                .append_direct("alpha", &to, &envelope, Some(&record))
+                .append_direct("alpha", &to, &envelope, Some(&record), None)
                 .await
                 .unwrap();
             assert!(matches!(first, Appended::Entry(_)), "{first:?}");
             let again = store
-                .append_direct("alpha", &to, &envelope, Some(&record))
+                .append_direct("alpha", &to, &envelope, Some(&record), None)
                 .await
                 .unwrap();
             assert_eq!(again, Appended::AlreadyRecorded("done".to_owned()));
@@ -755,7 +774,7 @@ mod tests {
         assert_eq!(store.set_nx_get.load(Ordering::Relaxed), UNKNOWN);
         let (envelope, record) = message_and_record("bob");
         store
-            .append_direct("alpha", "bob", &envelope, Some(&record))
+            .append_direct("alpha", "bob", &envelope, Some(&record), None)
             .await
             .unwrap();
         // Debian's redis-server here is 7.0: the answer comes from `INFO server`.

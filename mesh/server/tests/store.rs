@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use nsh_mesh_server::store::{Appended, DedupRecord, Store, StoreConfig};
+use futures_util::StreamExt as _;
+use nsh_mesh_server::store::{Appended, DedupRecord, Publish, Store, StoreConfig};
 use nsh_mesh_transport::wire::{Envelope, MessageKind};
 use nsh_testenv::RedisServer;
 
@@ -32,7 +33,7 @@ fn envelope(id: &str) -> Envelope {
 
 async fn append(store: &Store, id: &str, record: Option<&DedupRecord>) -> Appended {
     store
-        .append_direct("alpha", "bob", &envelope(id), record)
+        .append_direct("alpha", "bob", &envelope(id), record, None)
         .await
         .unwrap()
 }
@@ -202,4 +203,53 @@ async fn streams_are_listed_for_the_sweep_once_and_again_after_each_sweep() {
     store.sweep().await.unwrap();
     entry(append(&store, "third", None).await);
     assert_eq!(listed(&mut conn).await, both);
+}
+
+/// The wake-up for a recipient's deliverer on another replica is published by the append that
+/// stores its message (in its transaction), and an append given none publishes nothing.
+#[tokio::test]
+async fn an_append_publishes_the_wake_up_it_is_given_and_no_other() {
+    let redis = RedisServer::start().unwrap();
+    let store = store(&redis);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut subscriber = client.get_async_pubsub().await.unwrap();
+    subscriber.subscribe("replica-b").await.unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+
+    let wake = Publish {
+        channel: "replica-b".to_owned(),
+        payload: b"wake bob".to_vec(),
+    };
+    let appended = store
+        .append_direct("alpha", "bob", &envelope("m1"), None, Some(&wake))
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(10), subscriber.on_message().next())
+        .await
+        .expect("the wake-up was published")
+        .unwrap();
+    assert_eq!(heard.get_payload_bytes(), b"wake bob");
+    let mut cursor = None;
+    let inbox = store
+        .advance_and_read("alpha", "bob", &mut cursor, None, None, 64)
+        .await
+        .unwrap();
+    assert_eq!(ids(&inbox), ["m1"]);
+    assert_eq!(Appended::Entry(inbox.messages[0].entry.clone()), appended);
+
+    // Without a wake-up, nothing is published.
+    entry(append(&store, "m2", None).await);
+    let published: i64 = redis::cmd("PUBLISH")
+        .arg("replica-b")
+        .arg("marker")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(published, 1, "the subscriber still listens");
+    let next = subscriber.on_message().next().await.unwrap();
+    assert_eq!(
+        next.get_payload_bytes(),
+        b"marker",
+        "no publish for m2 came before it"
+    );
 }

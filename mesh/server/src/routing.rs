@@ -488,7 +488,8 @@ async fn deliver_stored<A: Adapter>(
                         }
                         watch
                     }
-                    // On several replicas: every node is told.
+                    // On several replicas (or connected since the append began): every
+                    // node is told.
                     None => {
                         let watch = cluster.watch_delivered(team, to);
                         cluster.wake(team, to);

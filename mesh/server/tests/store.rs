@@ -1,5 +1,6 @@
 //! The message store against a real redis-server, below the Socket.io layer: what two replicas
-//! writing the same keys at once can do to a recipient's cursor and to a message id's record.
+//! writing the same keys at once can do to a recipient's cursor and to a message id's record,
+//! and what an append publishes.
 
 use std::time::Duration;
 

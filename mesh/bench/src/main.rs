@@ -58,8 +58,14 @@ struct Args {
     /// each run measures every contender once, in turn.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// The load generators of the relay phase, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "rust,node")]
+    /// The load generators of the relay phase, comma-separated (`node2`: the Node client on
+    /// two threads).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "rust,node,node2"
+    )]
     load: Vec<relay::Generator>,
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -183,7 +189,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "relay: {} pairs x {} in flight, {:?} counted after a 2 s warm-up; the server's own CPU and context switches from /proc; the Rust generator on {} thread(s), the Node one on its one",
+        "relay: {} pairs x {} in flight, {:?} counted after a 2 s warm-up; the server's own CPU and context switches from /proc; the Rust generator on {} thread(s), the Node one on one (node2: two)",
         args.pairs, args.window, args.duration, args.load_threads
     );
     println!(
@@ -437,9 +443,13 @@ async fn measure(
         latency(Route::one(&url), args, key).await?;
     eprintln!("   latency: p50 {p50_ms:.3} ms, p99 {p99_ms:.3} ms");
     server.kill().await?;
-    let node_client_latency = if args.load.contains(&relay::Generator::Node) {
+    let node_client_latency = if args
+        .load
+        .iter()
+        .any(|g| matches!(g, relay::Generator::Node | relay::Generator::NodeTwoThreads))
+    {
         let (mut server, pid, url) = start(name, command()).await?;
-        let measured = relay::node(&url, pid, args, key, Some(args.rate)).await?;
+        let measured = relay::node(&url, pid, args, key, Some(args.rate), 1).await?;
         eprintln!(
             "   latency, node socket.io-client: p50 {:.3} ms, p99 {:.3} ms",
             measured.p50_ms, measured.p99_ms

@@ -10,7 +10,8 @@
 // clock of `perf sched record -k CLOCK_MONOTONIC`) and this process's GC pauses, for
 // scripts/tail-episodes.py. THREADS=N splits the pairs over N worker threads (each its own event
 // loop, as mesh-bench --load-threads does for the Rust generator); the main thread then only
-// keeps the time and merges what the workers counted.
+// keeps the time and merges what the workers counted, and each worker writes its own trace
+// (trace-wFIRST-<ms>.json, FIRST its first pair).
 import { io } from "socket.io-client";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 import { randomUUID } from "node:crypto";
@@ -35,7 +36,6 @@ const quantiles = (latencies) => {
 };
 
 if (isMainThread && threads > 1) {
-  if (traceDir) throw new Error("LATENCY_TRACE needs THREADS=1: the trace is one event loop's");
   // Pairs split as evenly as they go; each worker gets its share of RATE too.
   const workers = [];
   for (let t = 0; t < threads; t++) {
@@ -43,6 +43,7 @@ if (isMainThread && threads > 1) {
     const count = Math.floor(((t + 1) * pairs) / threads) - first;
     workers.push(new Worker(new URL(import.meta.url), { workerData: { first, count, rate: rate / threads } }));
   }
+  const exited = workers.map((worker) => new Promise((resolve) => worker.once("exit", resolve)));
   const next = (worker) => new Promise((resolve, reject) => {
     worker.once("message", resolve);
     worker.once("error", reject);
@@ -61,6 +62,8 @@ if (isMainThread && threads > 1) {
   const latencies = results.flatMap((r) => r.latencies);
   const sum = (k) => results.reduce((n, r) => n + r[k], 0);
   console.log(JSON.stringify({ delivered: sum("delivered"), seconds, ...quantiles(latencies), failed: sum("failed"), threads }));
+  // Let the workers finish their traces, but do not hang on one that does not end.
+  await Promise.race([Promise.all(exited), new Promise((r) => setTimeout(r, 10000))]);
   process.exit(0);
 }
 
@@ -156,19 +159,7 @@ async function keepTheTime() {
   const count = delivered;
   stopping = true;
   await Promise.all(loops);
-  if (traceDir) {
-    // performance.now() counts from this process's start; the offset puts it on CLOCK_MONOTONIC.
-    const monotonic = Number(process.hrtime.bigint()) / 1e6 - performance.now();
-    const trace = {
-      url,
-      pid: process.pid,
-      latency_ms: latencies,
-      acked_at_ms: ackedAt.map((t) => t + monotonic),
-      gc_pauses: pauses.map(([start, ms, kind]) => ({ at_ms: start + monotonic, ms, kind })),
-    };
-    const mode = rate > 0 ? `rate${rate}-` : "";
-    writeFileSync(`${traceDir}/trace-${mode}${Date.now()}.json`, JSON.stringify(trace));
-  }
+  if (traceDir) writeTrace("");
   console.log(JSON.stringify({ delivered: count, seconds, ...quantiles(latencies), failed }));
   for (const [socket] of senders) socket.close();
   process.exit(0);
@@ -187,7 +178,25 @@ function followTheMainThread() {
     parentPort.postMessage({ delivered, failed, latencies });
     stopping = true;
     await Promise.all(loops);
+    // One trace per worker: each is one event loop with its own garbage collector.
+    if (traceDir) writeTrace(`w${first}-`);
     for (const [socket] of senders) socket.close();
     parentPort.close();
   });
+}
+
+// DIR/trace-[rateN-][wN-]<ms>.json: this event loop's counted latencies, their ack times and
+// its GC pauses, on CLOCK_MONOTONIC.
+function writeTrace(worker) {
+  // performance.now() counts from this thread's start; the offset puts it on CLOCK_MONOTONIC.
+  const monotonic = Number(process.hrtime.bigint()) / 1e6 - performance.now();
+  const trace = {
+    url,
+    pid: process.pid,
+    latency_ms: latencies,
+    acked_at_ms: ackedAt.map((t) => t + monotonic),
+    gc_pauses: pauses.map(([start, ms, kind]) => ({ at_ms: start + monotonic, ms, kind })),
+  };
+  const mode = rate > 0 ? `rate${rate}-` : "";
+  writeFileSync(`${traceDir}/trace-${mode}${worker}${Date.now()}.json`, JSON.stringify(trace));
 }

@@ -63,7 +63,8 @@ if (isMainThread && threads > 1) {
   const sum = (k) => results.reduce((n, r) => n + r[k], 0);
   console.log(JSON.stringify({ delivered: sum("delivered"), seconds, ...quantiles(latencies), failed: sum("failed"), threads }));
   // Let the workers finish their traces, but do not hang on one that does not end.
-  await Promise.race([Promise.all(exited), new Promise((r) => setTimeout(r, 10000))]);
+  const ended = await Promise.race([Promise.all(exited).then(() => true), new Promise((r) => setTimeout(r, 10000, false))]);
+  if (!ended) console.error("node-load: a worker had not exited 10 s after the counting window");
   process.exit(0);
 }
 
@@ -181,7 +182,9 @@ function followTheMainThread() {
     // One trace per worker: each is one event loop with its own garbage collector.
     if (traceDir) writeTrace(`w${first}-`);
     for (const [socket] of senders) socket.close();
-    parentPort.close();
+    // Ends this thread only (as the main thread ends the process when alone): the closed
+    // sockets' client would otherwise keep it alive.
+    process.exit(0);
   });
 }
 

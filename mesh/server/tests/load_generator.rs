@@ -65,13 +65,12 @@ async fn run_generator(
         .expect("node-load.mjs finished")
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "node-load.mjs failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        "node-load.mjs failed:\n{stdout}\n{stderr}"
     );
     // Every event loop ends once it is done: the main thread does not wait out its limit.
-    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("had not exited"), "{stderr}");
     let mut lines: Vec<Value> = stdout
         .lines()

@@ -215,18 +215,22 @@ pub(crate) async fn node(
                 let (Some(before), Some(after)) = (before, after) else {
                     anyhow::bail!("node-load ended without its counting window: {line}");
                 };
-                let number = |k: &str| value[k].as_f64().unwrap_or(0.0);
+                let number = |k: &str| {
+                    value[k]
+                        .as_f64()
+                        .with_context(|| format!("node-load's result has no number `{k}`: {line}"))
+                };
                 let _ = child.wait().await;
                 return Ok(Relay::from(
-                    number("delivered") as u64,
-                    number("seconds"),
+                    number("delivered")? as u64,
+                    number("seconds")?,
                     Window {
                         server: (before.0, after.0),
                         generator: (before.1, after.1),
                     },
-                    number("p50_ms"),
-                    number("p99_ms"),
-                    number("failed") as u64,
+                    number("p50_ms")?,
+                    number("p99_ms")?,
+                    number("failed")? as u64,
                 ));
             }
         }

@@ -5,24 +5,14 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{Printed, Table, nsh, run, tables};
+use common::{Printed, Table, mesh_bench, run, tables};
 
 const RATE: u64 = 200;
 
 #[test]
 fn every_phase_runs_and_the_derived_tables_follow_from_the_measured_rows() {
-    let interop = nsh_testenv::peers::interop_dir();
-    let node = nsh_testenv::peers::node().expect("node and the interop packages");
-    let mut bench = Command::new(env!("CARGO_BIN_EXE_mesh-bench"));
+    let mut bench = mesh_bench();
     bench
-        .arg("--nsh")
-        .arg(nsh())
-        .arg("--node")
-        .arg(node)
-        .arg("--interop-dir")
-        .arg(interop)
         .args(["--runs", "1", "--duration", "1s", "--connections", "100"])
         .args(["--rate", &RATE.to_string()]);
     let out = run(bench);

@@ -5,21 +5,12 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{Printed, Table, nsh, run, tables};
+use common::{Printed, Table, mesh_bench, run, tables};
 
 #[test]
 fn every_contender_relays_across_replicas_and_the_goals_follow_from_the_rows() {
-    let node = nsh_testenv::peers::node().expect("node and the interop packages");
-    let mut bench = Command::new(env!("CARGO_BIN_EXE_mesh-bench"));
+    let mut bench = mesh_bench();
     bench
-        .arg("--nsh")
-        .arg(nsh())
-        .arg("--node")
-        .arg(node)
-        .arg("--interop-dir")
-        .arg(nsh_testenv::peers::interop_dir())
         .args(["--scenario", "replicas", "--runs", "1", "--duration", "1s"])
         .args(["--rate", "200"]);
     let out = run(bench);

@@ -22,6 +22,20 @@ pub(crate) fn nsh() -> PathBuf {
     nsh
 }
 
+/// `mesh-bench` with this build's `nsh`, `node` and the official peers in `mesh/interop`.
+pub(crate) fn mesh_bench() -> Command {
+    let node = nsh_testenv::peers::node().expect("node and the interop packages");
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_mesh-bench"));
+    bench
+        .arg("--nsh")
+        .arg(nsh())
+        .arg("--node")
+        .arg(node)
+        .arg("--interop-dir")
+        .arg(nsh_testenv::peers::interop_dir());
+    bench
+}
+
 /// Runs a benchmark to its end; panics with everything it printed unless it succeeded.
 pub(crate) fn run(mut command: Command) -> String {
     let Output {

@@ -16,7 +16,7 @@ fn own_and_shared_servers_answer_and_the_derived_columns_follow_from_the_rows() 
         "--clients",
         "2",
         "--calls",
-        "200",
+        "1000",
         "--runs",
         "1",
         "--ballast-mb",

@@ -89,9 +89,7 @@ impl Printed {
         };
         self.value + self.half_step >= low && self.value - self.half_step <= high
     }
-}
 
-impl Printed {
     /// Whether `self`, printed from `minuend - subtrahend`, agrees with the two printed numbers
     /// it was computed from.
     pub(crate) fn is_difference_of(self, minuend: Self, subtrahend: Self) -> bool {

@@ -6,7 +6,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Agent, TestMesh, key_text, new_id, token_for};
+use common::{Agent, TestMesh, interop_script, key_text, new_id, run_to_success, token_for};
 use nsh_mesh_transport::client::ClientError;
 use nsh_mesh_transport::wire::{MessageKind, SendStatus, event};
 use nsh_testenv::peers;
@@ -20,29 +20,17 @@ async fn run_scenario(
     url: &str,
     extra_env: &[(&str, &str)],
 ) -> String {
-    let mut command = tokio::process::Command::new(program);
+    let mut command = interop_script(program, script, url);
     command
-        .arg(peers::interop_dir().join(script))
-        .current_dir(peers::interop_dir())
-        .env("MESH_URL", url.replace("ws://", "http://"))
         .env("TOKEN_ALICE", token_for("alpha", "alice", &["ops"]))
         .env("TOKEN_BOB", token_for("alpha", "bob", &["ops"]))
-        .env("TOKEN_BAD", token_for("gamma", "eve", &[]))
-        .kill_on_drop(true);
+        .env("TOKEN_BAD", token_for("gamma", "eve", &[]));
     for (key, value) in extra_env {
         command.env(key, value);
     }
-    let output = tokio::time::timeout(Duration::from_secs(90), command.output())
+    run_to_success(command, Duration::from_secs(90), script)
         .await
-        .expect("scenario finished")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{script} failed:\n{stdout}\n{stderr}"
-    );
-    stdout
+        .0
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{TestMesh, token_for};
+use common::{TestMesh, interop_script, run_to_success, token_for};
 use nsh_mesh_server::{Limits, RateLimit};
 use nsh_testenv::peers;
 use serde_json::Value;
@@ -45,31 +45,18 @@ async fn run_generator(
             tokens.insert(agent.clone(), token_for("alpha", &agent, &[]).into());
         }
     }
-    let mut command = tokio::process::Command::new(peers::node().unwrap());
+    let mut command = interop_script(peers::node().unwrap(), "node-load.mjs", &mesh.url);
     command
-        .arg(peers::interop_dir().join("node-load.mjs"))
-        .current_dir(peers::interop_dir())
-        .env("MESH_URL", mesh.url.replace("ws://", "http://"))
         .env("TOKENS", Value::Object(tokens).to_string())
         .env("PAIRS", pairs.to_string())
         .env("WINDOW", "2")
         .env("WARMUP_MS", "300")
         .env("DURATION_MS", "700")
-        .env("LATENCY_TRACE", traces)
-        .kill_on_drop(true);
+        .env("LATENCY_TRACE", traces);
     for (key, value) in env {
         command.env(key, value);
     }
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .expect("node-load.mjs finished")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "node-load.mjs failed:\n{stdout}\n{stderr}"
-    );
+    let (stdout, stderr) = run_to_success(command, Duration::from_secs(60), "node-load.mjs").await;
     // Every event loop ends once it is done: the main thread does not wait out its limit.
     assert!(!stderr.contains("had not exited"), "{stderr}");
     let mut lines: Vec<Value> = stdout

@@ -137,4 +137,41 @@ pub fn token_for(team: &str, agent: &str, groups: &[&str]) -> String {
     .unwrap()
 }
 
+/// `program` (node, or the interop virtualenv's python) running `script` of `mesh/interop`
+/// against `mesh_url`, in that directory, killed with the test.
+pub fn interop_script(
+    program: std::path::PathBuf,
+    script: &str,
+    mesh_url: &str,
+) -> tokio::process::Command {
+    let dir = nsh_testenv::peers::interop_dir();
+    let mut command = tokio::process::Command::new(program);
+    command
+        .arg(dir.join(script))
+        .current_dir(dir)
+        .env("MESH_URL", mesh_url.replace("ws://", "http://"))
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs `command` to its end within `limit`; panics with what it printed unless it succeeded.
+/// Returns its stdout and stderr.
+pub async fn run_to_success(
+    mut command: tokio::process::Command,
+    limit: Duration,
+    name: &str,
+) -> (String, String) {
+    let output = tokio::time::timeout(limit, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{name} did not finish within {limit:?}"))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "{name} failed:\n{stdout}\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
 pub use nsh_testenv::mesh_agent::{Agent, new_id};

@@ -4,22 +4,53 @@
 
 #![allow(dead_code)] // each test binary uses its part
 
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The `nsh` binary of this build. Cargo builds it for `nsh`'s own integration tests, into the
 /// directory it builds this package's benchmark binaries in, so `cargo test --workspace` (what
-/// `scripts/test.sh` runs) always has it fresh; `cargo test -p nsh-mesh-bench` alone needs it
-/// built first.
+/// `scripts/test.sh` runs) always has it fresh. `cargo test -p nsh-mesh-bench` alone does not
+/// build it: then the binary there may be missing, or older than this tree, which fails here
+/// rather than measuring another server.
 pub(crate) fn nsh() -> PathBuf {
     let nsh = PathBuf::from(env!("CARGO_BIN_EXE_mesh-bench")).with_file_name("nsh");
-    assert!(
-        nsh.is_file(),
-        "{} is missing: run these tests with `cargo test --workspace` (or `scripts/test.sh`), \
-         or `cargo build -p nsh` first",
-        nsh.display()
-    );
+    let fix = "run these tests with `cargo test --workspace` (or `scripts/test.sh`), \
+               or `cargo build -p nsh` first";
+    assert!(nsh.is_file(), "{} is missing: {fix}", nsh.display());
+    if let Some(why) = stale(&nsh.with_extension("d")) {
+        panic!("{} is not this tree's build: {why}; {fix}", nsh.display());
+    }
     nsh
+}
+
+/// Why a binary is older than the sources it was built from, by cargo's own rule: its dep-info
+/// file (`nsh.d` beside `nsh`, in make's syntax) lists every file the build read, and one
+/// modified since the build, or gone (built from another checkout), makes it stale.
+pub(crate) fn stale(dep_info: &Path) -> Option<String> {
+    let built = fs::metadata(dep_info).and_then(|m| m.modified());
+    let text = fs::read_to_string(dep_info);
+    let (Ok(built), Ok(text)) = (built, text) else {
+        return Some(format!("{} is unreadable", dep_info.display()));
+    };
+    let (_, sources) = text.split_once(": ")?;
+    // Make escapes a space in a path as `\ `.
+    let sources = sources.trim().replace("\\ ", "\0");
+    sources
+        .split_whitespace()
+        .map(|source| PathBuf::from(source.replace('\0', " ")))
+        .find_map(
+            |source| match fs::metadata(&source).and_then(|m| m.modified()) {
+                Ok(modified) if modified > built => {
+                    Some(format!("{} changed since", source.display()))
+                }
+                Ok(_) => None,
+                Err(_) => Some(format!(
+                    "it was built from {}, which is not here",
+                    source.display()
+                )),
+            },
+        )
 }
 
 /// `mesh-bench` with this build's `nsh`, `node` and the official peers in `mesh/interop`.

@@ -1,0 +1,77 @@
+//! The benchmark tests refuse an `nsh` that is not this tree's build: one whose dep-info lists a
+//! source modified after it, or one that is gone.
+
+mod common;
+
+use std::fs::{self, File};
+use std::time::{Duration, SystemTime};
+
+use common::stale;
+
+/// A dep-info file built at `built`, listing the given sources (make's syntax, as cargo writes).
+fn dep_info(dir: &std::path::Path, sources: &[&std::path::Path]) -> std::path::PathBuf {
+    let listed: Vec<String> = sources
+        .iter()
+        .map(|s| s.display().to_string().replace(' ', "\\ "))
+        .collect();
+    let path = dir.join("nsh.d");
+    fs::write(
+        &path,
+        format!("{}: {}\n", dir.join("nsh").display(), listed.join(" ")),
+    )
+    .unwrap();
+    path
+}
+
+fn touch(path: &std::path::Path, at: SystemTime) {
+    File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap()
+        .set_modified(at)
+        .unwrap();
+}
+
+#[test]
+fn a_build_newer_than_its_sources_is_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let (main, spaced) = (dir.path().join("main.rs"), dir.path().join("with space.rs"));
+    touch(&main, an_hour_ago);
+    touch(&spaced, an_hour_ago);
+    let info = dep_info(dir.path(), &[&main, &spaced]);
+    assert_eq!(stale(&info), None);
+}
+
+#[test]
+fn a_source_changed_after_the_build_makes_it_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let (main, spaced) = (dir.path().join("main.rs"), dir.path().join("with space.rs"));
+    touch(&main, SystemTime::now() - Duration::from_secs(3600));
+    let info = dep_info(dir.path(), &[&main, &spaced]);
+    touch(&info, SystemTime::now() - Duration::from_secs(60));
+    touch(&spaced, SystemTime::now());
+    let why = stale(&info).expect("stale");
+    assert!(why.contains("with space.rs changed since"), "{why}");
+}
+
+#[test]
+fn a_build_from_another_checkout_is_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = dir.path().join("other-checkout/src/main.rs");
+    let info = dep_info(dir.path(), &[&elsewhere]);
+    let why = stale(&info).expect("stale");
+    assert!(
+        why.contains("other-checkout/src/main.rs, which is not here"),
+        "{why}"
+    );
+}
+
+#[test]
+fn no_dep_info_is_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let why = stale(&dir.path().join("nsh.d")).expect("stale");
+    assert!(why.contains("unreadable"), "{why}");
+}

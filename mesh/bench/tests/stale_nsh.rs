@@ -1,5 +1,5 @@
 //! The benchmark tests refuse an `nsh` that is not this tree's build: one whose dep-info lists a
-//! source modified after it, or one that is gone.
+//! source modified after it, or one that is gone, and one without a dep-info that says.
 
 mod common;
 
@@ -74,4 +74,13 @@ fn no_dep_info_is_stale() {
     let dir = tempfile::tempdir().unwrap();
     let why = stale(&dir.path().join("nsh.d")).expect("stale");
     assert!(why.contains("unreadable"), "{why}");
+}
+
+#[test]
+fn a_dep_info_without_sources_is_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let info = dir.path().join("nsh.d");
+    fs::write(&info, "not make's syntax\n").unwrap();
+    let why = stale(&info).expect("stale");
+    assert!(why.contains("lists no sources"), "{why}");
 }

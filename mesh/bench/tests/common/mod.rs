@@ -33,7 +33,9 @@ pub(crate) fn stale(dep_info: &Path) -> Option<String> {
     let (Ok(built), Ok(text)) = (built, text) else {
         return Some(format!("{} is unreadable", dep_info.display()));
     };
-    let (_, sources) = text.split_once(": ")?;
+    let Some((_, sources)) = text.split_once(": ") else {
+        return Some(format!("{} lists no sources", dep_info.display()));
+    };
     // Make escapes a space in a path as `\ `.
     let sources = sources.trim().replace("\\ ", "\0");
     sources

@@ -4,12 +4,14 @@
 mod common;
 
 use std::fs::{self, File};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use common::stale;
 
-/// A dep-info file built at `built`, listing the given sources (make's syntax, as cargo writes).
-fn dep_info(dir: &std::path::Path, sources: &[&std::path::Path]) -> std::path::PathBuf {
+/// A dep-info file `dir/nsh.d` listing `sources` (make's syntax, as cargo writes it), modified
+/// now: the build's time.
+fn dep_info(dir: &Path, sources: &[&Path]) -> PathBuf {
     let listed: Vec<String> = sources
         .iter()
         .map(|s| s.display().to_string().replace(' ', "\\ "))
@@ -23,7 +25,14 @@ fn dep_info(dir: &std::path::Path, sources: &[&std::path::Path]) -> std::path::P
     path
 }
 
-fn touch(path: &std::path::Path, at: SystemTime) {
+/// Asserts that the dep-info at `info` is stale for a reason that names `because`.
+fn assert_stale(info: &Path, because: &str) {
+    let why = stale(info).expect("stale");
+    assert!(why.contains(because), "{why}");
+}
+
+/// Creates `path` if need be and sets its modification time to `at`.
+fn touch(path: &Path, at: SystemTime) {
     File::options()
         .write(true)
         .create(true)
@@ -53,8 +62,7 @@ fn a_source_changed_after_the_build_makes_it_stale() {
     let info = dep_info(dir.path(), &[&main, &spaced]);
     touch(&info, SystemTime::now() - Duration::from_secs(60));
     touch(&spaced, SystemTime::now());
-    let why = stale(&info).expect("stale");
-    assert!(why.contains("with space.rs changed since"), "{why}");
+    assert_stale(&info, "with space.rs changed since");
 }
 
 #[test]
@@ -62,18 +70,13 @@ fn a_build_from_another_checkout_is_stale() {
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = dir.path().join("other-checkout/src/main.rs");
     let info = dep_info(dir.path(), &[&elsewhere]);
-    let why = stale(&info).expect("stale");
-    assert!(
-        why.contains("other-checkout/src/main.rs, which is not here"),
-        "{why}"
-    );
+    assert_stale(&info, "other-checkout/src/main.rs, which is not here");
 }
 
 #[test]
 fn no_dep_info_is_stale() {
     let dir = tempfile::tempdir().unwrap();
-    let why = stale(&dir.path().join("nsh.d")).expect("stale");
-    assert!(why.contains("unreadable"), "{why}");
+    assert_stale(&dir.path().join("nsh.d"), "unreadable");
 }
 
 #[test]
@@ -81,6 +84,5 @@ fn a_dep_info_without_sources_is_stale() {
     let dir = tempfile::tempdir().unwrap();
     let info = dir.path().join("nsh.d");
     fs::write(&info, "not make's syntax\n").unwrap();
-    let why = stale(&info).expect("stale");
-    assert!(why.contains("lists no sources"), "{why}");
+    assert_stale(&info, "lists no sources");
 }

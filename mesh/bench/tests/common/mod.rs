@@ -26,7 +26,8 @@ pub(crate) fn nsh() -> PathBuf {
 
 /// Why a binary is older than the sources it was built from, by cargo's own rule: its dep-info
 /// file (`nsh.d` beside `nsh`, in make's syntax) lists every file the build read, and one
-/// modified since the build, or gone (built from another checkout), makes it stale.
+/// modified since the build, or gone (built from another checkout), makes it stale. `None`
+/// when the build is fresh.
 pub(crate) fn stale(dep_info: &Path) -> Option<String> {
     let built = fs::metadata(dep_info).and_then(|m| m.modified());
     let text = fs::read_to_string(dep_info);

@@ -15,7 +15,8 @@ fn direct_and_gateway_calls_answer_and_the_derived_columns_follow_from_the_rows(
     bench
         .arg("--nsh")
         .arg(nsh())
-        .args(["--duration", "500ms", "--runs", "1", "--sessions", "1,4"]);
+        .args(["--duration", "500ms", "--runs", "1", "--sessions"])
+        .arg(sessions.map(|n| n.to_string()).join(","));
     let out = run(bench);
 
     // "run sessions | direct p50 p99 calls/s | gateway p50 p99 calls/s | added p50 p99 |
